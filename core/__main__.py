@@ -1,0 +1,136 @@
+"""Command line: `python -m core train|evaluate|predict ...` (see `python -m core --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Paru: chest X-ray MobileNetV2 pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on a dataset folder and register the run")
+    train.add_argument("--data", required=True, help="dataset folder (class folders, or train/val/test of them)")
+    train.add_argument("--out", help="run folder to create (default: models/<run_id>)")
+    train.add_argument("--preset", choices=("paper", "recommended"), help="start from a named recipe")
+    train.add_argument("--config", help="JSON config file (fields of core.config.TrainConfig)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--alpha", type=float)
+    train.add_argument("--weights", help="imagenet | none | PATH of a MobileNetV2 no-top .h5 file")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--models-dir", help="where runs and the training lock live (default: models/)")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run on a whole external dataset folder")
+    evaluate.add_argument("--model", required=True, help="run folder")
+    evaluate.add_argument("--data", required=True, help="dataset folder with class folders")
+    evaluate.add_argument("--json", help="write the metrics (metrics.json schema) to this file")
+
+    predict = commands.add_parser("predict", help="classify films")
+    predict.add_argument("--model", required=True, help="run folder")
+    predict.add_argument("files", nargs="+", help="films (PNG, JPEG, BMP, TIFF, DICOM)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per input line")
+    predict.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per film into this folder")
+    return parser
+
+
+def _config_from_args(args):
+    from core.config import TrainConfig, preset
+
+    config = TrainConfig.from_file(args.config) if args.config else preset(args.preset or "paper")
+    if args.config and args.preset:
+        config = preset(args.preset, **{k: v for k, v in config.to_dict().items() if k != "preset"})
+    overrides = {name: getattr(args, name) for name in ("epochs", "alpha", "weights", "seed", "image_size",
+                                                        "batch_size") if getattr(args, name) is not None}
+    return config.replace(**overrides) if overrides else config
+
+
+def _train(args) -> int:
+    from core.jobs import TrainingBusyError
+    from core.model import configure_keras_home
+    from core.train import TrainingCancelled, train_run
+
+    configure_keras_home()
+    config = _config_from_args(args)
+    try:
+        run_dir = train_run(args.data, config, out_dir=args.out, models_dir=args.models_dir,
+                            log=lambda line: print(line, flush=True))
+    except (ValueError, TrainingBusyError, TrainingCancelled) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(run_dir)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from core.evaluate import evaluate_folder
+
+    try:
+        metrics = evaluate_folder(args.model, args.data)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    overlap = metrics["overlap"]
+    print(f"{metrics['n']} films, {len(metrics['skipped'])} skipped")
+    if overlap.get("identical_files") or overlap.get("shared_patients"):
+        print(f"WARNING: {overlap['identical_files']} films identical to training/validation films and "
+              f"{overlap['shared_patients']} from patients seen in training: figures are optimistic.")
+    ci = metrics["ci95"]
+    print(f"overall accuracy {metrics['accuracy']:.4f} (95% CI {ci['accuracy'][0]:.4f}-{ci['accuracy'][1]:.4f})")
+    print(f"macro-F1 {metrics['macro']['f1']:.4f} (95% CI {ci['macro_f1'][0]:.4f}-{ci['macro_f1'][1]:.4f})")
+    print(f"mean one-vs-rest accuracy (the paper's 'accuracy') {metrics['mean_ovr_accuracy']:.4f}")
+    for name, item in metrics["per_class"].items():
+        print(f"  {name:14s} precision {item['precision']:.3f} recall {item['recall']:.3f} f1 {item['f1']:.3f} "
+              f"support {item['support']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _predict(args) -> int:
+    from core.registry import load_run
+
+    try:
+        run = load_run(args.model)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from core.predict import Predictor
+
+    predictor = Predictor(run)
+    cam_dir = Path(args.cam_dir) if args.cam_dir else None
+    if cam_dir:
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    failed = False
+    for file in args.files:
+        result = predictor.predict(file, name=file, with_cam=cam_dir is not None, display=cam_dir is not None)
+        failed |= result.error is not None
+        if cam_dir and result.error is None:
+            from PIL import Image
+
+            from core.explain import overlay
+
+            out = cam_dir / f"{Path(file).stem}_gradcam.png"
+            Image.fromarray(overlay(result.gray, result.cam)).save(out)
+        if args.json:
+            print(json.dumps(result.to_json()), flush=True)
+        elif result.error:
+            print(f"{file}: error: {result.error}")
+        else:
+            print(f"{file}: {result.label} ({result.confidence:.1%})")
+    return 2 if failed else 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The model card written into every run folder: what the model is, what it saw, how good it is, and
+what it must not be used for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import TrainConfig
+
+KNOWN_SOURCES = {
+    "nih-cxr4": "NIH ChestX-ray14 adult films (subset of 231; NLP-mined labels). Acknowledge the NIH Clinical "
+                "Center; cite Wang et al., ChestX-ray8, IEEE CVPR 2017.",
+    "pediatric-pneumonia": "Guangzhou paediatric films (Kermany et al., Cell 172(5), 2018, CC BY 4.0).",
+    "samples": "256x256 subset of NIH ChestX-ray14 (10 films per class).",
+}
+
+
+def _pct(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "n/a"
+
+
+def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_report: dict) -> Path:
+    """Write run_dir/model_card.md from the run's config, metrics and data report."""
+    classes = metrics["classes"]
+    source_name = Path(data_report.get("root", "")).name
+    counts = data_report.get("subsets", {})
+    n_total = data_report.get("n_files_usable", "?")
+    ci = metrics.get("ci95") or {}
+    training = metrics.get("training", {})
+    calibration = metrics.get("calibration", {})
+    ci_acc = ci.get("accuracy") or [None, None]
+    ci_f1 = ci.get("macro_f1") or [None, None]
+    lines = [
+        f"# Model card: {run_dir.name}",
+        "",
+        "**Research and teaching tool. Not for clinical diagnosis.** This model has not been validated for "
+        "patient care and must not be used to make or change a clinical decision.",
+        "",
+        "## Model",
+        f"MobileNetV2 (alpha {config.alpha}, weights: {config.weights}) with its last {config.fine_tune_layers} "
+        "layers fine-tuned (BatchNormalization frozen), head GlobalAveragePooling -> BatchNormalization -> "
+        f"Dropout({config.dropout}) -> Dense softmax over {len(classes)} classes: {', '.join(classes)}. "
+        f"Input {config.image_size}x{config.image_size} grayscale, scaled to "
+        f"{'[0, 1]' if config.scaling == 'unit' else '[-1, 1]'} inside the model. Preset: `{config.preset}`.",
+        "",
+        "## Training data",
+        f"Folder `{source_name}` ({data_report.get('layout', '?')} layout): {n_total} usable films; "
+        f"{len(data_report.get('skipped', []))} files skipped (listed in data_report.json); "
+        f"{len(data_report.get('duplicates', []))} groups of identical files kept together.",
+        KNOWN_SOURCES.get(source_name, "Source: as provided by the user."),
+        "",
+        "| subset | " + " | ".join(classes) + " | total |",
+        "|---|" + "---|" * (len(classes) + 1),
+    ]
+    for subset in ("train", "val", "test"):
+        row = counts.get(subset, {})
+        lines.append(f"| {subset} | " + " | ".join(str(row.get(c, 0)) for c in classes)
+                     + f" | {sum(row.get(c, 0) for c in classes)} |")
+    lines += [
+        "",
+        f"Split {'/'.join(f'{f:.0%}' for f in config.split)} stratified by class, seed {config.seed}; "
+        + ("patient-aware (no patient in two subsets, from labels.csv)."
+           if data_report.get("has_patient_ids") else "no patient ids were available, so films of one patient "
+           "may sit in different subsets."),
+        "",
+        "## Recipe",
+        f"Adam, batch {config.batch_size}, {config.warmup_epochs} head warm-up epochs + up to {config.epochs} "
+        f"fine-tuning epochs at {config.learning_rate:g} (decay {config.lr_decay} per epoch), early stopping "
+        f"patience {config.early_stopping_patience}, label smoothing {config.label_smoothing}, class weights "
+        f"{config.class_weight}; augmentation (training only): rotation ±{config.rotation_degrees:g}°, "
+        f"horizontal flip {config.horizontal_flip}, zoom {config.zoom:.0%}, brightness {config.brightness:.0%}. "
+        f"Best epoch by validation loss: {training.get('best_epoch', '?')} of {training.get('epochs_run', '?')} "
+        f"run; wall time {training.get('wall_time_seconds', '?')} s.",
+        "",
+        f"## Test metrics ({metrics['n']} films)",
+        f"- Overall accuracy: {_pct(metrics['accuracy'])} (95% bootstrap CI {_pct(ci_acc[0])}-{_pct(ci_acc[1])})",
+        f"- Macro-F1: {_pct(metrics['macro']['f1'])} (95% CI {_pct(ci_f1[0])}-{_pct(ci_f1[1])})",
+        f"- Mean one-vs-rest accuracy (the figure the paper reports as \"accuracy\"): "
+        f"{_pct(metrics['mean_ovr_accuracy'])}",
+        "",
+        "| class | precision | recall | F1 | one-vs-rest accuracy | ROC AUC | support |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in classes:
+        item = metrics["per_class"][name]
+        auc = item.get("roc_auc")
+        lines.append(f"| {name} | {_pct(item['precision'])} | {_pct(item['recall'])} | {_pct(item['f1'])} | "
+                     f"{_pct(item['ovr_accuracy'])} | {'n/a' if auc is None else f'{auc:.3f}'} | {item['support']} |")
+    bar = metrics.get("clinical_bar", {})
+    lines += [
+        "",
+        f"Clinical bar (every metric ≥ {bar.get('threshold', 0.9):.0%}): "
+        f"{'met' if bar.get('all_passed') else 'NOT met'}.",
+        "",
+        "## Calibration",
+        f"Temperature scaling fitted on the validation split: T = {calibration.get('temperature', float('nan')):.3f}; "
+        f"expected calibration error on test {calibration.get('ece_test_before', float('nan')):.3f} before, "
+        f"{calibration.get('ece_test_after', float('nan')):.3f} after.",
+        "",
+        "## Known limitations",
+        f"- Small test set ({metrics['n']} films): the intervals above are wide; differences inside them are noise.",
+        "- Labels of public chest X-ray sets are often mined from reports by NLP and are noisy (Pneumonia most).",
+        "- Trained on one source; accuracy on films from another hospital, scanner or population is unknown "
+        "until evaluated there (use the Evaluation page's external validation).",
+        "- A frontal-film classifier: lateral views, other body parts and photographs are out of scope.",
+        "",
+    ]
+    path = run_dir / "model_card.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,160 @@
+"""One training at a time, run in its own process, observable and cancellable from the app.
+
+The training process holds `models/.train.lock` (JSON: pid, run id, staging folder, log file) while it runs.
+A lock whose process is gone is stale and is taken over, so a killed training never blocks the next one.
+Progress is read from `progress.json` in the run's staging folder; a cancel request is a `STOP` file there,
+honoured between batches. When a training ends, `models/.last_job.json` says how.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.registry import PROJECT_ROOT, default_models_dir, now_iso, read_json, write_json_atomic
+
+LOCK_NAME = ".train.lock"
+LAST_JOB_NAME = ".last_job.json"
+STOP_FILE_NAME = "STOP"
+
+
+class TrainingBusyError(RuntimeError):
+    """Another training is already running."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return status != "Z"
+    except OSError:
+        return True
+
+
+def acquire_lock(models_dir: Path, info: dict) -> Path:
+    """Take the training lock for this process, or raise TrainingBusyError naming the running job."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    lock = models_dir / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = read_json(lock, {}) or {}
+            pid = int(holder.get("pid") or 0)
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise TrainingBusyError(
+                    f"Training {holder.get('run_id', '?')} is already running (process {pid}, started "
+                    f"{holder.get('started', '?')}). Wait for it to finish or cancel it first."
+                ) from None
+            lock.unlink(missing_ok=True)  # Stale: its process is gone.
+            continue
+        with os.fdopen(fd, "w") as handle:
+            import json
+
+            json.dump({**info, "pid": os.getpid(), "started": now_iso()}, handle)
+        return lock
+    raise TrainingBusyError(f"Could not take the training lock {lock}; try again.")
+
+
+def release_lock(models_dir: Path) -> None:
+    lock = models_dir / LOCK_NAME
+    holder = read_json(lock, {}) or {}
+    if holder.get("pid") == os.getpid():
+        lock.unlink(missing_ok=True)
+
+
+@dataclass
+class JobStatus:
+    """What the app shows about training: the running job (if any) and how the last one ended."""
+
+    running: bool
+    lock: dict | None
+    progress: dict | None
+    last: dict | None
+    log_tail: str
+
+
+def job_status(models_dir: str | os.PathLike | None = None, log_lines: int = 30) -> JobStatus:
+    """Read the lock, the running job's progress.json and log tail, and the last job's outcome."""
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    lock = read_json(models_dir / LOCK_NAME)
+    running = bool(lock and lock.get("pid") and _pid_alive(int(lock["pid"])))
+    progress = read_json(Path(lock["staging_dir"]) / "progress.json") if running and lock.get("staging_dir") else None
+    last = read_json(models_dir / LAST_JOB_NAME)
+    log_path = (lock or {}).get("log") if running else (last or {}).get("log")
+    return JobStatus(running, lock if running else None, progress, last, _tail(log_path, log_lines))
+
+
+def _tail(path, lines: int) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64_000))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    # Keras progress bars redraw with carriage returns; keep the last state of each line.
+    cleaned = [line.split("\r")[-1] for line in text.splitlines()]
+    return "\n".join([line for line in cleaned if line.strip()][-lines:])
+
+
+def start_training(
+    data_dir: str | os.PathLike,
+    config_path: str | os.PathLike,
+    models_dir: str | os.PathLike | None = None,
+    extra_env: dict | None = None,
+) -> subprocess.Popen:
+    """Start `python -m core train` in a new process (never inside the Streamlit server).
+
+    Raises TrainingBusyError when a training is already running. The child takes the lock itself, so a
+    training started from the command line is seen here too.
+    """
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    status = job_status(models_dir)
+    if status.running:
+        raise TrainingBusyError(
+            f"Training {status.lock.get('run_id', '?')} is already running. Wait for it or cancel it first."
+        )
+    jobs_dir = models_dir / ".jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = jobs_dir / f"train-{now_iso().replace(':', '')}.log"
+    env = {**os.environ, **(extra_env or {}), "PARU_JOB_LOG": str(log_path), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "core", "train", "--data", str(data_dir),
+               "--config", str(config_path), "--models-dir", str(models_dir)]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True,
+        )
+
+
+def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
+    """Ask the running training to stop after its current batch. Returns False when none is running."""
+    status = job_status(models_dir)
+    if not status.running:
+        return False
+    staging = Path(status.lock["staging_dir"])
+    if staging.is_dir():
+        (staging / STOP_FILE_NAME).write_text(now_iso())
+    try:
+        os.kill(int(status.lock["pid"]), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def record_last_job(models_dir: Path, outcome: dict) -> None:
+    write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(),
+                                                   "log": os.environ.get("PARU_JOB_LOG")})

@@ -1,0 +1,635 @@
+"""Classification metrics for Paru: confusion matrix, report, ROC, calibration and temperature scaling.
+
+Every function here is pure: arrays in, arrays or plain dicts out, with an explicit ``seed`` where
+randomness is involved. Nothing imports TensorFlow or Streamlit or touches files, so pages that only
+show metrics stay fast and the numbers can be checked by hand.
+
+Conventions, shared by every function:
+
+- ``y_true`` and ``y_pred`` are 1-D integer class indices in ``[0, num_classes)``, in the order of one
+  ``class_names`` list (the same list the model registry stores).
+- ``y_score`` is an ``(n, num_classes)`` array of class probabilities (a softmax output), with
+  columns in ``class_names`` order.
+- Zero division: precision, recall and F1 are defined as ``0.0`` when their denominator is 0, like
+  sklearn's ``zero_division=0``. Precision is 0 for a class that is never predicted, recall is 0 for a
+  class absent from ``y_true``, and F1 is ``2*TP / (2*TP + FP + FN)``, 0 when that denominator is 0.
+- Every number in a returned dict is a plain Python ``float``/``int`` (or ``None``), so
+  ``json.dumps`` works on it directly (this is the ``metrics.json`` schema).
+
+The validator ``_check_targets`` is shared by all public functions, the way sklearn shares its own.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+CI_METHOD = "percentile bootstrap over cases"
+# The number of resampled cases processed at once by the bootstrap, to bound memory on large test sets.
+_BOOTSTRAP_CELLS_PER_CHUNK = 4_000_000
+# Row sums of a softmax output computed in float32 differ from 1 by far less than this.
+_PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_class_indices(values, name: str) -> np.ndarray:
+    """Return `values` as a 1-D int64 array, or raise ValueError saying what was received."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(
+            f"Got {name} with shape {array.shape}; expected a 1-D array of class indices. "
+            "If you have one-hot rows or probabilities, take argmax(axis=1) first."
+        )
+    if array.size == 0:
+        return array.astype(np.int64)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    if array.dtype.kind == "b":
+        return array.astype(np.int64)
+    if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
+        return array.astype(np.int64)
+    raise ValueError(
+        f"Got {name} of dtype {array.dtype} (first values {array[:3].tolist()}); expected integer class "
+        "indices. Map class names to indices with class_names.index(name) first."
+    )
+
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(f"Got num_classes={num_classes!r}; expected an integer of at least 1.")
+    if num_classes < 1:
+        raise ValueError(f"Got num_classes={num_classes}; expected an integer of at least 1.")
+    return int(num_classes)
+
+
+def _check_targets(y_true, y_pred, num_classes) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a pair of label arrays; return them as int64 arrays.
+
+    Args:
+        y_true: shape (n,), true class indices.
+        y_pred: shape (n,), predicted class indices (or any second label array of the same length).
+        num_classes: the number of classes; every value must lie in ``[0, num_classes)``.
+
+    Returns:
+        ``(y_true, y_pred)`` as 1-D ``np.int64`` arrays.
+
+    Raises:
+        ValueError: a non-1-D or non-integer array, different lengths, no samples, or a value out of range.
+    """
+    num_classes = _check_num_classes(num_classes)
+    y_true = _as_class_indices(y_true, "y_true")
+    y_pred = _as_class_indices(y_pred, "y_pred")
+    if y_true.shape[0] != y_pred.shape[0]:
+        raise ValueError(
+            f"Got y_true with {y_true.shape[0]} samples and y_pred with {y_pred.shape[0]}; they must have "
+            "the same length, one entry per image. Check that both come from the same dataset."
+        )
+    if y_true.shape[0] == 0:
+        raise ValueError("Got 0 samples; metrics need at least one labelled image. Check the test set.")
+    for name, array in (("y_true", y_true), ("y_pred", y_pred)):
+        out_of_range = (array < 0) | (array >= num_classes)
+        if np.any(out_of_range):
+            bad = np.unique(array[out_of_range])[:5].tolist()
+            raise ValueError(
+                f"Got {name} values {bad} outside [0, {num_classes}) for num_classes={num_classes}. "
+                "Check that labels are indices into the same class_names list the model was trained with."
+            )
+    return y_true, y_pred
+
+
+def _check_class_names(class_names) -> list[str]:
+    if isinstance(class_names, str) or not isinstance(class_names, Sequence | np.ndarray):
+        raise ValueError(
+            f"Got class_names={class_names!r}; expected a list of class name strings, "
+            "for example ['Normal', 'Pneumonia']."
+        )
+    names = [str(name) for name in class_names]
+    if len(names) == 0:
+        raise ValueError("Got an empty class_names list; expected one name per class.")
+    if len(set(names)) != len(names):
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"Got duplicate class names {duplicates}; every class needs a unique name.")
+    return names
+
+
+def _check_scores(y_score, n_samples: int, num_classes: int, *, probabilities: bool) -> np.ndarray:
+    """Validate an (n, num_classes) score array; with `probabilities`, also the [0, 1] range and row sums."""
+    scores = np.asarray(y_score, dtype=np.float64)
+    if scores.shape != (n_samples, num_classes):
+        raise ValueError(
+            f"Got y_score with shape {scores.shape}; expected ({n_samples}, {num_classes}), one row per "
+            "sample and one column per class in class_names order."
+        )
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("Got y_score with NaN or infinite values; expected finite probabilities.")
+    if probabilities:
+        if scores.min() < 0 or scores.max() > 1:
+            raise ValueError(
+                f"Got y_score values in [{scores.min():.4g}, {scores.max():.4g}]; expected probabilities "
+                "in [0, 1]. If these are logits, apply a softmax first."
+            )
+        row_sums = scores.sum(axis=1)
+        if np.any(np.abs(row_sums - 1) > _PROBABILITY_SUM_TOLERANCE):
+            worst = row_sums[np.argmax(np.abs(row_sums - 1))]
+            raise ValueError(
+                f"Got y_score rows summing to as much as {worst:.4g} apart from 1; expected each row to "
+                "be a probability distribution (a softmax output) that sums to 1."
+            )
+    return scores
+
+
+def _check_confusion_matrix(confusion_matrix, num_classes: int) -> np.ndarray:
+    matrix = np.asarray(confusion_matrix)
+    if matrix.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"Got a confusion matrix of shape {matrix.shape}; expected ({num_classes}, {num_classes}) "
+            "to match class_names (rows true class, columns predicted class)."
+        )
+    if matrix.dtype.kind not in "iu" and not (
+        matrix.dtype.kind == "f" and np.all(np.isfinite(matrix)) and np.all(matrix == np.round(matrix))
+    ):
+        raise ValueError(f"Got a confusion matrix of dtype {matrix.dtype}; expected whole-number counts.")
+    matrix = matrix.astype(np.int64)
+    if np.any(matrix < 0):
+        raise ValueError("Got negative counts in the confusion matrix; expected counts of 0 or more.")
+    if matrix.sum() == 0:
+        raise ValueError("Got an all-zero confusion matrix; metrics need at least one labelled image.")
+    return matrix
+
+
+def _check_threshold(clinical_threshold) -> float:
+    try:
+        threshold = float(clinical_threshold)
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"Got clinical_threshold={clinical_threshold!r}; expected a number in [0, 1], e.g. 0.90.")
+    return threshold
+
+
+# --------------------------------------------------------------------------------------------------
+# Confusion matrix and the report
+# --------------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Count (true class, predicted class) pairs.
+
+    Args:
+        y_true: shape (n,), true class indices in ``[0, num_classes)``.
+        y_pred: shape (n,), predicted class indices in ``[0, num_classes)``.
+        num_classes: the number of classes; classes that never occur still get a row and a column.
+
+    Returns:
+        ``np.int64`` array of shape (num_classes, num_classes): ``matrix[i, j]`` is the number of images
+        of true class ``i`` predicted as class ``j`` (rows true, columns predicted, as in sklearn).
+        For two classes, ``tn, fp, fn, tp = confusion_matrix(y_true, y_pred, 2).ravel()``.
+
+    Raises:
+        ValueError: see ``_check_targets``.
+    """
+    y_true, y_pred = _check_targets(y_true, y_pred, num_classes)
+    num_classes = int(num_classes)
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Elementwise numerator / denominator, with 0.0 wherever the denominator is 0 (zero_division=0)."""
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    result = np.zeros(np.broadcast(numerator, denominator).shape, dtype=np.float64)
+    np.divide(numerator, denominator, out=result, where=denominator != 0)
+    return result
+
+
+def _counts_from_matrices(matrices: np.ndarray):
+    """TP, FP, FN, TN per class from confusion matrices of shape (..., k, k); each result has shape (..., k)."""
+    true_positive = np.diagonal(matrices, axis1=-2, axis2=-1)
+    false_positive = matrices.sum(axis=-2) - true_positive
+    false_negative = matrices.sum(axis=-1) - true_positive
+    total = matrices.sum(axis=(-2, -1))[..., None]
+    true_negative = total - true_positive - false_positive - false_negative
+    return true_positive, false_positive, false_negative, true_negative
+
+
+def _f1_from_counts(true_positive, false_positive, false_negative) -> np.ndarray:
+    return _safe_divide(2 * true_positive, 2 * true_positive + false_positive + false_negative)
+
+
+def report_from_confusion_matrix(confusion_matrix, class_names, clinical_threshold: float = 0.90) -> dict:
+    """Build the ``metrics.json`` report from a confusion matrix alone.
+
+    ROC AUC needs scores and the confidence intervals need the cases, so here every ``roc_auc`` is
+    ``None`` and ``ci95`` is ``None``; use ``classification_report`` to get them.
+
+    Args:
+        confusion_matrix: shape (k, k) whole-number counts, rows true class, columns predicted class.
+        class_names: k class names, in the order of the matrix rows.
+        clinical_threshold: the bar every per-class metric, the accuracy and the macro-F1 are compared
+            with (``>=`` passes). Default 0.90.
+
+    Returns:
+        A dict with keys ``classes``, ``n``, ``accuracy`` (trace / total), ``mean_ovr_accuracy`` (the mean
+        over classes of (TP + TN) / n, the paper's "accuracy 99.42%" figure), ``macro`` and ``weighted``
+        (support-weighted) ``{"precision", "recall", "f1"}``, ``per_class`` (per name: precision,
+        recall, f1, ovr_accuracy, tp, fp, fn, tn, support, roc_auc), ``confusion_matrix`` (list of
+        lists), ``ci95`` and ``clinical_bar``. Precision, recall and F1 are 0.0 where their
+        denominator is 0.
+
+    Raises:
+        ValueError: a matrix that is not (k, k), has negative or fractional counts or sums to 0; bad
+            class names; a threshold outside [0, 1].
+    """
+    names = _check_class_names(class_names)
+    matrix = _check_confusion_matrix(confusion_matrix, len(names))
+    threshold = _check_threshold(clinical_threshold)
+
+    true_positive, false_positive, false_negative, true_negative = _counts_from_matrices(matrix)
+    total = int(matrix.sum())
+    support = matrix.sum(axis=1)
+    precision = _safe_divide(true_positive, true_positive + false_positive)
+    recall = _safe_divide(true_positive, true_positive + false_negative)
+    f1 = _f1_from_counts(true_positive, false_positive, false_negative)
+    ovr_accuracy = (true_positive + true_negative) / total
+    accuracy = float(np.trace(matrix) / total)
+
+    per_class = {}
+    for index, name in enumerate(names):
+        per_class[name] = {
+            "precision": float(precision[index]),
+            "recall": float(recall[index]),
+            "f1": float(f1[index]),
+            "ovr_accuracy": float(ovr_accuracy[index]),
+            "tp": int(true_positive[index]),
+            "fp": int(false_positive[index]),
+            "fn": int(false_negative[index]),
+            "tn": int(true_negative[index]),
+            "support": int(support[index]),
+            "roc_auc": None,
+        }
+    weights = support / total
+    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())}
+    weighted = {
+        "precision": float(np.sum(precision * weights)),
+        "recall": float(np.sum(recall * weights)),
+        "f1": float(np.sum(f1 * weights)),
+    }
+    report = {
+        "classes": names,
+        "n": total,
+        "accuracy": accuracy,
+        "mean_ovr_accuracy": float(ovr_accuracy.mean()),
+        "macro": macro,
+        "weighted": weighted,
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "ci95": None,
+        "clinical_bar": None,
+    }
+    report["clinical_bar"] = _clinical_bar(report, threshold)
+    return report
+
+
+def _clinical_bar(report: dict, threshold: float) -> dict:
+    """Which figures of a report reach `threshold` (``>=`` passes)."""
+    per_class = {
+        name: {key: bool(values[key] >= threshold) for key in ("precision", "recall", "f1", "ovr_accuracy")}
+        for name, values in report["per_class"].items()
+    }
+    accuracy_passed = bool(report["accuracy"] >= threshold)
+    macro_f1_passed = bool(report["macro"]["f1"] >= threshold)
+    all_passed = accuracy_passed and macro_f1_passed and all(
+        passed for checks in per_class.values() for passed in checks.values()
+    )
+    return {
+        "threshold": float(threshold),
+        "per_class": per_class,
+        "accuracy": accuracy_passed,
+        "macro_f1": macro_f1_passed,
+        "all_passed": bool(all_passed),
+    }
+
+
+def _check_n_bootstrap(n_bootstrap) -> int:
+    if isinstance(n_bootstrap, (bool, np.bool_)) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
+        raise ValueError(
+            f"Got n_bootstrap={n_bootstrap!r}; expected an integer of 0 or more (1000 is typical, 0 skips "
+            "the confidence intervals)."
+        )
+    return int(n_bootstrap)
+
+
+def _bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_bootstrap: int, seed) -> dict:
+    """95% percentile bootstrap intervals of accuracy and macro-F1, resampling cases with replacement."""
+    rng = np.random.default_rng(seed)
+    n_samples = y_true.shape[0]
+    # Encoding each case as one (true, predicted) cell lets a single bincount build every resampled
+    # confusion matrix at once.
+    cells = y_true * num_classes + y_pred
+    cells_per_matrix = num_classes * num_classes
+    accuracies = np.empty(n_bootstrap, dtype=np.float64)
+    macro_f1s = np.empty(n_bootstrap, dtype=np.float64)
+    chunk_size = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // n_samples)
+    for start in range(0, n_bootstrap, chunk_size):
+        stop = min(start + chunk_size, n_bootstrap)
+        indices = rng.integers(0, n_samples, size=(stop - start, n_samples))
+        offsets = np.arange(stop - start)[:, None] * cells_per_matrix
+        flat = np.bincount((cells[indices] + offsets).ravel(), minlength=(stop - start) * cells_per_matrix)
+        matrices = flat.reshape(stop - start, num_classes, num_classes)
+        true_positive, false_positive, false_negative, _ = _counts_from_matrices(matrices)
+        accuracies[start:stop] = true_positive.sum(axis=1) / n_samples
+        macro_f1s[start:stop] = _f1_from_counts(true_positive, false_positive, false_negative).mean(axis=1)
+    return {
+        "accuracy": [float(value) for value in np.percentile(accuracies, [2.5, 97.5])],
+        "macro_f1": [float(value) for value in np.percentile(macro_f1s, [2.5, 97.5])],
+        "n_bootstrap": int(n_bootstrap),
+        "method": CI_METHOD,
+    }
+
+
+def _one_vs_rest_auc(y_true: np.ndarray, y_score: np.ndarray, class_index: int):
+    """ROC AUC of one class against the rest, or None when the class is absent or is every case."""
+    is_class = y_true == class_index
+    if is_class.all() or not is_class.any():
+        return None
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError as error:  # pragma: no cover - scikit-learn is a project dependency.
+        raise ImportError("ROC AUC needs scikit-learn. Install it with `pip install scikit-learn`.") from error
+    return float(roc_auc_score(is_class, y_score[:, class_index]))
+
+
+def classification_report(
+    y_true,
+    y_pred,
+    class_names,
+    y_score=None,
+    *,
+    n_bootstrap: int = 1000,
+    seed=0,
+    clinical_threshold: float = 0.90,
+) -> dict:
+    """The full ``metrics.json`` report: per-class and averaged metrics, ROC AUC, 95% CIs and the clinical bar.
+
+    Args:
+        y_true: shape (n,), true class indices into `class_names`.
+        y_pred: shape (n,), predicted class indices (usually ``y_score.argmax(axis=1)``).
+        class_names: k class names; k sets the number of classes.
+        y_score: optional shape (n, k) class probabilities. When given, each class gets a one-vs-rest
+            ROC AUC (``None`` for a class absent from `y_true` or present in every case).
+        n_bootstrap: number of bootstrap resamples of the cases for the 95% percentile intervals of
+            accuracy and macro-F1. Default 1000; 0 skips them (``ci95`` is then ``None``).
+        seed: seed for ``np.random.default_rng``; the same seed gives the same intervals.
+        clinical_threshold: the bar of ``clinical_bar``. Default 0.90.
+
+    Returns:
+        The dict of ``report_from_confusion_matrix`` with ``per_class[name]["roc_auc"]`` filled when
+        `y_score` is given and ``ci95 = {"accuracy": [lo, hi], "macro_f1": [lo, hi], "n_bootstrap": int,
+        "method": "percentile bootstrap over cases"}`` when ``n_bootstrap > 0``.
+
+    Raises:
+        ValueError: see ``_check_targets``; also a `y_score` of the wrong shape or not probabilities.
+
+    Example:
+        >>> report = classification_report([0, 1, 1], [0, 1, 0], ["Normal", "Pneumonia"], n_bootstrap=0)
+        >>> report["per_class"]["Pneumonia"]["recall"]
+        0.5
+    """
+    names = _check_class_names(class_names)
+    num_classes = len(names)
+    y_true, y_pred = _check_targets(y_true, y_pred, num_classes)
+    n_bootstrap = _check_n_bootstrap(n_bootstrap)
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    report = report_from_confusion_matrix(matrix, names, clinical_threshold=clinical_threshold)
+    if y_score is not None:
+        scores = _check_scores(y_score, y_true.shape[0], num_classes, probabilities=True)
+        for index, name in enumerate(names):
+            report["per_class"][name]["roc_auc"] = _one_vs_rest_auc(y_true, scores, index)
+    if n_bootstrap > 0:
+        report["ci95"] = _bootstrap_intervals(y_true, y_pred, num_classes, n_bootstrap, seed)
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# ROC curves
+# --------------------------------------------------------------------------------------------------
+
+
+def roc_curves(y_true, y_score, class_names) -> dict:
+    """One-vs-rest ROC curves per class, for plotting.
+
+    Args:
+        y_true: shape (n,), true class indices into `class_names`.
+        y_score: shape (n, k) class probabilities (any finite scores work; only their order matters).
+        class_names: k class names.
+
+    Returns:
+        ``{name: {"fpr": [...], "tpr": [...], "auc": float or None}}``. A class absent from `y_true`, or
+        present in every case, has no ROC curve: its ``fpr`` and ``tpr`` are empty lists and ``auc`` is
+        ``None``.
+    """
+    names = _check_class_names(class_names)
+    num_classes = len(names)
+    scores = np.asarray(y_score, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != num_classes:
+        raise ValueError(
+            f"Got y_score with shape {scores.shape}; expected (n, {num_classes}), one column per class "
+            "in class_names order."
+        )
+    y_true, _ = _check_targets(y_true, scores.argmax(axis=1), num_classes)
+    scores = _check_scores(scores, y_true.shape[0], num_classes, probabilities=False)
+    try:
+        from sklearn.metrics import roc_curve
+    except ImportError as error:  # pragma: no cover - scikit-learn is a project dependency.
+        raise ImportError("ROC curves need scikit-learn. Install it with `pip install scikit-learn`.") from error
+
+    curves = {}
+    for index, name in enumerate(names):
+        auc = _one_vs_rest_auc(y_true, scores, index)
+        if auc is None:
+            curves[name] = {"fpr": [], "tpr": [], "auc": None}
+            continue
+        false_positive_rate, true_positive_rate, _ = roc_curve(y_true == index, scores[:, index])
+        curves[name] = {
+            "fpr": [float(value) for value in false_positive_rate],
+            "tpr": [float(value) for value in true_positive_rate],
+            "auc": auc,
+        }
+    return curves
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_n_bins(n_bins) -> int:
+    if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"Got n_bins={n_bins!r}; expected an integer of at least 1 (10 or 15 is typical).")
+    return int(n_bins)
+
+
+def _top1_bins(y_true, y_score, n_bins):
+    """Top-1 confidence, correctness and equal-width bin index per case, plus the bin edges."""
+    n_bins = _check_n_bins(n_bins)
+    scores = np.asarray(y_score, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"Got y_score with shape {scores.shape}; expected (n, num_classes) probabilities.")
+    y_true, _ = _check_targets(y_true, scores.argmax(axis=1), scores.shape[1])
+    scores = _check_scores(scores, y_true.shape[0], scores.shape[1], probabilities=True)
+    confidence = scores.max(axis=1)
+    correct = (scores.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # Bins are right-closed, (lo, hi], as in Guo et al. (2017); a confidence of exactly 0 joins the first bin.
+    bin_index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    return confidence, correct, bin_index, edges
+
+
+def reliability_curve(y_true, y_score, n_bins: int = 10) -> dict:
+    """Mean top-1 confidence against accuracy in equal-width confidence bins (a reliability diagram).
+
+    Args:
+        y_true: shape (n,), true class indices.
+        y_score: shape (n, k) class probabilities; each row sums to 1.
+        n_bins: number of equal-width bins on [0, 1]. Default 10.
+
+    Returns:
+        ``{"bin_edges": [n_bins + 1 floats], "confidence": [...], "accuracy": [...], "count": [...]}``,
+        the last three with one entry per bin: the mean top-1 confidence, the fraction of cases whose
+        top-1 class is right, and the number of cases. Empty bins have ``None`` confidence and accuracy.
+        A perfectly calibrated model has confidence == accuracy in every bin.
+    """
+    confidence, correct, bin_index, edges = _top1_bins(y_true, y_score, n_bins)
+    count = np.bincount(bin_index, minlength=len(edges) - 1)
+    confidence_sum = np.bincount(bin_index, weights=confidence, minlength=len(edges) - 1)
+    correct_sum = np.bincount(bin_index, weights=correct, minlength=len(edges) - 1)
+    return {
+        "bin_edges": [float(edge) for edge in edges],
+        "confidence": [float(total / size) if size else None for total, size in zip(confidence_sum, count)],
+        "accuracy": [float(total / size) if size else None for total, size in zip(correct_sum, count)],
+        "count": [int(size) for size in count],
+    }
+
+
+def expected_calibration_error(y_true, y_score, n_bins: int = 15) -> float:
+    """Expected calibration error of the top-1 confidence (lower is better).
+
+    ``ECE = sum over bins of (count_b / n) * |accuracy_b - confidence_b|`` with equal-width bins on
+    [0, 1], as in Guo et al. (2017).
+
+    Args:
+        y_true: shape (n,), true class indices.
+        y_score: shape (n, k) class probabilities; each row sums to 1.
+        n_bins: number of equal-width bins. Default 15.
+
+    Returns:
+        The ECE as a float in [0, 1].
+    """
+    confidence, correct, bin_index, edges = _top1_bins(y_true, y_score, n_bins)
+    n_total = len(edges) - 1
+    count = np.bincount(bin_index, minlength=n_total)
+    gap = np.abs(
+        np.bincount(bin_index, weights=correct, minlength=n_total)
+        - np.bincount(bin_index, weights=confidence, minlength=n_total)
+    )
+    # Summing |sum(correct) - sum(confidence)| per bin and dividing by n equals the count-weighted mean gap.
+    return float(gap.sum() / count.sum())
+
+
+# --------------------------------------------------------------------------------------------------
+# Temperature scaling
+# --------------------------------------------------------------------------------------------------
+
+_MIN_TEMPERATURE, _MAX_TEMPERATURE = 0.01, 100.0
+
+
+def _looks_like_probabilities(values: np.ndarray) -> bool:
+    return bool(
+        values.min() >= 0
+        and values.max() <= 1
+        and np.all(np.abs(values.sum(axis=1) - 1) <= _PROBABILITY_SUM_TOLERANCE)
+    )
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _probabilities_to_logits(probabilities: np.ndarray) -> np.ndarray:
+    # Clipping keeps log finite for probabilities that underflowed to 0 in float32.
+    return np.log(np.clip(probabilities, 1e-12, 1.0))
+
+
+def fit_temperature(logits_or_probs, y_true) -> float:
+    """Fit the temperature T of temperature scaling by minimising the negative log-likelihood.
+
+    Temperature scaling (Guo et al., 2017) divides the logits by one scalar T > 0 before the softmax:
+    T > 1 softens over-confident predictions and leaves the top-1 class (so accuracy) unchanged. Fit it
+    on the validation set, never on the test set.
+
+    Args:
+        logits_or_probs: shape (n, k) logits, or softmax probabilities (recognised when every value is
+            in [0, 1] and each row sums to 1; their log is used as logits, which is exact up to a
+            per-row constant that the softmax ignores).
+        y_true: shape (n,), true class indices.
+
+    Returns:
+        The temperature as a float in [0.01, 100], found by a bounded 1-D search over log T.
+
+    Note:
+        The argument order follows the project brief (scores first), unlike the metric functions.
+    """
+    values = np.asarray(logits_or_probs, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] < 2:
+        raise ValueError(
+            f"Got logits_or_probs with shape {values.shape}; expected (n, num_classes) with at least 2 classes."
+        )
+    y_true, _ = _check_targets(y_true, values.argmax(axis=1), values.shape[1])
+    values = _check_scores(values, y_true.shape[0], values.shape[1], probabilities=False)
+    logits = _probabilities_to_logits(values) if _looks_like_probabilities(values) else values
+    rows = np.arange(y_true.shape[0])
+
+    def negative_log_likelihood(log_temperature: float) -> float:
+        return float(-_log_softmax(logits / np.exp(log_temperature))[rows, y_true].mean())
+
+    try:
+        from scipy.optimize import minimize_scalar
+    except ImportError as error:  # pragma: no cover - scipy comes with scikit-learn.
+        raise ImportError("Temperature fitting needs scipy. Install it with `pip install scipy`.") from error
+    result = minimize_scalar(
+        negative_log_likelihood,
+        bounds=(np.log(_MIN_TEMPERATURE), np.log(_MAX_TEMPERATURE)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
+    return float(np.exp(result.x))
+
+
+def apply_temperature(probs, temperature: float) -> np.ndarray:
+    """Rescale probabilities with a fitted temperature: ``softmax(log(probs) / temperature)``.
+
+    Args:
+        probs: shape (n, k) softmax probabilities; each row sums to 1.
+        temperature: a positive float from ``fit_temperature``; 1.0 returns the probabilities unchanged.
+
+    Returns:
+        ``np.float64`` array of shape (n, k); rows sum to 1 and the top-1 class of each row is kept.
+    """
+    try:
+        temperature_value = float(temperature)
+    except (TypeError, ValueError):
+        temperature_value = float("nan")
+    if not (np.isfinite(temperature_value) and temperature_value > 0):
+        raise ValueError(f"Got temperature={temperature!r}; expected a positive finite number, e.g. from fit_temperature.")
+    values = np.asarray(probs, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"Got probs with shape {values.shape}; expected (n, num_classes) probabilities.")
+    values = _check_scores(values, values.shape[0], values.shape[1], probabilities=True)
+    return np.exp(_log_softmax(_probabilities_to_logits(values) / temperature_value))
