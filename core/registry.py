@@ -70,7 +70,7 @@ def _json_default(value):
 def read_json(path: str | os.PathLike, default=None):
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError):
         return default
 
 
@@ -120,10 +120,11 @@ class Run:
 
 
 def is_finished_run(path: Path) -> bool:
+    if not path.is_dir() or path.name.startswith("."):
+        return False
     status = read_json(path / "status.json", {}) or {}
     return (
-        path.is_dir() and not path.name.startswith(".")
-        and status.get("state") == "finished"
+        status.get("state") == "finished"
         and all((path / name).is_file() for name in RUN_FILES)
     )
 

@@ -311,7 +311,8 @@ def _fit(staging, images, labels, index, class_names, config, state, log, stop_r
             _progress_callback(staging, state, stop_requested),
         ]
         history = model.fit(train_ds, validation_data=val_ds, epochs=last_epoch, initial_epoch=first_epoch,
-                            class_weight=class_weight, callbacks=[c for c in callbacks if c], verbose=2)
+                            class_weight=class_weight, callbacks=[c for c in callbacks if c], verbose=2,
+                            shuffle=False)  # The dataset reshuffles itself every epoch.
         for offset, epoch in enumerate(history.epoch):
             rows.append({"epoch": epoch + 1, "phase": phase,
                          **{key: float(values[offset]) for key, values in history.history.items()}})

@@ -1,0 +1,327 @@
+"""Behaviour of the pipeline a user relies on: layouts, the fine-tuning boundary, runs that never
+damage each other, and train -> evaluate -> predict end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CLASS_NAMES, PROJECT_ROOT, SHARED_DATA, make_dataset, tiny_config
+
+METRIC_KEYS = {"classes", "n", "accuracy", "mean_ovr_accuracy", "macro", "weighted", "per_class",
+               "confusion_matrix", "ci95", "clinical_bar"}
+PER_CLASS_KEYS = {"precision", "recall", "f1", "ovr_accuracy", "tp", "fp", "fn", "tn", "support", "roc_auc"}
+
+
+# Dataset layouts -------------------------------------------------------------------------------------
+
+
+def test_folder_names_people_download_map_to_the_paper_classes(tmp_path):
+    from core.data import scan_dataset
+
+    make_dataset(tmp_path, per_class=3, class_folders=("NORMAL", "PNEUMONIA", "No Finding_extra"))
+    # "No Finding_extra" is not an alias: it stays its own class, so aliases must be exact.
+    scan = scan_dataset(tmp_path, image_size=64)
+    assert scan.class_names == ["Normal", "Pneumonia", "No Finding_extra"]
+    (tmp_path / "No Finding_extra").rename(tmp_path / "No Finding")
+    scan = scan_dataset(tmp_path, image_size=64)
+    # NORMAL and No Finding both mean Normal; the generated films differ, so nothing is ambiguous.
+    assert scan.class_counts()["Normal"] == 6
+
+
+def test_kaggle_presplit_layout_keeps_test_and_carves_validation_from_train(tmp_path):
+    from core.data import assign_subsets, scan_dataset
+
+    make_dataset(tmp_path / "train", per_class=10, class_folders=("NORMAL", "PNEUMONIA"), seed=1)
+    make_dataset(tmp_path / "test", per_class=4, class_folders=("NORMAL", "PNEUMONIA"), seed=2)
+    scan = scan_dataset(tmp_path, image_size=64)
+    assert scan.layout == "presplit"
+    subsets = assign_subsets(scan, seed=0)
+    given = np.array([record.given_subset for record in scan.records])
+    assert set(subsets[given == "test"]) == {"test"}
+    assert set(subsets[given == "train"]) == {"train", "val"}
+    assert (subsets == "val").sum() >= 2
+
+
+def test_corrupt_and_unsupported_files_are_skipped_with_a_reason_not_fatal(tmp_path):
+    from core.data import scan_dataset
+
+    make_dataset(tmp_path, per_class=4, class_folders=("Normal", "Pneumonia"))
+    (tmp_path / "Normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (tmp_path / "Normal" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "Pneumonia" / "notes.txt").write_text("not a film")
+    scan = scan_dataset(tmp_path, image_size=64)
+    reasons = {item["path"]: item["reason"] for item in scan.skipped}
+    assert set(reasons) == {"Normal/broken.png", "Normal/empty.jpg", "Pneumonia/notes.txt"}
+    assert "unsupported file type '.txt'" in reasons["Pneumonia/notes.txt"]
+    assert "empty" in reasons["Normal/empty.jpg"]
+    assert len(scan.records) == 8 and scan.images.shape == (8, 64, 64, 1)
+
+
+def test_the_same_bytes_under_two_classes_are_skipped_as_ambiguous(tmp_path):
+    from core.data import scan_dataset
+
+    make_dataset(tmp_path, per_class=4, class_folders=("Normal", "Pneumonia"))
+    source = tmp_path / "Normal" / "Nor_000.png"
+    (tmp_path / "Pneumonia" / "copy.png").write_bytes(source.read_bytes())
+    scan = scan_dataset(tmp_path, image_size=64)
+    ambiguous = [item["path"] for item in scan.skipped if "several classes" in item["reason"]]
+    assert sorted(ambiguous) == ["Normal/Nor_000.png", "Pneumonia/copy.png"]
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: root.mkdir(), "has no class folders"),
+        (lambda root: [(root / c).mkdir(parents=True) for c in ("Normal", "Pneumonia")], "are empty"),
+        (lambda root: make_dataset(root, per_class=5, class_folders=("Normal",)), "Only one class"),
+        (lambda root: make_dataset(root, per_class=2, class_folders=("Normal", "Pneumonia")), "at least 3"),
+    ],
+    ids=["missing", "no-class-folders", "empty-class-folders", "single-class", "too-few-for-split"],
+)
+def test_impossible_datasets_fail_before_training_with_a_clear_message(tmp_path, build, message):
+    from core.data import assign_subsets, scan_dataset
+
+    root = tmp_path / "data"
+    build(root)
+    with pytest.raises(ValueError, match=message):
+        assign_subsets(scan_dataset(root, image_size=64))
+
+
+# The model ------------------------------------------------------------------------------------------
+
+
+def test_exactly_the_last_12_backbone_layers_are_trainable_and_batch_norm_stays_frozen():
+    import keras
+
+    from core.model import LAST_CONV_LAYER_NAME, backbone_layers, build_model
+
+    model = build_model(tiny_config(weights="none"), num_classes=4)
+    layers = backbone_layers(model)
+    last_12 = layers[-12:]
+    for layer in layers[:-12]:
+        assert not layer.trainable, layer.name
+    for layer in last_12:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        assert layer.trainable is (not is_bn), layer.name
+    assert LAST_CONV_LAYER_NAME in [layer.name for layer in last_12]
+    assert all(model.get_layer(name).trainable for name in ("head_bn", "predictions"))
+    # Flat model: Grad-CAM reaches Conv_1 directly.
+    assert model.get_layer(LAST_CONV_LAYER_NAME) is not None
+
+
+@pytest.mark.parametrize("scaling, expected", [("unit", (0.0, 1.0)), ("symmetric", (-1.0, 1.0))])
+def test_pixel_scaling_lives_inside_the_model(scaling, expected):
+    import keras
+
+    from core.model import build_model
+
+    model = build_model(tiny_config(weights="none", scaling=scaling), num_classes=2)
+    scaled = keras.Model(model.input, model.get_layer("scaling").output)
+    film = np.zeros((1, 64, 64, 1), np.float32)
+    film[:, :, 32:] = 255.0
+    out = np.asarray(scaled(film))
+    assert np.isclose(out.min(), expected[0]) and np.isclose(out.max(), expected[1])
+
+
+def test_missing_local_weights_file_says_what_to_do(tmp_path):
+    from core.model import build_model
+
+    with pytest.raises(ValueError, match="does not exist. Use 'imagenet'"):
+        build_model(tiny_config(weights=str(tmp_path / "nope.h5")), num_classes=2)
+
+
+# Runs ----------------------------------------------------------------------------------------------
+
+
+def test_finished_run_has_every_file_and_the_metrics_schema(tiny_run):
+    from core.registry import list_runs, load_run
+
+    for name in ("model.keras", "config.json", "classes.json", "split.csv", "history.csv", "metrics.json",
+                 "predictions.csv", "data_report.json", "model_card.md", "status.json"):
+        assert (tiny_run / name).is_file(), name
+    run = load_run(tiny_run)
+    assert run.classes == list(CLASS_NAMES)
+    metrics = run.metrics
+    assert METRIC_KEYS <= set(metrics)
+    assert set(metrics["per_class"]["Normal"]) == PER_CLASS_KEYS
+    assert metrics["n"] == sum(metrics["per_class"][c]["support"] for c in CLASS_NAMES)
+    assert 1 <= metrics["training"]["best_epoch"] <= 2
+    header = (tiny_run / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert header == ["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "subset"]
+    assert "not for clinical" in (tiny_run / "model_card.md").read_text().lower()
+    assert [r.path for r in list_runs(tiny_run.parent)] == [tiny_run]
+
+
+def test_a_failed_training_never_harms_the_previous_run(tiny_run, tmp_path):
+    from core.registry import list_runs, load_run
+    from core.train import train_run
+
+    models_dir = tiny_run.parent
+    before = (tiny_run / "model.keras").read_bytes()
+    with pytest.raises(ValueError, match="never overwrites"):
+        train_run(tmp_path, tiny_config(), out_dir=tiny_run, models_dir=models_dir)
+    bad = make_dataset(tmp_path / "bad", per_class=2, class_folders=("Normal", "Pneumonia"))
+    with pytest.raises(ValueError, match="at least 3"):
+        train_run(bad, tiny_config(), models_dir=models_dir, log=lambda line: None)
+    assert (tiny_run / "model.keras").read_bytes() == before
+    assert [r.path for r in list_runs(models_dir)] == [tiny_run]
+    load_run(tiny_run)
+    last = json.loads((models_dir / ".last_job.json").read_text())
+    assert last["state"] == "failed" and "at least 3" in last["error"]
+    assert not (models_dir / ".train.lock").exists()
+
+
+def test_stale_lock_is_taken_over_but_a_live_one_blocks(tmp_path):
+    from core.jobs import TrainingBusyError, acquire_lock, release_lock
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".train.lock").write_text(json.dumps({"pid": sleeper.pid, "run_id": "other"}))
+        with pytest.raises(TrainingBusyError, match="other is already running"):
+            acquire_lock(tmp_path, {"run_id": "mine"})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    acquire_lock(tmp_path, {"run_id": "mine"})  # The holder is dead now: stale, taken over.
+    assert json.loads((tmp_path / ".train.lock").read_text())["run_id"] == "mine"
+    release_lock(tmp_path)
+    assert not (tmp_path / ".train.lock").exists()
+
+
+def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_next(tiny_run, tmp_path):
+    from core.jobs import acquire_lock, job_status, release_lock
+    from core.registry import list_runs, load_run
+
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    previous = models_dir / tiny_run.name
+    import shutil
+
+    shutil.copytree(tiny_run, previous)
+    config_path = tmp_path / "config.json"
+    tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core", "train", "--data", str(_dataset_of(tiny_run)), "--config", str(config_path), "--models-dir", str(models_dir)],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            progress = job_status(models_dir).progress or {}
+            if progress.get("epoch", 0) >= 1 and progress.get("batch", 0) >= 1:
+                break
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("training never reported progress")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert [r.path.name for r in list_runs(models_dir)] == [previous.name]
+    load_run(previous)
+    assert job_status(models_dir).running is False
+    acquire_lock(models_dir, {"run_id": "next"})  # The dead job's lock does not block the next one.
+    release_lock(models_dir)
+
+
+def _dataset_of(run_dir: Path) -> Path:
+    return Path(json.loads((run_dir / "data_report.json").read_text())["root"])
+
+
+# Evaluate and predict -----------------------------------------------------------------------------
+
+
+def test_evaluate_external_folder_has_the_metrics_schema_and_flags_overlap(tiny_run, tmp_path):
+    from core.evaluate import evaluate_folder
+
+    dataset = _dataset_of(tiny_run)
+    out = tmp_path / "external.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "evaluate", "--model", str(tiny_run), "--data", str(dataset),
+         "--json", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["n"] == 48
+    # The run trained on this very folder: every training/validation film is an identical file.
+    assert metrics["overlap"]["identical_files"] >= 30
+    assert "WARNING" in result.stdout
+    assert evaluate_folder(tiny_run, dataset)["accuracy"] == metrics["accuracy"]
+
+
+def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, tmp_path):
+    good = next((_dataset_of(tiny_run) / "Normal").glob("*.png"))
+    bad = tmp_path / "bad.png"
+    bad.write_text("this is a text file")
+    cam_dir = tmp_path / "cams"
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "predict", "--model", str(tiny_run), str(good), str(bad),
+         str(tmp_path / "missing.png"), "--json", "--cam-dir", str(cam_dir)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(good), str(bad), str(tmp_path / "missing.png")]
+    assert lines[0]["label"] in CLASS_NAMES
+    assert set(lines[0]["probabilities"]) == set(CLASS_NAMES)
+    assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4
+    assert lines[0]["confidence"] == max(lines[0]["probabilities"].values())
+    assert "error" in lines[1] and "error" in lines[2]
+    assert len(list(cam_dir.glob("*.png"))) == 1
+
+
+def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
+    from core.evaluate import read_predictions_csv
+    from core.predict import Predictor
+    from core.registry import load_run
+
+    run = load_run(tiny_run)
+    predictor = Predictor(run, calibrated=False)
+    rows = read_predictions_csv(tiny_run / "predictions.csv", run.classes)[:6]
+    paths = [_dataset_of(tiny_run) / row["file"] for row in rows]
+    singles = [predictor.predict(path, with_cam=True) for path in paths]
+    batch = predictor.predict_files(paths)
+    for row, single, batched in zip(rows, singles, batch):
+        for name in run.classes:
+            assert single.probabilities[name] == pytest.approx(row["probabilities"][name], abs=1e-4)
+            assert batched.probabilities[name] == pytest.approx(row["probabilities"][name], abs=1e-4)
+        assert single.cam.shape == (64, 64)
+
+
+# Real films -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "samples").is_dir(), reason="../shared/data/samples is absent")
+def test_end_to_end_on_real_films_with_patient_aware_split(tmp_path):
+    from core.data import read_split_csv
+    from core.predict import Predictor
+    from core.train import train_run
+
+    run_dir = train_run(SHARED_DATA / "samples", tiny_config(image_size=96, epochs=1),
+                        models_dir=tmp_path, log=lambda line: None)
+    rows = read_split_csv(run_dir / "split.csv")
+    assert len(rows) == 40
+    subsets_of_patient = {}
+    for row in rows:
+        subsets_of_patient.setdefault(row["patient_id"], set()).add(row["subset"])
+    assert all(len(s) == 1 for s in subsets_of_patient.values())
+    film = next((SHARED_DATA / "samples" / "Pneumothorax").glob("*.png"))
+    result = Predictor(run_dir).predict(film, with_cam=True, display=True)
+    assert result.error is None and result.label in CLASS_NAMES
+    assert result.gray.ndim == 2 and np.isfinite(result.cam).all()
