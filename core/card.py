@@ -30,12 +30,20 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
     calibration = metrics.get("calibration", {})
     ci_acc = ci.get("accuracy") or [None, None]
     ci_f1 = ci.get("macro_f1") or [None, None]
+    # Cards are written in the hidden staging folder (".<run_id>.partial") before it is renamed.
+    run_id = run_dir.name.removeprefix(".").removesuffix(".partial")
+    demonstration = (
+        [f"**Demonstration model trained on only {n_total} films.** It shows how Paru works; its accuracy "
+         "is far from what a model trained on thousands of films reaches.", ""]
+        if isinstance(n_total, int) and n_total < 2000 else []
+    )
     lines = [
-        f"# Model card: {run_dir.name}",
+        f"# Model card: {run_id}",
         "",
         "**Research and teaching tool. Not for clinical diagnosis.** This model has not been validated for "
         "patient care and must not be used to make or change a clinical decision.",
         "",
+        *demonstration,
         "## Model",
         f"MobileNetV2 (alpha {config.alpha}, weights: {config.weights}) with its last {config.fine_tune_layers} "
         "layers fine-tuned (BatchNormalization frozen), head GlobalAveragePooling -> BatchNormalization -> "

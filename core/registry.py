@@ -110,6 +110,15 @@ class Run:
     def data_report(self) -> dict | None:
         return read_json(self.path / "data_report.json")
 
+    def dataset_root(self) -> Path | None:
+        """Where the run's films are on this machine: the recorded folder, else a folder of the same
+        name under ../shared/data beside the project (how the shipped demo run finds its films), else None."""
+        recorded = (self.data_report or {}).get("root")
+        if not recorded:
+            return None
+        candidates = [Path(recorded), PROJECT_ROOT.parent / "shared" / "data" / Path(recorded).name]
+        return next((path for path in candidates if path.is_dir()), None)
+
     def describe(self) -> str:
         """One line for a run selector: id, preset, backbone, test accuracy."""
         metrics = self.metrics or {}

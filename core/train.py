@@ -326,7 +326,11 @@ def _fit(staging, images, labels, index, class_names, config, state, log, stop_r
     best = min(rows, key=lambda row: row.get("val_loss", np.inf))
     from core.model import load_model
 
-    return load_model(checkpoint_path), rows, best["epoch"]
+    # Keep the best epoch's weights without the optimizer state: the file is for inference, and this
+    # roughly halves it (the shipped demo run must stay small).
+    model = load_model(checkpoint_path)
+    model.save(checkpoint_path)
+    return model, rows, best["epoch"]
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
