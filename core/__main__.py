@@ -122,6 +122,8 @@ def _predict(args) -> int:
             print(json.dumps(result.to_json()), flush=True)
         elif result.error:
             print(f"{file}: error: {result.error}")
+        elif result.gate is not None and not result.gate.passed:
+            print(f"{file}: no diagnosis shown: {result.gate.reason}")
         else:
             print(f"{file}: {result.label} ({result.confidence:.1%})")
     return 2 if failed else 0

@@ -6,10 +6,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.registry import Run, load_run
+
+if TYPE_CHECKING:
+    from core.gate import GateResult
 
 
 @dataclass
@@ -26,6 +30,8 @@ class Prediction:
         gray: the film for display (2-D uint8, longest side <= 1024).
         notices: what the loader wants the user to know (for example "Multi-frame DICOM: used frame 1").
         error: a message a person can act on when the film could not be used; then nothing else is set.
+        gate: whether the film plausibly is a chest radiograph (core.gate.GateResult); when it failed,
+            the label must not be presented as a diagnosis.
         seconds: wall time from bytes to result.
     """
 
@@ -39,15 +45,19 @@ class Prediction:
     gray: np.ndarray | None = None
     notices: tuple[str, ...] = ()
     error: str | None = None
+    gate: "GateResult | None" = None
     seconds: float = 0.0
 
     def to_json(self) -> dict:
         """The CLI's JSON line: {"file", "label", "confidence", "probabilities"} or {"file", "error"}."""
         if self.error:
             return {"file": self.file, "error": self.error}
-        return {"file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
-                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-                "calibrated": self.calibrated, "notices": list(self.notices)}
+        out = {"file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
+               "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+               "calibrated": self.calibrated, "notices": list(self.notices)}
+        if self.gate is not None:
+            out["gate"] = self.gate.to_json()
+        return out
 
 
 class Predictor:
@@ -64,6 +74,7 @@ class Predictor:
         import tensorflow as tf
 
         from core.explain import GradCam
+        from core.gate import feature_model, load_gate
         from core.model import load_model
 
         self.run = run if isinstance(run, Run) else load_run(run)
@@ -73,9 +84,12 @@ class Predictor:
         metrics = self.run.metrics or {}
         self.temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
         self.calibrated = calibrated and abs(self.temperature - 1.0) > 1e-6
+        self.gate_statistics = load_gate(self.run.path)
         self._grad_cam = GradCam(self.model)
+        self._features_model = feature_model(self.model)
+        # One compiled forward pass gives the probabilities and the pooled features the gate needs.
         self._forward = tf.function(
-            lambda images: self.model(images, training=False),
+            lambda images: self._features_model(images, training=False),
             input_signature=[tf.TensorSpec((None, self.image_size, self.image_size, 1), tf.float32)],
             reduce_retracing=True,
         )
@@ -89,7 +103,12 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Raw softmax probabilities (n, k) for model-ready films (n, S, S, 1)."""
-        return np.asarray(self._forward(np.asarray(images, np.float32)))
+        return self.probabilities_and_features(images)[0]
+
+    def probabilities_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw probabilities (n, k) and pooled backbone features (n, d) in one forward pass."""
+        probabilities, features = self._forward(np.asarray(images, np.float32))
+        return np.asarray(probabilities), np.asarray(features)
 
     def _calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         if not self.calibrated:
@@ -99,8 +118,13 @@ class Predictor:
         return apply_temperature(probabilities, self.temperature)
 
     def predict(self, source, name: str | None = None, with_cam: bool = False,
-                display: bool = False) -> Prediction:
-        """Classify one film from a path, bytes or a file-like upload. Never raises for bad input."""
+                display: bool = False, gate: bool = True) -> Prediction:
+        """Classify one film from a path, bytes or a file-like upload. Never raises for bad input.
+
+        with_cam adds a Grad-CAM of the predicted class; display keeps the film (longest side <= 1024) for
+        showing; gate checks that the film plausibly is a chest radiograph (see core.gate).
+        """
+        from core import gate as film_gate
         from core.imaging import ImageLoadError, load_image, read_film
 
         started = time.perf_counter()
@@ -108,26 +132,26 @@ class Predictor:
         try:
             data = _read_bytes(source)
             image = load_image(data, self.image_size)
-            film = read_film(data, name=label, max_side=self.DISPLAY_MAX_SIDE) if display else None
+            film = (read_film(data, name=label, max_side=self.DISPLAY_MAX_SIDE if display else 2 * self.image_size)
+                    if display or gate else None)
         except ImageLoadError as error:
             return Prediction(label, error=str(error), seconds=time.perf_counter() - started)
         except OSError as error:
             return Prediction(label, error=f"{label} could not be read ({error.strerror or error}).",
                               seconds=time.perf_counter() - started)
         batch = image[np.newaxis].astype(np.float32)
-        if with_cam:
-            raw, cams = self._grad_cam(batch)
-            cam = cams[0]
-        else:
-            raw, cam = self.probabilities(batch), None
+        raw, features = self.probabilities_and_features(batch)
+        cam = self._grad_cam(batch)[1][0] if with_cam else None
+        gate_result = (film_gate.check(film.gray, float(film.meta.get("colorfulness", 0.0)), features[0],
+                                       self.gate_statistics) if gate else None)
         probabilities = self._calibrate(raw)[0]
         top = int(np.argmax(probabilities))
         return Prediction(
             file=label, label=self.class_names[top], confidence=float(probabilities[top]),
             probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
             raw_probabilities={c: float(p) for c, p in zip(self.class_names, raw[0])},
-            calibrated=self.calibrated, cam=cam, gray=film.gray if film else None,
-            notices=film.notices if film else (), seconds=time.perf_counter() - started,
+            calibrated=self.calibrated, cam=cam, gray=film.gray if display else None,
+            notices=film.notices if film else (), gate=gate_result, seconds=time.perf_counter() - started,
         )
 
     def predict_files(self, paths: list[str | os.PathLike], batch_size: int = 64) -> list[Prediction]:

@@ -255,6 +255,11 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
                   "stopped_early": len(history_rows) < config.warmup_epochs + config.epochs,
                   "wall_time_seconds": round(train_seconds, 1), "decode_seconds": round(decode_seconds, 2)},
     )
+    from core.gate import fit_gate, pooled_features, save_gate
+
+    # The "is this a chest film?" gate's statistics: fitted on training films, threshold on validation.
+    save_gate(staging, fit_gate(pooled_features(model, scan.images[index["train"]]),
+                                pooled_features(model, scan.images[index["val"]])))
     log(f"Test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci95']['accuracy'][0]:.3f}-"
         f"{metrics['ci95']['accuracy'][1]:.3f}), macro-F1 {metrics['macro']['f1']:.4f}, mean one-vs-rest "
         f"accuracy {metrics['mean_ovr_accuracy']:.4f}; best epoch {best_epoch}")

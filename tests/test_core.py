@@ -282,6 +282,7 @@ def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, t
     assert set(lines[0]["probabilities"]) == set(CLASS_NAMES)
     assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4
     assert lines[0]["confidence"] == max(lines[0]["probabilities"].values())
+    assert set(lines[0]["gate"]) >= {"passed", "reason"}
     assert "error" in lines[1] and "error" in lines[2]
     assert len(list(cam_dir.glob("*.png"))) == 1
 

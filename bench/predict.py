@@ -1,0 +1,111 @@
+"""Prediction speed against the bare model on this machine, in one run.
+
+    python bench/predict.py [--model RUN_DIR] [--repeats 50]
+
+Measures (warm, single film unless said): the bare model's forward pass on a ready tensor (the floor);
+bytes -> probabilities for a 1024x1024 8-bit PNG and a 512 px JPEG; the same with Grad-CAM and the rendered
+overlay; batch throughput in films per second from files on disk against the bare batched forward pass.
+Writes bench/results/predict.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def timings(function, repeats: int) -> dict:
+    function()  # Warm.
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - started) * 1000)
+    return {"p50_ms": float(np.percentile(samples, 50)), "p95_ms": float(np.percentile(samples, 95))}
+
+
+def test_films() -> tuple[bytes, bytes, list[Path]]:
+    """A 1024x1024 8-bit PNG and a 512 px JPEG made from a real film, plus real files for batches."""
+    files = sorted((SHARED_DATA / "nih-cxr4").rglob("*.png"))
+    if files:
+        film = Image.open(files[0]).convert("L")
+    else:
+        rng = np.random.default_rng(0)
+        film = Image.fromarray(rng.integers(0, 256, (512, 512), dtype=np.uint8))
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    film.resize((1024, 1024), Image.BILINEAR).save(png, format="PNG")
+    film.resize((512, 512), Image.BILINEAR).save(jpeg, format="JPEG", quality=90)
+    return png.getvalue(), jpeg.getvalue(), files
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--batch-files", type=int, default=192)
+    args = parser.parse_args()
+    from core.explain import overlay
+    from core.predict import Predictor
+
+    predictor = Predictor(args.model)
+    size = predictor.image_size
+    png, jpeg, files = test_films()
+    ready = np.random.default_rng(0).integers(0, 256, (1, size, size, 1)).astype(np.float32)
+    rows = {}
+    rows["bare forward (ready tensor)"] = timings(lambda: predictor.probabilities(ready), args.repeats)
+    floor = rows["bare forward (ready tensor)"]["p50_ms"]
+    rows["PNG 1024 bytes -> probabilities"] = timings(lambda: predictor.predict(png, gate=False), args.repeats)
+    rows["JPEG 512 bytes -> probabilities"] = timings(lambda: predictor.predict(jpeg, gate=False), args.repeats)
+    rows["PNG 1024 -> probabilities + gate"] = timings(lambda: predictor.predict(png), args.repeats)
+
+    def with_overlay():
+        result = predictor.predict(png, with_cam=True, display=True, gate=False)
+        overlay(result.gray, result.cam)
+
+    rows["PNG 1024 -> Grad-CAM + overlay"] = timings(with_overlay, args.repeats)
+    for row in rows.values():
+        row["ratio_to_bare"] = row["p50_ms"] / floor
+
+    batch = {}
+    if files:
+        with tempfile.TemporaryDirectory() as folder:
+            paths = [files[i % len(files)] for i in range(args.batch_files)]
+            predictor.predict_files(paths[:64])
+            started = time.perf_counter()
+            predictor.predict_files(paths)
+            files_per_second = len(paths) / (time.perf_counter() - started)
+        ready_batch = np.repeat(ready, 64, axis=0)
+        predictor.probabilities(ready_batch)
+        started = time.perf_counter()
+        for _ in range(3):
+            predictor.probabilities(ready_batch)
+        bare_per_second = 3 * 64 / (time.perf_counter() - started)
+        batch = {"files_per_second": files_per_second, "bare_per_second": bare_per_second,
+                 "ratio": files_per_second / bare_per_second}
+
+    print(f"{'measurement':36s} {'p50 ms':>8s} {'p95 ms':>8s} {'x bare':>7s}")
+    for name, row in rows.items():
+        print(f"{name:36s} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} {row['ratio_to_bare']:7.2f}")
+    if batch:
+        print(f"batch from files: {batch['files_per_second']:.1f} films/s; bare batched forward "
+              f"{batch['bare_per_second']:.1f} films/s; ratio {batch['ratio']:.2f}")
+    out = PROJECT_ROOT / "bench" / "results" / "predict.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"run": Path(args.model).name, "single": rows, "batch": batch}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

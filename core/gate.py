@@ -1,0 +1,155 @@
+"""An "is this plausibly a chest radiograph?" gate, checked before Paru presents a diagnosis.
+
+Two measurable tests, both cheap:
+
+1. Image statistics of the decoded film: a colour photograph (Hasler–Süsstrunk colourfulness of the
+   source, measured by `core.imaging`), or a nearly uniform image, is refused.
+2. Distance of the backbone's pooled features (the `head_pool` layer) from the training films' feature
+   distribution: a Mahalanobis distance in the top principal components plus the reconstruction residual,
+   both whitened by the training films. The threshold is calibrated at training time on the validation
+   films (a high quantile times a margin), so nearly every real film of the training source passes.
+
+The statistics live in the run folder as `gate.npz`; a run without one has no feature test (the statistics
+test still runs). `fit_gate_for_run` adds them to an existing run without retraining.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+GATE_FILE_NAME = "gate.npz"
+FEATURE_LAYER_NAME = "head_pool"
+MAX_COLORFULNESS = 25.0
+MIN_INTENSITY_STD = 8.0
+N_COMPONENTS = 16
+THRESHOLD_QUANTILE = 0.995
+THRESHOLD_MARGIN = 1.25
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """passed: whether the film plausibly is a chest radiograph; reason: why not (or a short 'ok' note);
+    score: feature distance divided by the threshold (above 1 fails), None without feature statistics."""
+
+    passed: bool
+    reason: str
+    score: float | None = None
+
+    def to_json(self) -> dict:
+        out = {"passed": self.passed, "reason": self.reason}
+        if self.score is not None:
+            out["score"] = round(self.score, 4)
+        return out
+
+
+def feature_model(model):
+    """A keras.Model from raw films to (probabilities, pooled backbone features) in one forward pass."""
+    import keras
+
+    return keras.Model(model.input, [model.output, model.get_layer(FEATURE_LAYER_NAME).output])
+
+
+def _scores(features: np.ndarray, statistics: dict) -> np.ndarray:
+    centred = features.astype(np.float64) - statistics["mean"]
+    projected = centred @ statistics["components"].T
+    mahalanobis = np.sum(projected ** 2 / statistics["variances"], axis=1)
+    residual = np.sum(centred ** 2, axis=1) - np.sum(projected ** 2, axis=1)
+    return np.sqrt(mahalanobis / len(statistics["variances"]) + np.maximum(residual, 0) / statistics["residual_scale"])
+
+
+def fit_gate(train_features: np.ndarray, val_features: np.ndarray, n_components: int = N_COMPONENTS) -> dict:
+    """Fit the feature statistics on training films and calibrate the threshold on validation films.
+
+    Args:
+        train_features, val_features: (n, d) pooled backbone features of real films.
+    Returns:
+        {"mean", "components" (k, d), "variances" (k,), "residual_scale", "threshold"} as numpy values.
+    """
+    train = np.asarray(train_features, np.float64)
+    if len(train) < 3:
+        raise ValueError(f"Got {len(train)} training films; the gate needs at least 3 to fit its statistics.")
+    mean = train.mean(axis=0)
+    centred = train - mean
+    k = int(min(n_components, len(train) - 1, train.shape[1]))
+    _, singular_values, vt = np.linalg.svd(centred, full_matrices=False)
+    variances = singular_values[:k] ** 2 / (len(train) - 1) + 1e-6
+    residual = np.sum(centred ** 2, axis=1) - np.sum((centred @ vt[:k].T) ** 2, axis=1)
+    statistics = {"mean": mean, "components": vt[:k], "variances": variances,
+                  "residual_scale": float(max(np.mean(residual), 1e-6))}
+    reference = np.concatenate([_scores(train, statistics), _scores(np.asarray(val_features), statistics)])
+    statistics["threshold"] = float(np.quantile(reference, THRESHOLD_QUANTILE) * THRESHOLD_MARGIN)
+    return statistics
+
+
+def save_gate(run_dir: str | os.PathLike, statistics: dict) -> Path:
+    path = Path(run_dir) / GATE_FILE_NAME
+    np.savez_compressed(path, **{k: np.asarray(v, np.float32) for k, v in statistics.items()})
+    return path
+
+
+def load_gate(run_dir: str | os.PathLike) -> dict | None:
+    path = Path(run_dir) / GATE_FILE_NAME
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        statistics = {k: data[k].astype(np.float64) for k in data.files}
+    for key in ("residual_scale", "threshold"):
+        statistics[key] = float(statistics[key])
+    return statistics
+
+
+def check(gray: np.ndarray, colorfulness: float, features: np.ndarray | None, statistics: dict | None) -> GateResult:
+    """Decide whether one film plausibly is a chest radiograph.
+
+    Args:
+        gray: the decoded film (2-D uint8); colorfulness: from the loader's Film.meta["colorfulness"];
+        features: the film's pooled backbone features (d,), or None; statistics: from load_gate, or None.
+    """
+    if colorfulness > MAX_COLORFULNESS:
+        return GateResult(False, f"This looks like a colour picture (colourfulness {colorfulness:.0f}; "
+                                 f"radiographs are gray, under {MAX_COLORFULNESS:.0f}). Upload the X-ray itself.")
+    spread = float(np.std(gray))
+    if spread < MIN_INTENSITY_STD:
+        return GateResult(False, f"The image is nearly uniform (intensity spread {spread:.1f}); a radiograph "
+                                 "shows anatomy. Check that the right file was chosen.")
+    if statistics is None or features is None:
+        return GateResult(True, "Image statistics look like a radiograph (this run has no feature statistics).")
+    score = float(_scores(np.asarray(features)[np.newaxis], statistics)[0] / statistics["threshold"])
+    if score > 1.0:
+        return GateResult(False, "This image is unlike the chest films the model was trained on (feature "
+                                 f"distance {score:.2f}x the threshold). It may not be a frontal chest "
+                                 "radiograph; no diagnosis is shown.", score)
+    return GateResult(True, f"Resembles the training films (feature distance {score:.2f}x the threshold).", score)
+
+
+def pooled_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Pooled backbone features (n, d) for raw films (n, S, S, 1)."""
+    extractor = feature_model(model)
+    outputs = [np.asarray(extractor(images[i:i + batch_size], training=False)[1])
+               for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0))
+
+
+def fit_gate_for_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """Fit and save gate statistics for an existing run from its split.csv and its dataset folder."""
+    from core.data import decode_in_chunks, read_split_csv
+    from core.model import load_model
+    from core.registry import load_run
+
+    run = load_run(run_dir)
+    root = Path(data_dir) if data_dir else run.dataset_root()
+    if root is None or not root.is_dir():
+        raise ValueError(f"The films of run {run.run_id} are not on this machine; pass data_dir.")
+    rows = read_split_csv(run.path / "split.csv")
+    model = load_model(run.model_path)
+    size = int(run.config.get("image_size", 224))
+    features = {}
+    for subset in ("train", "val"):
+        paths = [root / row["path"] for row in rows if row["subset"] == subset]
+        chunks = [pooled_features(model, images) for _, images, _ in decode_in_chunks(paths, size) if len(images)]
+        features[subset] = np.concatenate(chunks)
+    return save_gate(run.path, fit_gate(features["train"], features["val"]))
