@@ -36,7 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", help="films (PNG, JPEG, BMP, TIFF, DICOM)")
     predict.add_argument("--json", action="store_true", help="one JSON object per input line")
     predict.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per film into this folder")
+    export = commands.add_parser("export", help="export a run's model for mobile (TensorFlow Lite)")
+    export.add_argument("--model", required=True, help="run folder")
+    export.add_argument("--tflite", required=True, help="output .tflite file")
+    export.add_argument("--variant", choices=("float16", "dynamic"), default="float16",
+                        help="float16 weights (default) or dynamic-range int8 weights")
     return parser
+
+
+def _export(args) -> int:
+    from core.export import export_tflite
+
+    try:
+        path = export_tflite(args.model, args.tflite, args.variant)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB, {args.variant})")
+    return 0
 
 
 def _config_from_args(args):
@@ -131,7 +148,8 @@ def _predict(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""TFLite export parity on real films: python bench/export.py [--model RUN_DIR]
+
+For each variant (float16, dynamic-range): top-1 agreement with the Keras model (target >= 99%), the largest
+probability difference (target <= 0.02), file size and single-film latency. Writes bench/results/export.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    args = parser.parse_args()
+    from core.export import VARIANTS, export_tflite, parity_report
+    from core.imaging import load_image
+    from core.registry import load_run
+
+    size = int(load_run(args.model).config.get("image_size", 224))
+    files = sorted((SHARED_DATA / "nih-cxr4").rglob("*.png"))
+    if not files:
+        print("../shared/data/nih-cxr4 is absent: nothing to compare on", file=sys.stderr)
+        return 1
+    images = np.stack([load_image(path, size) for path in files]).astype(np.float32)
+    report = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for variant in VARIANTS:
+            path = export_tflite(args.model, Path(folder) / f"{variant}.tflite", variant)
+            report[variant] = parity_report(args.model, path, images)
+    print(f"{'variant':10s} {'films':>6s} {'top-1 agree':>12s} {'max |dp|':>9s} {'MB':>6s} {'ms/film':>8s}")
+    for variant, row in report.items():
+        print(f"{variant:10s} {row['n']:6d} {row['top1_agreement']:12.1%} {row['max_abs_difference']:9.4f} "
+              f"{row['size_bytes'] / 1e6:6.2f} {row['latency_ms_per_film']:8.1f}")
+    out = PROJECT_ROOT / "bench" / "results" / "export.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"run": Path(args.model).name, **report}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,512 @@
+"""Grad-CAM explanations: where in the film the model looked, as heatmaps over the film.
+
+Two implementations share one definition of the output (a CAM per image, upsampled to the model input
+size and divided by its own maximum, so its values are in [0, 1] and an all-zero CAM stays all zero):
+
+- `GradCam` (and the `grad_cam` shortcut) is the fast path used by the pages. It compiles one
+  `tf.function` that runs the model once and returns both the class probabilities and the CAMs, so a
+  prediction with its explanation costs one forward pass plus a small backward pass through the head.
+- `grad_cam_vis` uses tf-keras-vis (Grad-CAM or Grad-CAM++). It is slower (eager, and it rebuilds a
+  model on every call) and serves as the reference the fast path is tested against.
+
+`overlay` paints a CAM over a film of any size, `colorbar` draws the matching legend, and `cam_regions`
+measures how much of a CAM lies on the image border, to flag a model that reads labels or markers at the
+edges of the film instead of the lungs.
+
+The model takes raw pixels (see core.model), so every function here takes raw films too:
+(n, image_size, image_size, 1) arrays of 0..255, uint8 or float, as made by core.imaging.load_image.
+
+Example::
+
+    explainer = GradCam(model)                       # once per model (compiles on the first call)
+    probabilities, cams = explainer(films)           # (n, k) and (n, S, S)
+    picture = overlay(film.gray, cams[0])            # uint8 RGB at the film's own size
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+
+import numpy as np
+from PIL import Image
+
+from core.model import LAST_CONV_LAYER_NAME
+
+CAM_METHODS = ("gradcam", "gradcam++")
+"""Methods of `grad_cam_vis`: tf-keras-vis's Gradcam and GradcamPlusPlus."""
+
+# GradCam objects per model and layer name, and tf-keras-vis objects per model and method. The keys are
+# weak, so a model that is no longer used elsewhere (for example replaced in Streamlit's resource cache)
+# is freed together with its explainers. The values must therefore never hold the model itself.
+_GRAD_CAM_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_VIS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+# Display: the (n, 256, 3) colour lookup table of the heatmap, built once on first use.
+_COLORMAP: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast Grad-CAM
+# --------------------------------------------------------------------------------------------------
+
+
+class GradCam:
+    """Fast Grad-CAM: one compiled tf.function that returns probabilities and CAMs in ONE forward pass.
+
+    Grad-CAM (Selvaraju et al., 2017), step by step, for each image:
+
+    1. Run the model once, keeping the feature maps A of `layer_name` (h x w x c; `Conv_1` is 7 x 7 x 1280
+       for a 224 film) and the class scores.
+    2. Take the gradient of the chosen class's score with respect to A.
+    3. Average that gradient over the h x w positions: one weight per channel, that is how much the class
+       score rises when the channel lights up.
+    4. Sum the channels of A weighted by those weights and keep the positive part (ReLU): the regions
+       whose activation pushes the score up.
+    5. Upsample to the input size (bilinear, tf.image.resize) and divide by the image's maximum, so values
+       are in [0, 1]. An image whose map is all zero keeps an all-zero map instead of NaN.
+
+    The class score is the pre-softmax score (the logit) when the model ends in a softmax Dense layer, as
+    models from core.model.build_model do: the logit of a class depends only on evidence for that class,
+    whereas the gradient of a softmax probability also carries the other classes' evidence with a minus
+    sign and vanishes when the model is confident. This is also what tf-keras-vis's `ReplaceToLinear`
+    does. For any other final layer, the gradient of the output itself (the selected probability) is used.
+
+    Args:
+        model: a Keras model taking raw films (n, S, S, 1), such as one from core.model.build_model. The
+            explainer shares the model's layers and variables, so later training of the model is seen.
+        layer_name: the layer whose feature maps are weighted. Any layer with a 4-D output
+            (batch, height, width, channels) works; the default is the last convolution.
+
+    Raises:
+        ValueError: `layer_name` is not a layer of the model, or its output is not a 4-D feature map. The
+            message lists the model's convolution layers.
+    """
+
+    def __init__(self, model, layer_name: str = LAST_CONV_LAYER_NAME):
+        import keras
+        import tensorflow as tf
+
+        layer = _feature_layer(model, layer_name)
+        self.layer_name = layer_name
+        self.image_shape = tuple(model.inputs[0].shape[1:])
+        if len(self.image_shape) != 3:
+            raise ValueError(
+                f"Got a model whose input shape is {model.inputs[0].shape}; expected (None, height, width, "
+                "channels), such as the (None, 224, 224, 1) of core.model.build_model."
+            )
+        output_layer = model.layers[-1]
+        activation = getattr(output_layer, "activation", None)
+        self.uses_logits = (
+            isinstance(output_layer, keras.layers.Dense)
+            and getattr(activation, "__name__", "") == "softmax"
+        )
+        if self.uses_logits:
+            # The Dense layer's input; its logits are computed below with the layer's own variables.
+            score_source = output_layer.input
+        else:
+            score_source = model.outputs[0]
+        # One model with two outputs, built once: the feature maps and what the scores are made from.
+        # It shares the layers (and so the weights) of `model` but holds no reference to `model` itself.
+        self._feature_model = keras.Model(model.inputs, [layer.output, score_source])
+        self._output_layer = output_layer if self.uses_logits else None
+        self.num_classes = int(model.outputs[0].shape[-1])
+        self._checked_range = False
+
+        height, width, channels = self.image_shape
+        signature = [
+            tf.TensorSpec((None, height, width, channels), tf.float32, name="images"),
+            tf.TensorSpec((None,), tf.int32, name="class_indices"),
+        ]
+        self._compute = tf.function(self._probabilities_and_cams, input_signature=signature,
+                                    reduce_retracing=True)
+
+    def _probabilities_and_cams(self, images, class_indices):
+        """Graph body: (n, S, S, C) float32 films and (n,) class indices (-1 = predicted class)."""
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            feature_maps, score_source = self._feature_model(images, training=False)
+            if self._output_layer is not None:
+                logits = tf.matmul(score_source, self._output_layer.kernel)
+                if self._output_layer.use_bias:
+                    logits = logits + self._output_layer.bias
+                scores = logits
+                probabilities = tf.nn.softmax(logits, axis=-1)
+            else:
+                scores = score_source
+                probabilities = score_source
+            predicted = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            chosen = tf.where(class_indices < 0, predicted, class_indices)
+            # Each image's score depends only on its own feature maps (inference mode), so the gradient
+            # of the batch sum gives every image its own gradient in one backward pass.
+            chosen_scores = tf.gather(scores, chosen, axis=1, batch_dims=1)
+            total_score = tf.reduce_sum(chosen_scores)
+        gradients = tape.gradient(total_score, feature_maps)
+        channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        cams = tf.nn.relu(tf.reduce_sum(feature_maps * channel_weights, axis=-1))
+        cams = tf.image.resize(cams[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")[..., 0]
+        maxima = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
+        cams = tf.clip_by_value(tf.math.divide_no_nan(cams, maxima), 0.0, 1.0)
+        return tf.cast(probabilities, tf.float32), cams
+
+    def __call__(self, images, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and Grad-CAMs of a batch of films in one forward pass.
+
+        Args:
+            images: (n, S, S, 1) raw films, uint8 or float in 0..255 (core.imaging.load_image output,
+                stacked); a single (S, S, 1) film is treated as a batch of one.
+            class_index: the class to explain for every image, or None (default) to explain each image's
+                own predicted class.
+
+        Returns:
+            (probabilities, cams): probabilities (n, k) float32, the same as model(images); cams
+            (n, S, S) float32 in [0, 1], each divided by its own maximum (all zero when nothing in the
+            image raises the class score).
+
+        Raises:
+            ValueError: wrong image shape, or class_index outside 0..k-1.
+        """
+        batch = _as_batch(images, self.image_shape)
+        if not self._checked_range:
+            self._checked_range = True
+            _warn_if_prescaled(batch)
+        class_indices = _class_indices(class_index, len(batch), self.num_classes)
+        probabilities, cams = self._compute(batch, class_indices)
+        return probabilities.numpy(), cams.numpy()
+
+
+def grad_cam(model, images, class_index: int | None = None,
+             layer_name: str = LAST_CONV_LAYER_NAME) -> np.ndarray:
+    """Grad-CAMs of a batch of films with a `GradCam` cached per model and layer (compiled once).
+
+    Args:
+        model: a Keras model taking raw films, such as one from core.model.build_model.
+        images: (n, S, S, 1) raw films in 0..255 (or one (S, S, 1) film).
+        class_index: class to explain for every image; None explains each image's predicted class.
+        layer_name: layer whose feature maps are weighted (default: the last convolution, "Conv_1").
+
+    Returns:
+        (n, S, S) float32 CAMs in [0, 1]. Use `GradCam(model)(images)` to get the probabilities too.
+    """
+    return _cached_grad_cam(model, layer_name)(images, class_index)[1]
+
+
+def _cached_grad_cam(model, layer_name: str) -> GradCam:
+    with _CACHE_LOCK:
+        per_layer = _GRAD_CAM_CACHE.setdefault(model, {})
+        if layer_name not in per_layer:
+            per_layer[layer_name] = GradCam(model, layer_name)
+        return per_layer[layer_name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference implementation: tf-keras-vis
+# --------------------------------------------------------------------------------------------------
+
+
+def grad_cam_vis(model, images, class_index: int | None = None, method: str = "gradcam",
+                 layer_name: str = LAST_CONV_LAYER_NAME) -> np.ndarray:
+    """Grad-CAM or Grad-CAM++ computed by tf-keras-vis, normalised like `GradCam`.
+
+    tf-keras-vis works on a clone of the model whose softmax is replaced by a linear activation
+    (`ReplaceToLinear`), so the scores are logits as in `GradCam`. The clone is made once per model and
+    method; its weights are copied from the model on every call, so a model trained further is still
+    explained with its current weights. tf-keras-vis's coarse map is then upsampled and divided by its
+    maximum exactly as in `GradCam` (tf-keras-vis itself would stretch min..max with scipy's zoom), so the
+    two methods differ only in how they weight the channels.
+
+    Slower than `GradCam` (eager, and it rebuilds a model on every call): meant for comparison and tests.
+
+    Args:
+        model: a Keras model taking raw films, such as one from core.model.build_model.
+        images: (n, S, S, 1) raw films in 0..255 (or one (S, S, 1) film).
+        class_index: class to explain for every image; None explains each image's predicted class.
+        method: "gradcam" or "gradcam++".
+        layer_name: the layer whose feature maps are weighted, used as given (no search for a convolution).
+
+    Returns:
+        (n, S, S) float32 CAMs in [0, 1].
+
+    Raises:
+        ValueError: unknown method or layer, wrong image shape, class_index outside 0..k-1.
+        ImportError: tf-keras-vis is not installed (pip install tf-keras-vis).
+    """
+    import tensorflow as tf
+
+    if method not in CAM_METHODS:
+        raise ValueError(f"Got method={method!r}; must be one of {CAM_METHODS}.")
+    _feature_layer(model, layer_name)
+    image_shape = tuple(model.inputs[0].shape[1:])
+    batch = _as_batch(images, image_shape)
+    num_classes = int(model.outputs[0].shape[-1])
+    class_indices = _class_indices(class_index, len(batch), num_classes)
+    if class_index is None:
+        # One plain forward pass to find each image's predicted class (never model.predict per image).
+        probabilities = np.asarray(model(batch, training=False))
+        class_indices = probabilities.argmax(axis=-1).astype(np.int32)
+
+    visualizer = _cached_visualizer(model, method)
+    visualizer.model.set_weights(model.get_weights())
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    coarse = visualizer(
+        CategoricalScore(class_indices.tolist()), tf.constant(batch), penultimate_layer=layer_name,
+        seek_penultimate_conv_layer=False, expand_cam=False, normalize_cam=False,
+    )
+    coarse = np.nan_to_num(np.asarray(coarse, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    cams = tf.image.resize(coarse[..., np.newaxis], image_shape[:2], method="bilinear")[..., 0].numpy()
+    cams = np.maximum(cams, 0.0)
+    maxima = cams.max(axis=(1, 2), keepdims=True)
+    cams = np.divide(cams, maxima, out=np.zeros_like(cams), where=maxima > 0)
+    return np.clip(cams, 0.0, 1.0).astype(np.float32)
+
+
+def _cached_visualizer(model, method: str):
+    try:
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    except ImportError as error:
+        raise ImportError(
+            f"grad_cam_vis needs tf-keras-vis ({error}). Install it with: pip install tf-keras-vis, "
+            "or use GradCam / grad_cam, which need only TensorFlow."
+        ) from None
+    with _CACHE_LOCK:
+        per_method = _VIS_CACHE.setdefault(model, {})
+        if method not in per_method:
+            visualizer_class = Gradcam if method == "gradcam" else GradcamPlusPlus
+            # clone=True: ReplaceToLinear must change a copy, never the softmax of the served model.
+            per_method[method] = visualizer_class(model, model_modifier=ReplaceToLinear(), clone=True)
+        return per_method[method]
+
+
+# --------------------------------------------------------------------------------------------------
+# Display
+# --------------------------------------------------------------------------------------------------
+
+
+def overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """Paint a CAM over a film as a heatmap that fades out where the CAM is cold.
+
+    The CAM is resized to the film's size (Pillow bilinear), coloured with a turbo colormap (blue = 0,
+    green/yellow = middle, dark red = 1) and blended over the gray film with a per-pixel alpha of
+    `opacity * cam`: hot regions are tinted up to `opacity`, cold regions keep the film as it is.
+
+    Args:
+        gray: 2-D uint8 film (height, width) of any size, such as Film.gray; (height, width, 1) is
+            accepted too.
+        cam: 2-D CAM of any size with values in [0, 1], such as one of GradCam's cams. Values outside are
+            clipped and non-finite values count as 0.
+        opacity: the heatmap's opacity where the CAM is 1, in [0, 1] (default 0.45). 0 returns the film.
+
+    Returns:
+        uint8 RGB array (height, width, 3) at the film's size.
+
+    Raises:
+        ValueError: `gray` is not a 2-D uint8 image, `cam` is not 2-D, or opacity is outside [0, 1].
+
+    Example::
+
+        picture = overlay(film.gray, cams[0])   # st.image(picture)
+    """
+    gray = np.asarray(gray)
+    if gray.ndim == 3 and gray.shape[2] == 1:
+        gray = gray[:, :, 0]
+    if gray.ndim != 2 or gray.dtype != np.uint8 or 0 in gray.shape:
+        raise ValueError(
+            f"Got a film of shape {gray.shape} and dtype {gray.dtype}; expected a 2-D uint8 grayscale "
+            "image (height, width) such as core.imaging.read_film(...).gray."
+        )
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise ValueError(f"Got opacity={opacity}; it must be in [0, 1] (0 shows only the film).")
+    film_rgb = np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+    if float(opacity) == 0.0:
+        return film_rgb
+    cam = _resize_cam(_clean_cam(cam), gray.shape)
+    heat = _colormap()[np.round(cam * 255).astype(np.intp)] * 255.0
+    alpha = (float(opacity) * cam)[:, :, np.newaxis]
+    blended = film_rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def colorbar(height: int = 256, width: int = 16) -> np.ndarray:
+    """The overlay's colour legend: a uint8 RGB strip (height, width, 3), CAM 1 at the top and 0 at the bottom."""
+    if height < 2 or width < 1:
+        raise ValueError(f"Got height={height}, width={width}; expected height >= 2 and width >= 1.")
+    values = np.linspace(1.0, 0.0, int(height))
+    column = _colormap()[np.round(values * 255).astype(np.intp)]
+    return np.round(np.repeat(column[:, np.newaxis, :], int(width), axis=1) * 255).astype(np.uint8)
+
+
+def _colormap() -> np.ndarray:
+    """(256, 3) float32 turbo colours in [0, 1], from Google's polynomial approximation of turbo."""
+    global _COLORMAP
+    if _COLORMAP is None:
+        x = np.linspace(0.0, 1.0, 256)
+        powers = np.stack([np.ones_like(x), x, x**2, x**3, x**4, x**5], axis=1)
+        coefficients = np.array([
+            [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
+            [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
+            [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
+        ])
+        _COLORMAP = np.clip(powers @ coefficients.T, 0.0, 1.0).astype(np.float32)
+    return _COLORMAP
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the CAM lies
+# --------------------------------------------------------------------------------------------------
+
+
+def cam_regions(cam: np.ndarray, border_fraction: float = 0.15) -> dict:
+    """Share of a CAM's mass in the central box, in the border band and in the four corners.
+
+    Definition: for a CAM of height H and width W, the border band is every pixel within
+    round(border_fraction * H) rows of the top or bottom edge or within round(border_fraction * W)
+    columns of the left or right edge (at least one row and column each). The central box is the rest:
+    the lung field of a well-framed film. The corners are the four corner boxes where the top/bottom rows
+    and the left/right columns of the band cross; they are part of the band. Each share is the region's
+    sum of CAM values divided by the CAM's total sum, so
+
+        central + border == 1 and 0 <= corners <= border
+
+    (all three are 0 for an all-zero CAM). For reference, a uniform CAM with border_fraction 0.15 gives
+    central 0.49, border 0.51 and corners 0.09, the regions' shares of the area. A border or corner share
+    far above those values means the model attends to the edges of the film, where labels, markers and
+    collimation edges are, rather than to the lungs.
+
+    Args:
+        cam: 2-D CAM (height, width) with non-negative values (negative and non-finite values count as 0).
+        border_fraction: the band's width as a fraction of each side, in (0, 0.5). Default 0.15.
+
+    Returns:
+        {"central": float, "border": float, "corners": float}.
+
+    Raises:
+        ValueError: `cam` is not 2-D or border_fraction is outside (0, 0.5).
+
+    Example::
+
+        regions = cam_regions(cams[0])
+        if regions["border"] > 0.7: ...   # warn: the model may be reading labels at the edges
+    """
+    if not 0.0 < float(border_fraction) < 0.5:
+        raise ValueError(f"Got border_fraction={border_fraction}; it must be in (0, 0.5), for example 0.15.")
+    cam = np.maximum(_clean_cam(cam, clip_top=False), 0.0).astype(np.float64)
+    height, width = cam.shape
+    # At least one row and column of band, but never so wide that the central box is empty.
+    band_rows = min(max(1, int(round(border_fraction * height))), (height - 1) // 2)
+    band_columns = min(max(1, int(round(border_fraction * width))), (width - 1) // 2)
+    if band_rows < 1 or band_columns < 1:
+        raise ValueError(f"Got a CAM of shape {cam.shape}; cam_regions needs at least 3 x 3 pixels.")
+    total = float(cam.sum())
+    if total <= 0.0:
+        return {"central": 0.0, "border": 0.0, "corners": 0.0}
+    central = float(cam[band_rows:height - band_rows, band_columns:width - band_columns].sum())
+    corners = float(
+        cam[:band_rows, :band_columns].sum() + cam[:band_rows, width - band_columns:].sum()
+        + cam[height - band_rows:, :band_columns].sum() + cam[height - band_rows:, width - band_columns:].sum()
+    )
+    return {
+        "central": central / total,
+        "border": (total - central) / total,
+        "corners": corners / total,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _feature_layer(model, layer_name: str):
+    """The layer named `layer_name`, checked to give 4-D feature maps; ValueError listing conv layers."""
+    conv_names = [
+        layer.name for layer in model.layers
+        if "conv" in type(layer).__name__.lower() and len(getattr(layer.output, "shape", ())) == 4
+    ]
+    shown = conv_names if len(conv_names) <= 8 else ["..."] + conv_names[-8:]
+    hint = (
+        f"Available convolution layers ({len(conv_names)} in all, last ones shown): {', '.join(shown)}. "
+        f"The usual choice is the last one, {conv_names[-1]!r}." if conv_names
+        else "The model has no convolution layers."
+    )
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError:
+        raise ValueError(f"Got layer_name={layer_name!r}, which is not a layer of the model. {hint}") from None
+    if len(layer.output.shape) != 4:
+        raise ValueError(
+            f"Got layer_name={layer_name!r}, whose output shape is {tuple(layer.output.shape)}; Grad-CAM "
+            f"needs a 4-D feature map (batch, height, width, channels). {hint}"
+        )
+    return layer
+
+
+def _as_batch(images, image_shape: tuple) -> np.ndarray:
+    """Films as a contiguous float32 batch (n, S, S, C); a single (S, S, C) film becomes a batch of one."""
+    batch = np.asarray(images)
+    if batch.ndim == len(image_shape):
+        batch = batch[np.newaxis]
+    expected = tuple(None if size is None else int(size) for size in image_shape)
+    matches = batch.ndim == len(expected) + 1 and all(
+        size is None or size == actual for size, actual in zip(expected, batch.shape[1:])
+    )
+    if not matches or batch.shape[0] == 0:
+        raise ValueError(
+            f"Got images of shape {batch.shape}; expected (n, {', '.join(map(str, expected))}) raw films "
+            "in 0..255 with n >= 1. Prepare each film with core.imaging.load_image and stack them."
+        )
+    if not (np.issubdtype(batch.dtype, np.integer) or np.issubdtype(batch.dtype, np.floating)):
+        raise ValueError(f"Got images of dtype {batch.dtype}; expected uint8 or float pixels in 0..255.")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _warn_if_prescaled(batch: np.ndarray) -> None:
+    """Warn when films look already scaled to [0, 1]: the model scales raw 0..255 pixels itself."""
+    if batch.size and float(batch.max()) <= 1.0 and float(batch.min()) >= 0.0:
+        warnings.warn(
+            f"Got films with values in [0, {float(batch.max()):.3g}], which look already scaled; the model "
+            "expects raw pixels in 0..255 and scales them itself. Pass core.imaging.load_image output.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _class_indices(class_index, count: int, num_classes: int) -> np.ndarray:
+    """(count,) int32 class indices; -1 everywhere when class_index is None (each image's prediction)."""
+    if class_index is None:
+        return np.full(count, -1, dtype=np.int32)
+    if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
+        raise ValueError(f"Got class_index={class_index!r}; expected None or an integer in 0..{num_classes - 1}.")
+    if not 0 <= int(class_index) < num_classes:
+        raise ValueError(
+            f"Got class_index={class_index}; the model has {num_classes} classes, so it must be in "
+            f"0..{num_classes - 1} (or None for each image's predicted class)."
+        )
+    return np.full(count, int(class_index), dtype=np.int32)
+
+
+def _clean_cam(cam, clip_top: bool = True) -> np.ndarray:
+    """A 2-D float32 CAM with non-finite values set to 0 and, when clip_top, values clipped to [0, 1]."""
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.ndim == 3 and cam.shape[2] == 1:
+        cam = cam[:, :, 0]
+    if cam.ndim != 2 or 0 in cam.shape:
+        raise ValueError(
+            f"Got a CAM of shape {cam.shape}; expected one 2-D map (height, width), such as cams[0] "
+            "from GradCam."
+        )
+    cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(cam, 0.0, 1.0) if clip_top else cam
+
+
+def _resize_cam(cam: np.ndarray, shape: tuple) -> np.ndarray:
+    """Resize a 2-D float CAM to (height, width) with Pillow's bilinear filter, values kept in [0, 1]."""
+    height, width = shape
+    if cam.shape != (height, width):
+        cam = np.asarray(Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32)).resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(cam, 0.0, 1.0)

@@ -1,0 +1,534 @@
+"""Shared Streamlit helpers for the pages: the run selector, cached loaders, figures and formatting.
+
+Pages stay thin views: they read widgets, call one or two functions here or in `core`, and draw. This
+module imports Streamlit, pandas and plotly at the top but never TensorFlow: functions that need a model
+import `core.predict` / `core.explain` inside themselves, so pages that only read metrics open fast.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.registry import PROJECT_ROOT, Run, default_models_dir, list_runs, load_run, read_json
+
+DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
+CLINICAL_BAR = 0.90
+CAM_METHOD_LABELS = {"Grad-CAM (fast)": "gradcam", "Grad-CAM++ (tf-keras-vis)": "gradcam++"}
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
+PAPER_NOTE = (
+    "The paper reports **99.42% 'accuracy'**: that is the *mean of the four one-vs-rest accuracies*, "
+    "which counts every true negative of every class and so always looks higher. The paper's own "
+    "confusion matrix gives an **overall accuracy of 98.83%** (1859 of 1881 test films right). Paru "
+    "shows both, each under its own name."
+)
+NO_RUN_GUIDANCE = (
+    "No trained model yet in `{models_dir}`. Train one on the **Training** page, or from a terminal with "
+    "`python -m core train --data DIR`, then come back here."
+)
+PALETTE = {"train": "#2a9d8f", "val": "#e76f51", "right": "#2a9d8f", "wrong": "#e76f51"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Page frame and run selector
+# --------------------------------------------------------------------------------------------------
+
+
+def models_dir() -> Path:
+    """Where runs live: $PARU_MODELS_DIR, else the project's models/ folder (read on every call)."""
+    return default_models_dir()
+
+
+def available_runs() -> list[Run]:
+    """Finished runs, newest first. Not cached: it reads a few small JSON files, and a run that a
+    terminal or the Training page just finished must appear at once."""
+    return list_runs(models_dir())
+
+
+def page_frame(title: str, icon: str = "🫁") -> Run | None:
+    """Set up a page: config, the disclaimer and the shared run selector in the sidebar.
+
+    Returns the chosen Run, or None when there is no finished run (the sidebar then says what to do).
+    The choice lives in st.session_state["run_path"], so every page shows the same run.
+    """
+    st.set_page_config(page_title=f"{title} · Paru", page_icon=icon, layout="wide")
+    runs = available_runs()
+    with st.sidebar:
+        st.caption(f"⚠️ {DISCLAIMER}")
+        run = run_selector(runs)
+    return run
+
+
+def run_selector(runs: list[Run]) -> Run | None:
+    """The sidebar selectbox of runs; defaults to the newest finished run."""
+    if not runs:
+        st.session_state.run_path = None
+        st.info("No trained model yet.")
+        return None
+    paths = [str(run.path) for run in runs]
+    by_path = {str(run.path): run for run in runs}
+    # The widget's own value wins (the user just changed it); after a page switch only run_path is left.
+    chosen = st.session_state.get("run_selector") or st.session_state.get("run_path")
+    if chosen not in by_path:
+        chosen = paths[0]
+    # The widget has its own key; run_path is copied from it so that the choice survives page switches
+    # (Streamlit forgets a widget's key when a page without that widget runs).
+    st.session_state.run_selector = chosen
+    chosen = st.selectbox("Model (run)", paths, key="run_selector",
+                          format_func=lambda path: by_path[path].describe())
+    st.session_state.run_path = chosen
+    return by_path[chosen]
+
+
+def show_no_run_guidance() -> None:
+    """What to do when no model exists yet, with a link to the Training page."""
+    st.warning(NO_RUN_GUIDANCE.format(models_dir=models_dir()))
+    st.page_link("pages/4_Training.py", label="Open the Training page", icon="🏋️")
+
+
+def require_run(run: Run | None) -> Run:
+    """Stop the page with guidance when there is no run."""
+    if run is None:
+        show_no_run_guidance()
+        st.stop()
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# Cached loaders
+# --------------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def get_predictor(run_path: str):
+    """One loaded core.predict.Predictor per run folder (keyed by the path string, never the model)."""
+    from core.predict import Predictor
+
+    return Predictor(run_path)
+
+
+@st.cache_data(show_spinner=False)
+def load_predictions(run_path: str, classes: tuple[str, ...]) -> list[dict]:
+    """predictions.csv rows of a run ([] when the file is missing)."""
+    from core.evaluate import read_predictions_csv
+
+    path = Path(run_path) / "predictions.csv"
+    return read_predictions_csv(path, list(classes)) if path.is_file() else []
+
+
+@st.cache_data(show_spinner=False)
+def load_history(run_path: str):
+    """history.csv of a run as a DataFrame (empty when missing)."""
+    import pandas as pd
+
+    path = Path(run_path) / "history.csv"
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
+@st.cache_data(show_spinner="Checking the dataset folder…")
+def scan_folder(folder: str) -> dict:
+    """core.data.scan_dataset(folder, decode=False) as a report dict, or {"error": message}."""
+    from core.data import scan_dataset
+
+    try:
+        scan = scan_dataset(folder, decode=False)
+    except ValueError as error:
+        return {"error": str(error)}
+    return scan.report()
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------------
+
+
+def pct(value, digits: int = 1) -> str:
+    return f"{value:.{digits}%}" if isinstance(value, (int, float)) else "—"
+
+
+def pct_with_ci(value, interval) -> str:
+    """'93.1% (95% CI 90.2–95.4%)', or just the value when there is no interval."""
+    if interval and len(interval) == 2:
+        return f"{pct(value)} (95% CI {interval[0]:.1%}–{interval[1]:.1%})"
+    return pct(value)
+
+
+def headline_metrics(metrics: dict | None) -> list[dict]:
+    """The three headline figures, each named for what it is, with 95% CIs where the run has them."""
+    metrics = metrics or {}
+    ci95 = metrics.get("ci95") or {}
+    return [
+        {"name": "Overall accuracy", "value": metrics.get("accuracy"), "ci95": ci95.get("accuracy"),
+         "help": "Share of test films whose predicted class is the true class."},
+        {"name": "Macro-F1", "value": (metrics.get("macro") or {}).get("f1"), "ci95": ci95.get("macro_f1"),
+         "help": "F1 averaged over classes with equal weight: a weak rare class pulls it down."},
+        {"name": "Mean one-vs-rest accuracy (the paper's 'accuracy' figure)",
+         "value": metrics.get("mean_ovr_accuracy"), "ci95": None,
+         "help": "Mean over classes of (TP + TN) / n. Always at least the overall accuracy."},
+    ]
+
+
+def show_headline_metrics(metrics: dict | None) -> None:
+    """Three st.metric cards with their 95% intervals underneath."""
+    columns = st.columns(3)
+    for column, item in zip(columns, headline_metrics(metrics)):
+        column.metric(item["name"], pct(item["value"]), help=item["help"])
+        if item["ci95"]:
+            column.caption(f"95% CI {item['ci95'][0]:.1%}–{item['ci95'][1]:.1%} (bootstrap)")
+        elif item["value"] is not None:
+            column.caption("No interval recorded for this figure.")
+    n = (metrics or {}).get("n")
+    if n:
+        st.caption(f"On {n} held-out test films.")
+
+
+def compare_table(runs: list[Run]):
+    """Headline metrics of several runs side by side (one column per run)."""
+    import pandas as pd
+
+    columns = {}
+    for run in runs:
+        metrics = run.metrics or {}
+        ci95 = metrics.get("ci95") or {}
+        columns[run.run_id] = {
+            "Test films": metrics.get("n"),
+            "Overall accuracy": pct_with_ci(metrics.get("accuracy"), ci95.get("accuracy")),
+            "Macro-F1": pct_with_ci((metrics.get("macro") or {}).get("f1"), ci95.get("macro_f1")),
+            "Mean one-vs-rest accuracy": pct(metrics.get("mean_ovr_accuracy")),
+            "Preset": run.config.get("preset"),
+            "Alpha": run.config.get("alpha"),
+            "Image size": run.config.get("image_size"),
+            "Epochs run": (metrics.get("training") or {}).get("epochs_run"),
+            "ECE test (after calibration)": _fmt_float((metrics.get("calibration") or {}).get("ece_test_after")),
+        }
+    return pd.DataFrame(columns).astype(str)
+
+
+def _fmt_float(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "—"
+
+
+# --------------------------------------------------------------------------------------------------
+# Prediction helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def predict_upload(run_path: str, data: bytes, name: str):
+    """Classify one uploaded film with its fast Grad-CAM. The name is only shown, never used as a path."""
+    return get_predictor(run_path).predict(data, name=name, with_cam=True, display=True)
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM++…", max_entries=64)
+def cam_for_method(run_path: str, data: bytes, label: str, method: str):
+    """The CAM (S, S) of `label` for one film's bytes by `method` ("gradcam" or "gradcam++")."""
+    from core.explain import grad_cam_vis
+    from core.imaging import load_image
+
+    predictor = get_predictor(run_path)
+    image = load_image(data, predictor.image_size)[np.newaxis]
+    return grad_cam_vis(predictor.model, image, class_index=predictor.class_names.index(label), method=method)[0]
+
+
+def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity: float) -> np.ndarray:
+    """The film with the chosen method's CAM painted over it (RGB uint8)."""
+    from core.explain import overlay
+
+    cam = prediction.cam if method == "gradcam" else cam_for_method(run_path, data, prediction.label, method)
+    return overlay(prediction.gray, cam, opacity=opacity)
+
+
+def predictions_csv(predictions: list) -> bytes:
+    """All results of an upload batch as CSV bytes: file, label, confidence, calibrated, error, seconds,
+    one probability column per class."""
+    import pandas as pd
+
+    rows = []
+    for prediction in predictions:
+        row = {"file": prediction.file, "label": prediction.label, "confidence": prediction.confidence,
+               "calibrated": prediction.calibrated, "error": prediction.error,
+               "seconds": round(prediction.seconds, 3)}
+        row.update({f"p_{name}": value for name, value in prediction.probabilities.items()})
+        rows.append(row)
+    return pd.DataFrame(rows).to_csv(index=False).encode()
+
+
+def probability_chart(probabilities: dict[str, float], height: int = 220):
+    """A horizontal bar chart of class probabilities (plotly Figure)."""
+    import plotly.graph_objects as go
+
+    names = list(probabilities)[::-1]
+    values = [probabilities[name] for name in names]
+    figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color="#2a9d8f",
+                              text=[f"{value:.1%}" for value in values], textposition="auto"))
+    figure.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
+                         xaxis=dict(range=[0, 1], tickformat=".0%", title="Probability"))
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation figures and tables
+# --------------------------------------------------------------------------------------------------
+
+
+def distribution_table(data_report: dict | None):
+    """The paper's Table 1: films per class (rows) and subset (columns), with totals."""
+    import pandas as pd
+
+    subsets = (data_report or {}).get("subsets") or {}
+    if not subsets:
+        counts = (data_report or {}).get("class_counts") or {}
+        return pd.DataFrame({"Total": counts}) if counts else pd.DataFrame()
+    table = pd.DataFrame(subsets).fillna(0).astype(int)
+    table = table[[name for name in ("train", "val", "test") if name in table.columns]]
+    table["Total"] = table.sum(axis=1)
+    table.loc["Total"] = table.sum(axis=0)
+    return table
+
+
+def training_curves(history, best_epoch: int | None):
+    """Two plotly figures (accuracy, loss): train vs validation per epoch, best epoch marked."""
+    import plotly.graph_objects as go
+
+    figures = []
+    for metric, title in (("accuracy", "Accuracy"), ("loss", "Loss")):
+        figure = go.Figure()
+        if len(history) and "epoch" in history:
+            for prefix, subset in (("", "train"), ("val_", "val")):
+                if prefix + metric in history:
+                    figure.add_trace(go.Scatter(x=history["epoch"], y=history[prefix + metric], mode="lines+markers",
+                                                name="train" if subset == "train" else "validation",
+                                                line=dict(color=PALETTE[subset])))
+        if best_epoch:
+            figure.add_vline(x=best_epoch, line_dash="dash", line_color="#555",
+                             annotation_text=f"best epoch {best_epoch}")
+        figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="Epoch",
+                             yaxis_title=title)
+        figures.append(figure)
+    return figures
+
+
+def confusion_figures(metrics: dict):
+    """Two plotly heatmaps: counts and row percentages (rows true class, columns predicted)."""
+    import plotly.graph_objects as go
+
+    classes = metrics["classes"]
+    counts = np.asarray(metrics["confusion_matrix"], dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    percent = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) * 100
+    figures = []
+    for values, title, text in ((counts, "Counts", counts.astype(int).astype(str)),
+                                (percent, "Row percentages (recall on the diagonal)",
+                                 np.char.add(np.round(percent, 1).astype(str), "%"))):
+        figure = go.Figure(go.Heatmap(z=values, x=classes, y=classes, colorscale="Teal", text=text,
+                                      texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}: %{text}<extra></extra>"))
+        figure.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10),
+                             xaxis_title="Predicted class", yaxis_title="True class",
+                             yaxis=dict(autorange="reversed"))
+        figures.append(figure)
+    return figures
+
+
+def counts_table(metrics: dict):
+    """TP / FP / FN / TN and support per class."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {"TP": row["tp"], "FP": row["fp"], "FN": row["fn"], "TN": row["tn"],
+                                "Support": row["support"]}
+                         for name, row in metrics["per_class"].items()}).T
+
+
+def per_class_table(metrics: dict):
+    """Precision, recall, F1, one-vs-rest accuracy and ROC AUC per class (fractions)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {"Precision": row["precision"], "Recall": row["recall"], "F1": row["f1"],
+                                "One-vs-rest accuracy": row["ovr_accuracy"], "ROC AUC": row.get("roc_auc")}
+                         for name, row in metrics["per_class"].items()}).T
+
+
+def per_class_chart(metrics: dict):
+    """Grouped bars of precision/recall/F1/one-vs-rest accuracy per class with the clinical bar line."""
+    import plotly.graph_objects as go
+
+    classes = list(metrics["per_class"])
+    figure = go.Figure()
+    for key, name in (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
+                      ("ovr_accuracy", "One-vs-rest accuracy")):
+        figure.add_trace(go.Bar(name=name, x=classes, y=[metrics["per_class"][c][key] for c in classes]))
+    threshold = (metrics.get("clinical_bar") or {}).get("threshold", CLINICAL_BAR)
+    figure.add_hline(y=threshold, line_dash="dash", line_color="#b00020",
+                     annotation_text=f"clinical bar {threshold:.0%}")
+    figure.update_layout(barmode="group", height=360, yaxis=dict(range=[0, 1.05], tickformat=".0%"),
+                         margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def roc_figure(rows: list[dict], classes: list[str]):
+    """One-vs-rest ROC curves of the test rows of predictions.csv (None when there are none)."""
+    import plotly.graph_objects as go
+
+    from core.metrics import roc_curves
+
+    test = [row for row in rows if row.get("subset") == "test"]
+    if not test:
+        return None
+    y_true = [classes.index(row["label"]) for row in test]
+    y_score = [[row["probabilities"][name] for name in classes] for row in test]
+    curves = roc_curves(y_true, y_score, classes)
+    figure = go.Figure()
+    for name, curve in curves.items():
+        if curve["fpr"]:
+            auc = f"{curve['auc']:.3f}" if curve["auc"] is not None else "n/a"
+            figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{name} (AUC {auc})"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                                line=dict(dash="dot", color="#999")))
+    figure.update_layout(height=400, xaxis_title="False positive rate", yaxis_title="True positive rate",
+                         margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def calibration_table(metrics: dict):
+    """Temperature and expected calibration error before/after, or None when not recorded."""
+    import pandas as pd
+
+    calibration = metrics.get("calibration") or {}
+    if not calibration:
+        return None
+    return pd.DataFrame({
+        "Figure": ["Temperature", "ECE validation, before", "ECE validation, after",
+                   "ECE test, before", "ECE test, after"],
+        "Value": [_fmt_float(calibration.get(key)) for key in
+                  ("temperature", "ece_val_before", "ece_val_after", "ece_test_before", "ece_test_after")],
+    })
+
+
+def external_vs_internal(internal: dict, external: dict):
+    """Headline and per-class recall of the internal test set and an external folder, side by side."""
+    import pandas as pd
+
+    def column(metrics):
+        ci95 = metrics.get("ci95") or {}
+        values = {"Films": metrics.get("n"),
+                  "Overall accuracy": pct_with_ci(metrics.get("accuracy"), ci95.get("accuracy")),
+                  "Macro-F1": pct_with_ci((metrics.get("macro") or {}).get("f1"), ci95.get("macro_f1")),
+                  "Mean one-vs-rest accuracy": pct(metrics.get("mean_ovr_accuracy"))}
+        for name, row in (metrics.get("per_class") or {}).items():
+            values[f"Recall {name}"] = pct(row.get("recall"))
+        return values
+
+    return pd.DataFrame({"Internal test": column(internal), "External": column(external)}).astype(str)
+
+
+def default_data_root() -> Path:
+    """$PARU_DATA_ROOT, else ../shared/data beside the project if it exists, else the project's data/."""
+    if os.environ.get("PARU_DATA_ROOT"):
+        return Path(os.environ["PARU_DATA_ROOT"]).expanduser()
+    shared = PROJECT_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else PROJECT_ROOT / "data"
+
+
+def dataset_folders(root: Path) -> list[str]:
+    """Subfolders of the data root (not hidden), as path strings."""
+    if not root.is_dir():
+        return []
+    return sorted(str(path) for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+# --------------------------------------------------------------------------------------------------
+# Review helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def misclassified(rows: list[dict]) -> list[dict]:
+    """Test rows whose prediction is wrong, most confident first."""
+    wrong = [row for row in rows if row.get("subset") == "test" and row["label"] != row["predicted"]]
+    return sorted(wrong, key=lambda row: row["confidence"], reverse=True)
+
+
+def mixup_name(row: dict) -> str:
+    return f"{row['label']} → {row['predicted']}"
+
+
+def default_mixups(options: list[str], classes: list[str]) -> list[str]:
+    """Normal→Pneumonia and Pneumonia→Normal when the run has both classes, else every mix-up."""
+    if "Normal" in classes and "Pneumonia" in classes:
+        wanted = [f"Normal → Pneumonia", f"Pneumonia → Normal"]
+        chosen = [name for name in wanted if name in options]
+        return chosen
+    return list(options)
+
+
+def confidence_histogram(rows: list[dict]):
+    """Histogram of confidence of right vs wrong test answers (plotly), or None without test rows."""
+    import plotly.graph_objects as go
+
+    test = [row for row in rows if row.get("subset") == "test"]
+    if not test:
+        return None
+    figure = go.Figure()
+    for outcome, keep in (("right", lambda r: r["label"] == r["predicted"]),
+                          ("wrong", lambda r: r["label"] != r["predicted"])):
+        figure.add_trace(go.Histogram(x=[r["confidence"] for r in test if keep(r)], name=outcome,
+                                      marker_color=PALETTE[outcome], opacity=0.7, xbins=dict(start=0, end=1, size=0.05)))
+    figure.update_layout(barmode="overlay", height=300, xaxis_title="Confidence of the predicted class",
+                         yaxis_title="Test films", margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def mixup_counts(wrong: list[dict]):
+    """How many test films went each wrong way (true → predicted)."""
+    import pandas as pd
+
+    counts: dict[str, int] = {}
+    for row in wrong:
+        counts[mixup_name(row)] = counts.get(mixup_name(row), 0) + 1
+    return pd.DataFrame({"Mix-up (true → predicted)": list(counts), "Films": list(counts.values())})
+
+
+def resolve_film_path(root: Path, relative: str) -> Path | None:
+    """root / relative when it stays inside root and exists; None otherwise (never escapes the root)."""
+    try:
+        path = (root / relative).resolve()
+        path.relative_to(root.resolve())
+    except (ValueError, OSError):
+        return None
+    return path if path.is_file() else None
+
+
+@st.cache_data(show_spinner="Explaining the film…", max_entries=256)
+def review_case(run_path: str, film_path: str, opacity: float = 0.45) -> dict:
+    """The film (2-D uint8), its Grad-CAM overlay (RGB uint8) and an error message, for one film path."""
+    from core.explain import overlay
+
+    prediction = get_predictor(run_path).predict(film_path, with_cam=True, display=True, gate=False)
+    if prediction.error:
+        return {"error": prediction.error}
+    return {"gray": prediction.gray, "overlay": overlay(prediction.gray, prediction.cam, opacity=opacity),
+            "label": prediction.label}
+
+
+def bytes_of_json(path: Path) -> bytes:
+    """The bytes of a JSON file for a download button (b'{}' when missing)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b"{}"
+
+
+def metrics_of(run: Run) -> dict | None:
+    return read_json(run.path / "metrics.json")
+
+
+def open_run(path: str) -> Run:
+    """load_run for a path string (ValueError says what is wrong)."""
+    return load_run(path)
+
+
+def csv_bytes(frame) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()

@@ -1,0 +1,63 @@
+"""Predict: classify uploaded films and show where the model looked."""
+
+import streamlit as st
+
+from core import ui
+
+run = ui.require_run(ui.page_frame("Predict"))
+run_path = str(run.path)
+
+st.title("🔍 Predict")
+st.caption(ui.DISCLAIMER)
+
+uploads = st.file_uploader("Chest X-ray films", type=ui.UPLOAD_TYPES, accept_multiple_files=True,
+                           help="PNG, JPEG, BMP, TIFF or DICOM. Files are read in memory only.")
+controls = st.columns(2)
+method_label = controls[0].radio("Explanation", list(ui.CAM_METHOD_LABELS), horizontal=True, key="cam_method")
+opacity = controls[1].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+method = ui.CAM_METHOD_LABELS[method_label]
+
+if not uploads:
+    st.info("Upload one or more films to classify them.")
+    st.stop()
+
+try:
+    ui.get_predictor(run_path)
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+results = []
+for upload in uploads:
+    data = upload.getvalue()
+    prediction = ui.predict_upload(run_path, data, upload.name)
+    results.append(prediction)
+    with st.container(border=True):
+        st.markdown(f"**{prediction.file}**")
+        if prediction.error:
+            st.error(prediction.error)
+            continue
+        if prediction.gate is not None and not prediction.gate.passed:
+            st.warning(f"This may not be a chest radiograph: {prediction.gate.reason} "
+                       "Treat the label below as meaningless.")
+        film_column, cam_column, result_column = st.columns([1, 1, 1.2])
+        film_column.image(prediction.gray, caption="Film", width="stretch")
+        try:
+            picture = ui.explain_overlay(run_path, prediction, data, method, opacity)
+            cam_column.image(picture, caption=method_label, width="stretch")
+        except (ValueError, ImportError) as error:
+            cam_column.error(f"No {method_label} for this film: {error}")
+        result_column.metric("Predicted", prediction.label, f"{prediction.confidence:.1%} probability",
+                             delta_color="off")
+        result_column.plotly_chart(ui.probability_chart(prediction.probabilities),
+                                   key=f"probabilities-{len(results)}")
+        result_column.caption(
+            f"{prediction.seconds:.2f} s. "
+            + ("Probabilities are temperature-calibrated on the validation split."
+               if prediction.calibrated else "Probabilities are the model's raw softmax (not calibrated).")
+        )
+        for notice in prediction.notices:
+            st.info(notice)
+
+st.download_button("Download all results (CSV)", ui.predictions_csv(results), file_name="paru-predictions.csv",
+                   mime="text/csv")
