@@ -97,7 +97,7 @@ class Predictor:
 
     def warm_up(self) -> None:
         """Trace the compiled paths once so that the first real film is fast."""
-        blank = np.zeros((1, self.image_size, self.image_size, 1), np.float32)
+        blank = np.full((1, self.image_size, self.image_size, 1), 128.0, np.float32)
         self._forward(blank)
         self._grad_cam(blank)
 
