@@ -7,7 +7,7 @@ from core import ui
 run = ui.page_frame("Home")
 
 st.title("🫁 Paru — chest X-ray classifier")
-st.error(f"**{ui.DISCLAIMER}** No model here is validated for patient care.", icon="⚠️")
+st.warning(f"**{ui.DISCLAIMER}** No model here is validated for patient care.", icon="⚠️")
 st.markdown(
     "Paru classifies a frontal chest radiograph as **Normal, Pneumonia, Cardiomegaly or Pneumothorax** "
     "with MobileNetV2 transfer learning, says how sure it is, and shows where it looked (Grad-CAM). "

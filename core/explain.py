@@ -113,7 +113,7 @@ class GradCam:
         self._feature_model = keras.Model(model.inputs, [layer.output, score_source])
         self._output_layer = output_layer if self.uses_logits else None
         self.num_classes = int(model.outputs[0].shape[-1])
-        self._checked_range = False
+        self._warned_range = False
 
         height, width, channels = self.image_shape
         signature = [
@@ -127,10 +127,14 @@ class GradCam:
         """Graph body: (n, S, S, C) float32 films and (n,) class indices (-1 = predicted class)."""
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
+        # Watching the films (not the variables) records every operation downstream of them, so the
+        # gradient reaches the feature maps whichever layers are frozen. Only the ops between the
+        # feature maps and the score are differentiated; the rest is pruned from the compiled graph.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(images)
             feature_maps, score_source = self._feature_model(images, training=False)
             if self._output_layer is not None:
-                logits = tf.matmul(score_source, self._output_layer.kernel)
+                logits = tf.matmul(tf.cast(score_source, tf.float32), self._output_layer.kernel)
                 if self._output_layer.use_bias:
                     logits = logits + self._output_layer.bias
                 scores = logits
@@ -145,6 +149,8 @@ class GradCam:
             chosen_scores = tf.gather(scores, chosen, axis=1, batch_dims=1)
             total_score = tf.reduce_sum(chosen_scores)
         gradients = tape.gradient(total_score, feature_maps)
+        # float32 maths even when the model runs in mixed precision.
+        gradients, feature_maps = tf.cast(gradients, tf.float32), tf.cast(feature_maps, tf.float32)
         channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
         cams = tf.nn.relu(tf.reduce_sum(feature_maps * channel_weights, axis=-1))
         cams = tf.image.resize(cams[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")[..., 0]
@@ -169,10 +175,11 @@ class GradCam:
         Raises:
             ValueError: wrong image shape, or class_index outside 0..k-1.
         """
+        images = np.asarray(images)
         batch = _as_batch(images, self.image_shape)
-        if not self._checked_range:
-            self._checked_range = True
-            _warn_if_prescaled(batch)
+        if not self._warned_range and np.issubdtype(images.dtype, np.floating):
+            # Checking costs microseconds, so every float batch is checked; the warning is given once.
+            self._warned_range = _warn_if_prescaled(batch)
         class_indices = _class_indices(class_index, len(batch), self.num_classes)
         probabilities, cams = self._compute(batch, class_indices)
         return probabilities.numpy(), cams.numpy()
@@ -333,7 +340,7 @@ def overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndar
 
 
 def colorbar(height: int = 256, width: int = 16) -> np.ndarray:
-    """The overlay's colour legend: a uint8 RGB strip (height, width, 3), CAM 1 at the top and 0 at the bottom."""
+    """The overlay's colour legend: uint8 RGB (height, width, 3), CAM value 1 at the top and 0 at the bottom."""
     if height < 2 or width < 1:
         raise ValueError(f"Got height={height}, width={width}; expected height >= 2 and width >= 1.")
     values = np.linspace(1.0, 0.0, int(height))
@@ -386,7 +393,7 @@ def cam_regions(cam: np.ndarray, border_fraction: float = 0.15) -> dict:
         {"central": float, "border": float, "corners": float}.
 
     Raises:
-        ValueError: `cam` is not 2-D or border_fraction is outside (0, 0.5).
+        ValueError: `cam` is not 2-D, is smaller than 3 x 3, or border_fraction is outside (0, 0.5).
 
     Example::
 
@@ -406,9 +413,10 @@ def cam_regions(cam: np.ndarray, border_fraction: float = 0.15) -> dict:
     if total <= 0.0:
         return {"central": 0.0, "border": 0.0, "corners": 0.0}
     central = float(cam[band_rows:height - band_rows, band_columns:width - band_columns].sum())
+    top, bottom = cam[:band_rows], cam[height - band_rows:]
     corners = float(
-        cam[:band_rows, :band_columns].sum() + cam[:band_rows, width - band_columns:].sum()
-        + cam[height - band_rows:, :band_columns].sum() + cam[height - band_rows:, width - band_columns:].sum()
+        top[:, :band_columns].sum() + top[:, width - band_columns:].sum()
+        + bottom[:, :band_columns].sum() + bottom[:, width - band_columns:].sum()
     )
     return {
         "central": central / total,
@@ -437,7 +445,9 @@ def _feature_layer(model, layer_name: str):
     try:
         layer = model.get_layer(layer_name)
     except ValueError:
-        raise ValueError(f"Got layer_name={layer_name!r}, which is not a layer of the model. {hint}") from None
+        raise ValueError(
+            f"Got layer_name={layer_name!r}, which is not a layer of the model. {hint}"
+        ) from None
     if len(layer.output.shape) != 4:
         raise ValueError(
             f"Got layer_name={layer_name!r}, whose output shape is {tuple(layer.output.shape)}; Grad-CAM "
@@ -465,15 +475,18 @@ def _as_batch(images, image_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def _warn_if_prescaled(batch: np.ndarray) -> None:
-    """Warn when films look already scaled to [0, 1]: the model scales raw 0..255 pixels itself."""
-    if batch.size and float(batch.max()) <= 1.0 and float(batch.min()) >= 0.0:
+def _warn_if_prescaled(batch: np.ndarray) -> bool:
+    """Warn (and return True) when films look already scaled to [0, 1]; the model scales 0..255 itself."""
+    # An all-black batch (maximum 0) is a dark film, not a scaled one.
+    looks_prescaled = bool(batch.size) and 0.0 < float(batch.max()) <= 1.0 and float(batch.min()) >= 0.0
+    if looks_prescaled:
         warnings.warn(
             f"Got films with values in [0, {float(batch.max()):.3g}], which look already scaled; the model "
             "expects raw pixels in 0..255 and scales them itself. Pass core.imaging.load_image output.",
             UserWarning,
             stacklevel=3,
         )
+    return looks_prescaled
 
 
 def _class_indices(class_index, count: int, num_classes: int) -> np.ndarray:
@@ -481,7 +494,9 @@ def _class_indices(class_index, count: int, num_classes: int) -> np.ndarray:
     if class_index is None:
         return np.full(count, -1, dtype=np.int32)
     if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
-        raise ValueError(f"Got class_index={class_index!r}; expected None or an integer in 0..{num_classes - 1}.")
+        raise ValueError(
+            f"Got class_index={class_index!r}; expected None or an integer in 0..{num_classes - 1}."
+        )
     if not 0 <= int(class_index) < num_classes:
         raise ValueError(
             f"Got class_index={class_index}; the model has {num_classes} classes, so it must be in "
@@ -508,5 +523,6 @@ def _resize_cam(cam: np.ndarray, shape: tuple) -> np.ndarray:
     """Resize a 2-D float CAM to (height, width) with Pillow's bilinear filter, values kept in [0, 1]."""
     height, width = shape
     if cam.shape != (height, width):
-        cam = np.asarray(Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32)).resize((width, height), Image.Resampling.BILINEAR))
+        image = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32))  # mode "F"
+        cam = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
     return np.clip(cam, 0.0, 1.0)

@@ -217,9 +217,22 @@ def _fmt_float(value, digits: int = 3) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+@st.cache_data(show_spinner="Classifying…", max_entries=64)
 def predict_upload(run_path: str, data: bytes, name: str):
-    """Classify one uploaded film with its fast Grad-CAM. The name is only shown, never used as a path."""
-    return get_predictor(run_path).predict(data, name=name, with_cam=True, display=True)
+    """Classify one uploaded film with its fast Grad-CAM. The name is only shown, never used as a path.
+
+    Cached per (run, bytes, name), so moving the opacity slider or switching the explanation method does
+    not classify the film again, and the audit log gets one line per film, not one per rerun.
+    """
+    prediction = get_predictor(run_path).predict(data, name=name, with_cam=True, display=True)
+    try:
+        from core.audit import record
+
+        # One audit line per prediction (the file's hash and the output, never the image).
+        record(data, Path(run_path).name, prediction, models_dir())
+    except (ImportError, OSError):
+        pass  # An unwritable audit log must not stop a prediction; the log is a convenience here.
+    return prediction
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM++…", max_entries=64)
@@ -239,6 +252,11 @@ def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity
 
     cam = prediction.cam if method == "gradcam" else cam_for_method(run_path, data, prediction.label, method)
     return overlay(prediction.gray, cam, opacity=opacity)
+
+
+def with_file_name(name: str, message: str) -> str:
+    """Prefix an error message with the upload's name unless the message already names it."""
+    return message if name in message else f"{name}: {message}"
 
 
 def predictions_csv(predictions: list) -> bytes:
@@ -532,3 +550,110 @@ def csv_bytes(frame) -> bytes:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue().encode()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training helpers
+# --------------------------------------------------------------------------------------------------
+
+# Training processes this server started; polled so that finished ones are reaped (no zombies).
+_CHILDREN: list = []
+ALPHAS = (0.35, 0.5, 0.75, 1.0)
+
+
+def write_job_config(models_dir_path: Path, preset_name: str, overrides: dict) -> Path:
+    """Validate the recipe and write it to models_dir/.jobs/config-<time>.json (ValueError if invalid)."""
+    from datetime import datetime
+
+    from core.config import preset
+
+    config = preset(preset_name, **overrides)
+    jobs_dir = Path(models_dir_path) / ".jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    path = jobs_dir / f"config-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}.json"
+    config.save(path)
+    return path
+
+
+def keras_home_env() -> dict:
+    """{"KERAS_HOME": ../shared/keras_home} when KERAS_HOME is unset and that folder exists, else {}."""
+    if os.environ.get("KERAS_HOME"):
+        return {}
+    shared = PROJECT_ROOT.parent / "shared" / "keras_home"
+    return {"KERAS_HOME": str(shared)} if (shared / "models").is_dir() else {}
+
+
+def start_job(folder: str, config_path: Path, models_dir_path: Path, wait_seconds: float = 90.0) -> int:
+    """Start the training process and wait until it holds the training lock (or exits).
+
+    core.jobs.start_training returns before the child has taken the lock, so without this wait a second
+    Start in that window would launch a second process. Returns the child's pid.
+    Raises core.jobs.TrainingBusyError when a training is already running, ValueError when the child
+    exited at once (its log says why).
+    """
+    import time
+
+    from core import jobs
+
+    _reap_children()
+    process = jobs.start_training(folder, config_path, models_dir_path, extra_env=keras_home_env())
+    _CHILDREN.append(process)
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        status = jobs.job_status(models_dir_path)
+        if status.running and int(status.lock.get("pid", 0)) == process.pid:
+            return process.pid
+        if process.poll() is not None:
+            last = jobs.job_status(models_dir_path).last or {}
+            if last.get("state") in ("finished",) and last.get("run_dir"):
+                return process.pid  # A very small job may finish within the wait.
+            raise ValueError(f"The training process ended at once (exit code {process.returncode}). "
+                             f"{last.get('error') or 'See the log below.'}")
+        time.sleep(0.2)
+    return process.pid
+
+
+def _reap_children() -> None:
+    for process in list(_CHILDREN):
+        if process.poll() is not None:
+            _CHILDREN.remove(process)
+
+
+def read_job_status(models_dir_path: Path):
+    """core.jobs.job_status, after reaping this server's finished training processes."""
+    from core import jobs
+
+    _reap_children()
+    return jobs.job_status(models_dir_path)
+
+
+def progress_summary(progress: dict | None) -> tuple[float, str]:
+    """(fraction done in [0, 1], one line: phase, epoch x/y, batch a/b, ETA) of a progress.json."""
+    if not progress:
+        return 0.0, "Starting…"
+    phase = progress.get("phase", "?")
+    if phase == "checking":
+        done, total = progress.get("files_done", 0), progress.get("files_total") or 0
+        return (done / total if total else 0.0), f"Checking films: {done}/{total}"
+    epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
+    epoch, batch = progress.get("epoch", 0), progress.get("batch", 0)
+    fraction = min(1.0, max(0.0, ((max(epoch, 1) - 1) * batches + batch) / (epochs * batches)))
+    if phase in ("evaluating", "done"):
+        return 1.0, "Evaluating the best epoch on the test split…" if phase == "evaluating" else "Done"
+    eta = progress.get("eta_seconds")
+    eta_text = f", about {_duration(eta)} left" if isinstance(eta, (int, float)) else ""
+    return fraction, f"Phase {phase}: epoch {epoch}/{epochs}, batch {batch}/{batches}{eta_text}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def live_curves(history: list[dict]):
+    """Two plotly figures (loss, accuracy) of the running job's finished epochs."""
+    import pandas as pd
+
+    frame = pd.DataFrame(history or [])
+    accuracy, loss = training_curves(frame, None)
+    return loss, accuracy

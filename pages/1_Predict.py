@@ -35,7 +35,7 @@ for upload in uploads:
     with st.container(border=True):
         st.markdown(f"**{prediction.file}**")
         if prediction.error:
-            st.error(prediction.error)
+            st.error(ui.with_file_name(prediction.file, prediction.error))
             continue
         if prediction.gate is not None and not prediction.gate.passed:
             st.warning(f"This may not be a chest radiograph: {prediction.gate.reason} "

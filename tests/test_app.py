@@ -1,0 +1,301 @@
+"""The Streamlit app, page by page, with streamlit.testing.v1.AppTest against a real (tiny) trained run.
+
+A session fixture trains one tiny run (MobileNetV2 alpha 0.35, 64 px, one epoch) on generated films into a
+temporary models folder; each test points PARU_MODELS_DIR at the folder it needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+PAGES = ("pages/1_Predict.py", "pages/2_Evaluation.py", "pages/3_Review.py", "pages/4_Training.py")
+CLASS_NAMES = ("Normal", "Pneumonia", "Cardiomegaly", "Pneumothorax")
+WEIGHTS_035 = (PROJECT_ROOT.parent / "shared" / "keras_home" / "models"
+               / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
+TIMEOUT = 90
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def film(class_index: int, rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    """Noise with a bright blob whose place depends on the class (left, right, top, bottom)."""
+    image = rng.normal(90, 20, (size, size))
+    centres = [(size // 2, size // 4), (size // 2, 3 * size // 4), (size // 4, size // 2), (3 * size // 4, size // 2)]
+    row, col = centres[class_index % 4]
+    rows, cols = np.ogrid[:size, :size]
+    image[(rows - row) ** 2 + (cols - col) ** 2 < (size // 7) ** 2] += 120
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def png_bytes(class_index: int = 0, seed: int = 123) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(film(class_index, np.random.default_rng(seed))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_dataset(root: Path, per_class: int = 8, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(CLASS_NAMES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for number in range(per_class):
+            Image.fromarray(film(index, rng)).save(root / name / f"{name[:3]}_{number:03d}.png")
+    return root
+
+
+def tiny_overrides() -> dict:
+    return dict(alpha=0.35, image_size=64, epochs=1, batch_size=8,
+                weights=str(WEIGHTS_035) if WEIGHTS_035.exists() else "none")
+
+
+@pytest.fixture(scope="session")
+def app_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("app-data") / "films")
+
+
+@pytest.fixture(scope="session")
+def trained_models_dir(tmp_path_factory, app_dataset) -> Path:
+    """A models folder holding one finished tiny run."""
+    from core.config import preset
+    from core.train import train_run
+
+    models_dir = tmp_path_factory.mktemp("app-models")
+    train_run(app_dataset, preset("paper", **tiny_overrides()), models_dir=models_dir, log=lambda line: None)
+    return models_dir
+
+
+@pytest.fixture
+def with_run(monkeypatch, trained_models_dir):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(trained_models_dir))
+    from core.registry import list_runs
+
+    return list_runs(trained_models_dir)[0]
+
+
+@pytest.fixture
+def without_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "no-models"))
+    return tmp_path / "no-models"
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def plotly_charts(at: AppTest):
+    return at.get("plotly_chart")
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every page, with and without a run
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", (None, *PAGES))
+def test_every_page_runs_with_a_run(with_run, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert "not for clinical diagnosis" in texts(at.sidebar.caption)
+    assert at.sidebar.selectbox(key="run_selector").value == str(with_run.path)
+
+
+def test_home_shows_the_three_headline_figures_by_name(with_run):
+    at = open_page()
+    labels = [metric.label for metric in at.metric]
+    assert labels[:2] == ["Overall accuracy", "Macro-F1"]
+    assert "Mean one-vs-rest accuracy (the paper's 'accuracy' figure)" in labels
+    assert "98.83%" in texts(at.info) and "99.42%" in texts(at.info)
+    assert "not for clinical diagnosis" in texts(at.warning)
+
+
+@pytest.mark.parametrize("page", (None, *PAGES))
+def test_every_page_without_a_run_says_what_to_do(without_run, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    if page == "pages/4_Training.py":
+        assert at.title[0].value.endswith("Training")
+    else:
+        assert "python -m core train --data DIR" in texts(at.warning)
+
+
+def test_core_ui_does_not_import_tensorflow():
+    code = "import sys, core.ui, core.review; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Predict
+# --------------------------------------------------------------------------------------------------
+
+
+def test_predict_shows_label_and_overlay(with_run):
+    at = open_page("pages/1_Predict.py")
+    at.file_uploader[0].upload("film.png", png_bytes(), "image/png").run()
+    assert not at.exception, at.exception
+    predicted = [metric for metric in at.metric if metric.label == "Predicted"]
+    assert len(predicted) == 1 and predicted[0].value in with_run.classes
+    assert len(at.image) >= 2  # The film and its Grad-CAM overlay.
+    assert len(plotly_charts(at)) == 1
+    assert at.download_button
+
+    at.radio(key="cam_method").set_value("Grad-CAM++ (tf-keras-vis)").run()
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    assert len(at.image) >= 2
+
+
+def test_corrupt_upload_shows_error_and_good_one_still_shows(with_run):
+    at = open_page("pages/1_Predict.py")
+    at.file_uploader[0].set_value([("broken.png", b"this is not a picture", "image/png"),
+                                   ("good.png", png_bytes(1), "image/png")]).run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and "broken.png" in at.error[0].value
+    assert [metric.label for metric in at.metric].count("Predicted") == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def test_evaluation_shows_confusion_matrix_and_tables(with_run):
+    at = open_page("pages/2_Evaluation.py")
+    assert not at.exception, at.exception
+    # Curves (2), confusion matrices (2), per-class bars, ROC.
+    assert len(plotly_charts(at)) >= 5
+    assert len(at.dataframe) >= 4  # Table 1, TP/FP/FN/TN, per-class metrics, calibration.
+    assert "Confusion matrix (rows: true class)" in texts(at.subheader)
+    assert at.download_button[0].label == "Download metrics.json"
+
+
+def test_external_validation_warns_about_overlap(with_run, app_dataset):
+    at = open_page("pages/2_Evaluation.py")
+    at.text_input(key="external_folder").set_value(str(app_dataset))
+    at.button(key="external_go").click().run()
+    assert not at.exception, at.exception
+    # The run was trained on this very folder: every film is identical to one it saw.
+    assert "not an independent test" in texts(at.warning)
+    assert len(at.dataframe) >= 5
+
+
+# --------------------------------------------------------------------------------------------------
+# Review
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def review_run(monkeypatch, tmp_path, trained_models_dir):
+    """A copy of the tiny run whose first test film is recorded as a Normal film read as Pneumonia."""
+    from core.registry import list_runs
+
+    source = list_runs(trained_models_dir)[0]
+    models_dir = tmp_path / "review-models"
+    copy = models_dir / source.run_id
+    shutil.copytree(source.path, copy)
+    with open(copy / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    test_row = next(row for row in rows if row["subset"] == "test" and row["label"] == "Normal")
+    test_row["predicted"] = "Pneumonia"
+    test_row["p_Normal"], test_row["p_Pneumonia"] = "0.100000", "0.800000"
+    with open(copy / "predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    return list_runs(models_dir)[0], test_row["file"]
+
+
+def test_review_tags_persist(review_run):
+    run, file = review_run
+    at = open_page("pages/3_Review.py")
+    assert not at.exception, at.exception
+    assert "Normal → Pneumonia" in at.multiselect[0].value
+    assert len(at.image) >= 2  # The film and its Grad-CAM.
+    key = f"tag-{run.run_id}-{file}"
+    at.selectbox(key=key).set_value("label error").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key=key).value == "label error"
+    at.run()
+    assert at.selectbox(key=key).value == "label error"
+
+    from core.review import load_tags
+
+    assert load_tags(run.path)[file]["tag"] == "label error"
+    # A new session (a browser reload) reads the tag back from the run folder.
+    fresh = open_page("pages/3_Review.py")
+    assert fresh.selectbox(key=key).value == "label error"
+
+
+def test_review_tags_reject_unknown_tag(tmp_path):
+    from core.review import save_tag
+
+    with pytest.raises(ValueError, match="must be one of"):
+        save_tag(tmp_path, "a.png", "maybe")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, app_dataset):
+    from core import jobs
+    from core.registry import list_runs
+
+    models_dir = tmp_path / "train-models"
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("PARU_DATA_ROOT", str(app_dataset.parent))
+    at = open_page("pages/4_Training.py")
+    assert at.selectbox(key="train_folder_pick").value == str(app_dataset)
+    at.radio(key="train_preset").set_value("paper").run()
+    assert not at.error, texts(at.error)
+    settings = tiny_overrides()
+    at.number_input(key="epochs-paper").set_value(2)
+    at.selectbox(key="alpha-paper").set_value(0.35)
+    at.number_input(key="batch-paper").set_value(8)
+    at.number_input(key="size-paper").set_value(64)
+    at.selectbox(key="weights-paper").set_value("imagenet" if settings["weights"] != "none" else "none")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Training started." in texts(at.success), texts(at.error)
+    try:
+        # A second start while the first runs is refused with a clear message.
+        at.form_submit_button[0].click().run()
+        assert "already running" in texts(at.warning)
+
+        deadline = time.monotonic() + 150
+        while jobs.job_status(models_dir).running and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        jobs.request_stop(models_dir)
+    status = jobs.job_status(models_dir)
+    assert not status.running
+    assert status.last["state"] == "finished", status.log_tail
+    runs = list_runs(models_dir)
+    assert len(runs) == 1
+    at.run()
+    assert not at.exception, at.exception
+    selector = at.sidebar.selectbox(key="run_selector")
+    assert any(option.startswith(runs[0].run_id) for option in selector.options)
+    assert selector.value == str(runs[0].path)  # The only run, so also the default choice.
+    assert "Last training finished" in texts(at.success)

@@ -1,0 +1,360 @@
+"""Tests for core.explain: Grad-CAM on a tiny trained model, the tf-keras-vis reference, overlay and regions.
+
+The module fixture trains a MobileNetV2 (alpha 0.35, 96 x 96) for a few seconds to tell apart noise films
+with a bright square in the left half (class 0) from films with the square in the right half (class 1).
+An untrained model gives blank or arbitrary maps; this one must look at the square.
+"""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.explain import GradCam, cam_regions, colorbar, grad_cam, grad_cam_vis, overlay
+
+IMAGE_SIZE = 96
+SQUARE_SIDE = 24
+WEIGHTS_FILE = (
+    Path(__file__).resolve().parents[2] / "shared" / "keras_home" / "models"
+    / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+)
+
+
+def square_films(count, seed):
+    """Noise films; class 1 films also hold a bright square, alternately in the left and the right half.
+
+    Class 0 is noise only, so the square is the only evidence for class 1 and a faithful class-1 CAM must
+    lie on it. (With "square left" against "square right", the empty half is equally good evidence and a
+    model may well look there.)
+
+    Returns (films (count, 96, 96, 1) uint8, labels (count,) int, square_sides (count,) with "left",
+    "right" or "" for films without a square).
+    """
+    rng = np.random.default_rng(seed)
+    films = rng.integers(0, 120, (count, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.uint8)
+    labels = np.arange(count) % 2
+    sides = np.array([["", "left", "", "right"][index % 4] for index in range(count)])
+    half = IMAGE_SIZE // 2
+    for film, side in zip(films, sides):
+        if not side:
+            continue
+        row = rng.integers(4, IMAGE_SIZE - SQUARE_SIDE - 4)
+        low = 4 if side == "left" else half + 4
+        column = rng.integers(low, low + half - SQUARE_SIDE - 8)
+        film[row:row + SQUARE_SIDE, column:column + SQUARE_SIDE] = 230
+    return films, labels, sides
+
+
+@pytest.fixture(scope="module")
+def trained_model():
+    import keras
+
+    from core.config import preset
+    from core.model import backbone_layers, build_model, set_trainable_layers
+
+    pretrained = WEIGHTS_FILE.is_file()
+    weights = str(WEIGHTS_FILE) if pretrained else "none"
+    config = preset("paper", alpha=0.35, image_size=IMAGE_SIZE, weights=weights)
+    model = build_model(config, 2)
+    # With ImageNet weights, the paper's fine-tuning of the last 12 layers learns the square in a few
+    # seconds (and traces far faster than a full backward pass). From random weights, everything trains.
+    if not pretrained:
+        set_trainable_layers(model, len(backbone_layers(model)))
+    # The head's BatchNormalization is frozen: in a few dozen steps its moving statistics would barely
+    # leave their initial values, so inference would not see what training saw and the model would
+    # predict one class.
+    model.get_layer("head_bn").trainable = False
+    films, labels, _ = square_films(64, seed=0)
+    # No XLA: compiling the training step would take longer than the training itself.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  jit_compile=False)
+    model.fit(films, labels, batch_size=16, epochs=6, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def test_films():
+    return square_films(24, seed=1)
+
+
+@pytest.fixture(scope="module")
+def explainer(trained_model):
+    """One GradCam for the module: each new GradCam compiles its own graph, which takes seconds."""
+    return GradCam(trained_model)
+
+
+@pytest.fixture(scope="module")
+def explained(explainer, test_films):
+    """GradCam's probabilities and CAMs for the test films (predicted classes)."""
+    films, _, _ = test_films
+    return explainer(films)
+
+
+# --------------------------------------------------------------------------------------------------
+# GradCam
+# --------------------------------------------------------------------------------------------------
+
+
+def test_model_learned_the_task(explained, test_films):
+    probabilities, _ = explained
+    _, labels, _ = test_films
+    assert (probabilities.argmax(axis=1) == labels).mean() >= 0.8
+
+
+def test_cams_have_shape_dtype_and_range(explained, test_films):
+    probabilities, cams = explained
+    films = test_films[0]
+    assert probabilities.shape == (len(films), 2) and probabilities.dtype == np.float32
+    assert cams.shape == (len(films), IMAGE_SIZE, IMAGE_SIZE) and cams.dtype == np.float32
+    assert np.isfinite(cams).all() and np.isfinite(probabilities).all()
+    assert cams.min() >= 0.0 and cams.max() <= 1.0
+
+
+def test_cams_are_not_blank_where_there_is_evidence(explained, test_films):
+    _, cams = explained
+    _, labels, _ = test_films
+    # Every map is divided by its own maximum, so a map that is not blank reaches 1. Films with the
+    # square hold evidence for their class; a plain-noise film may have none for "no square" (Grad-CAM
+    # shows only evidence *for* a class), and then its map is all zero, never NaN.
+    with_square = cams[labels == 1]
+    assert np.allclose(with_square.max(axis=(1, 2)), 1.0)
+    assert (with_square.std(axis=(1, 2)) > 0.05).all()
+    assert np.isin(cams.max(axis=(1, 2)), [0.0, 1.0]).all()
+
+
+def test_cam_mass_lies_on_the_half_with_the_square(explainer, test_films):
+    films, labels, sides = test_films
+    with_square = labels == 1
+    cams = explainer(films[with_square], class_index=1)[1]
+    half = IMAGE_SIZE // 2
+    left_mass = cams[:, :, :half].sum(axis=(1, 2))
+    right_mass = cams[:, :, half:].sum(axis=(1, 2))
+    on_square_half = np.where(sides[with_square] == "left", left_mass > right_mass, right_mass > left_mass)
+    assert on_square_half.mean() >= 0.75, f"only {on_square_half.sum()} of {len(cams)} maps on the square"
+
+
+def test_probabilities_match_the_model(trained_model, explained, test_films):
+    probabilities, _ = explained
+    expected = np.asarray(trained_model(test_films[0], training=False))
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_explicit_class_index_differs_from_the_other_class(explainer, test_films):
+    films = test_films[0]
+    probabilities_0, cams_0 = explainer(films, class_index=0)
+    probabilities_1, cams_1 = explainer(films, class_index=1)
+    np.testing.assert_allclose(probabilities_0, probabilities_1)
+    assert not np.allclose(cams_0, cams_1, atol=1e-3)
+    # None explains each image's predicted class, image by image.
+    _, cams_predicted = explainer(films)
+    predicted = probabilities_0.argmax(axis=1)
+    expected = np.where(predicted[:, None, None] == 0, cams_0, cams_1)
+    np.testing.assert_allclose(cams_predicted, expected, atol=1e-5)
+
+
+def test_uint8_and_float_films_and_a_single_film_agree(trained_model, test_films):
+    films = test_films[0][:2]
+    cams_uint8 = grad_cam(trained_model, films)
+    cams_float = grad_cam(trained_model, films.astype(np.float32))
+    np.testing.assert_allclose(cams_uint8, cams_float, atol=1e-6)
+    single = grad_cam(trained_model, films[0])
+    assert single.shape == (1, IMAGE_SIZE, IMAGE_SIZE)
+    np.testing.assert_allclose(single[0], cams_uint8[0], atol=1e-5)
+
+
+def test_grad_cam_caches_one_explainer_per_model(trained_model, test_films):
+    from core import explain
+
+    grad_cam(trained_model, test_films[0][:1])
+    first = explain._GRAD_CAM_CACHE[trained_model]["Conv_1"]
+    grad_cam(trained_model, test_films[0][:3])
+    assert explain._GRAD_CAM_CACHE[trained_model]["Conv_1"] is first
+
+
+def test_a_fully_frozen_model_still_gets_maps(trained_model, explained, test_films):
+    flags = [layer.trainable for layer in trained_model.layers]
+    trained_model.trainable = False
+    try:
+        probabilities, cams = GradCam(trained_model)(test_films[0])
+    finally:
+        # model.trainable = True would unfreeze every layer, so the layers' own flags are put back after.
+        trained_model.trainable = True
+        for layer, flag in zip(trained_model.layers, flags):
+            layer.trainable = flag
+    np.testing.assert_allclose(probabilities, explained[0], atol=1e-6)
+    np.testing.assert_allclose(cams, explained[1], atol=1e-5)
+
+
+def test_bad_layer_name_names_the_convolution_layers(trained_model):
+    with pytest.raises(ValueError, match=r"not a layer of the model.*Conv_1"):
+        GradCam(trained_model, layer_name="conv_last")
+    with pytest.raises(ValueError, match=r"4-D feature map.*Conv_1"):
+        GradCam(trained_model, layer_name="head_pool")
+
+
+def test_bad_inputs_raise(explainer, test_films):
+    with pytest.raises(ValueError, match=r"expected \(n, 96, 96, 1\)"):
+        explainer(np.zeros((2, 64, 64, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"must be in 0\.\.1"):
+        explainer(test_films[0][:1], class_index=2)
+
+
+def test_prescaled_films_warn_once_and_black_films_do_not_warn(explainer, test_films):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explainer(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1), np.float32))
+    with pytest.warns(UserWarning, match="raw pixels in 0..255"):
+        explainer(test_films[0][:1] / 255.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explainer(test_films[0][:1] / 255.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# tf-keras-vis reference
+# --------------------------------------------------------------------------------------------------
+
+
+def test_fast_grad_cam_agrees_with_tf_keras_vis(trained_model, explained, test_films):
+    _, cams = explained
+    reference = grad_cam_vis(trained_model, test_films[0], method="gradcam")
+    assert reference.shape == cams.shape and reference.dtype == np.float32
+    compared = 0
+    for fast, slow in zip(cams, reference):
+        if fast.max() == 0 and slow.max() == 0:
+            continue  # both blank: no evidence for the predicted class in either
+        assert np.corrcoef(fast.ravel(), slow.ravel())[0, 1] > 0.9
+        compared += 1
+    assert compared >= len(cams) // 2
+
+
+def test_grad_cam_plus_plus_runs(trained_model, test_films):
+    cams = grad_cam_vis(trained_model, test_films[0][:4], class_index=1, method="gradcam++")
+    assert cams.shape == (4, IMAGE_SIZE, IMAGE_SIZE)
+    assert np.isfinite(cams).all() and cams.min() >= 0.0 and cams.max() <= 1.0
+    # The served model keeps its softmax: tf-keras-vis changed a clone only.
+    probabilities = np.asarray(trained_model(test_films[0][:4], training=False))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_method_raises(trained_model, test_films):
+    with pytest.raises(ValueError, match=r"must be one of \('gradcam', 'gradcam\+\+'\)"):
+        grad_cam_vis(trained_model, test_films[0][:1], method="scorecam")
+
+
+# --------------------------------------------------------------------------------------------------
+# overlay and colorbar
+# --------------------------------------------------------------------------------------------------
+
+
+def test_overlay_resizes_the_cam_to_a_non_square_film():
+    gray = np.random.default_rng(0).integers(0, 256, (300, 200), dtype=np.uint8)
+    cam = np.zeros((96, 96), np.float32)
+    cam[40:56, 40:56] = 1.0
+    picture = overlay(gray, cam)
+    assert picture.shape == (300, 200, 3) and picture.dtype == np.uint8
+    # The hot centre is tinted; a cold corner keeps the film's gray.
+    assert np.abs(picture[150, 100].astype(int) - gray[150, 100]).max() > 10
+    assert (picture[5, 5] == gray[5, 5]).all()
+
+
+def test_overlay_of_an_all_zero_cam_is_the_film():
+    gray = np.full((50, 70), 120, np.uint8)
+    picture = overlay(gray, np.zeros((7, 7), np.float32))
+    assert picture.shape == (50, 70, 3)
+    assert (picture == 120).all()
+
+
+def test_overlay_treats_nan_as_cold():
+    gray = np.full((20, 20), 80, np.uint8)
+    cam = np.full((20, 20), np.nan, np.float32)
+    assert (overlay(gray, cam) == 80).all()
+
+
+def test_overlay_with_opacity_zero_returns_the_film_in_rgb():
+    gray = np.random.default_rng(1).integers(0, 256, (40, 60), dtype=np.uint8)
+    picture = overlay(gray, np.ones((10, 10), np.float32), opacity=0.0)
+    np.testing.assert_array_equal(picture, np.stack([gray] * 3, axis=-1))
+
+
+@pytest.mark.parametrize(
+    "gray, cam, opacity, match",
+    [
+        (np.zeros((10, 10), np.float32), np.zeros((10, 10)), 0.5, "2-D uint8"),
+        (np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10)), 0.5, "2-D uint8"),
+        (np.zeros((10, 10), np.uint8), np.zeros((2, 10, 10)), 0.5, "one 2-D map"),
+        (np.zeros((10, 10), np.uint8), np.zeros((10, 10)), 1.5, r"opacity=1.5"),
+    ],
+)
+def test_overlay_rejects_bad_input(gray, cam, opacity, match):
+    with pytest.raises(ValueError, match=match):
+        overlay(gray, cam, opacity)
+
+
+def test_colorbar_runs_from_hot_to_cold():
+    bar = colorbar(height=64, width=8)
+    assert bar.shape == (64, 8, 3) and bar.dtype == np.uint8
+    top, low = bar[0, 0].astype(int), bar[-8, 0].astype(int)
+    assert top[0] > 2 * top[2]  # dark red at CAM 1
+    assert low[2] > 2 * low[0]  # blue near CAM 0
+
+
+# --------------------------------------------------------------------------------------------------
+# cam_regions
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cam_regions_of_a_uniform_cam_are_the_area_shares():
+    regions = cam_regions(np.ones((100, 100)), border_fraction=0.15)
+    assert regions["central"] == pytest.approx(0.49)
+    assert regions["border"] == pytest.approx(0.51)
+    assert regions["corners"] == pytest.approx(4 * 0.15 * 0.15)
+
+
+def test_cam_regions_detect_a_border_heavy_cam():
+    cam = np.zeros((96, 96), np.float32)
+    cam[:10, :10] = 1.0  # a label in the top-left corner
+    cam[40:50, 40:50] = 0.1  # faint attention on the lungs
+    regions = cam_regions(cam)
+    assert regions["central"] + regions["border"] == pytest.approx(1.0)
+    assert regions["border"] > 0.9 and regions["corners"] > 0.9
+    assert regions["corners"] <= regions["border"] + 1e-12
+
+
+def test_cam_regions_of_a_central_cam_and_of_an_all_zero_cam():
+    cam = np.zeros((96, 96), np.float32)
+    cam[30:66, 30:66] = 1.0
+    assert cam_regions(cam) == {"central": 1.0, "border": 0.0, "corners": 0.0}
+    assert cam_regions(np.zeros((96, 96))) == {"central": 0.0, "border": 0.0, "corners": 0.0}
+
+
+def test_cam_regions_of_real_maps_are_fractions_that_add_up(explained):
+    _, cams = explained
+    for cam in cams:
+        regions = cam_regions(cam)
+        assert all(0.0 <= share <= 1.0 for share in regions.values())
+        expected_sum = 1.0 if cam.max() > 0 else 0.0  # all-zero maps have no mass anywhere
+        assert regions["central"] + regions["border"] == pytest.approx(expected_sum)
+
+
+@pytest.mark.parametrize("border_fraction", [0.0, 0.5, -0.1])
+def test_cam_regions_rejects_a_bad_border_fraction(border_fraction):
+    with pytest.raises(ValueError, match=r"must be in \(0, 0.5\)"):
+        cam_regions(np.ones((10, 10)), border_fraction=border_fraction)
+
+
+# --------------------------------------------------------------------------------------------------
+# Import cost
+# --------------------------------------------------------------------------------------------------
+
+
+def test_importing_explain_does_not_import_tensorflow():
+    code = "import sys, core.explain; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.stdout.split() == ["False", "False"]
