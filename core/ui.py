@@ -218,6 +218,7 @@ def _fmt_float(value, digits: int = 3) -> str:
 
 
 @st.cache_data(show_spinner="Classifying…", max_entries=64)
+@st.cache_data(show_spinner="Classifying…", max_entries=64)
 def predict_upload(run_path: str, data: bytes, name: str):
     """Classify one uploaded film with its fast Grad-CAM. The name is only shown, never used as a path.
 

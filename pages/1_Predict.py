@@ -38,8 +38,11 @@ for upload in uploads:
             st.error(ui.with_file_name(prediction.file, prediction.error))
             continue
         if prediction.gate is not None and not prediction.gate.passed:
-            st.warning(f"This may not be a chest radiograph: {prediction.gate.reason} "
-                       "Treat the label below as meaningless.")
+            st.warning(f"No diagnosis shown: this may not be a frontal chest radiograph. {prediction.gate.reason}")
+            if not st.toggle("Show the model's raw output anyway (it means nothing for such an image)",
+                             key=f"reveal-{len(results)}"):
+                st.image(prediction.gray, caption="Uploaded image", width=320)
+                continue
         film_column, cam_column, result_column = st.columns([1, 1, 1.2])
         film_column.image(prediction.gray, caption="Film", width="stretch")
         try:

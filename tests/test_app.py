@@ -173,6 +173,21 @@ def test_corrupt_upload_shows_error_and_good_one_still_shows(with_run):
     assert [metric.label for metric in at.metric].count("Predicted") == 1
 
 
+def test_a_colour_photo_gets_no_diagnosis_unless_revealed(with_run):
+    rng = np.random.default_rng(0)
+    photo = np.zeros((200, 300, 3), np.uint8)
+    photo[..., 0], photo[60:140, 80:220, 2] = 210, 230
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(photo + rng.normal(0, 8, photo.shape), 0, 255).astype(np.uint8)).save(buffer, "PNG")
+    at = open_page("pages/1_Predict.py")
+    at.file_uploader[0].upload("holiday.png", buffer.getvalue(), "image/png").run()
+    assert not at.exception, at.exception
+    assert any("No diagnosis shown" in warning.value and "colour" in warning.value for warning in at.warning)
+    assert "Predicted" not in [metric.label for metric in at.metric]
+    at.toggle[0].set_value(True).run()
+    assert "Predicted" in [metric.label for metric in at.metric]
+
+
 # --------------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------------
