@@ -41,17 +41,24 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def acquire_lock(models_dir: Path, info: dict) -> Path:
-    """Take the training lock for this process, or raise TrainingBusyError naming the running job."""
+def acquire_lock(models_dir: Path, info: dict, pid: int | None = None) -> Path:
+    """Take the training lock for process `pid` (default: this one), or raise TrainingBusyError.
+
+    A parent that starts a training process takes the lock on the child's behalf (pid=child), so two
+    quick Start clicks cannot launch two trainings; the child then takes over its own lock.
+    """
     models_dir.mkdir(parents=True, exist_ok=True)
     lock = models_dir / LOCK_NAME
+    claimant = pid or os.getpid()
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = read_json(lock, {}) or {}
             pid = int(holder.get("pid") or 0)
-            if pid and pid != os.getpid() and _pid_alive(pid):
+            if pid == claimant and claimant != os.getpid():
+                return lock  # The child took its own lock first.
+            if pid and pid != claimant and _pid_alive(pid):
                 raise TrainingBusyError(
                     f"Training {holder.get('run_id', '?')} is already running (process {pid}, started "
                     f"{holder.get('started', '?')}). Wait for it to finish or cancel it first."
@@ -61,7 +68,7 @@ def acquire_lock(models_dir: Path, info: dict) -> Path:
         with os.fdopen(fd, "w") as handle:
             import json
 
-            json.dump({**info, "pid": os.getpid(), "started": now_iso()}, handle)
+            json.dump({**info, "pid": claimant, "started": now_iso()}, handle)
         return lock
     raise TrainingBusyError(f"Could not take the training lock {lock}; try again.")
 
@@ -134,10 +141,17 @@ def start_training(
     command = [sys.executable, "-m", "core", "train", "--data", str(data_dir),
                "--config", str(config_path), "--models-dir", str(models_dir)]
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True,
         )
+    try:
+        acquire_lock(models_dir, {"run_id": "starting", "log": str(log_path)}, pid=process.pid)
+    except TrainingBusyError:
+        process.kill()  # Another start won the race; this child must not train.
+        process.wait()
+        raise
+    return process
 
 
 def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
@@ -145,8 +159,8 @@ def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
     status = job_status(models_dir)
     if not status.running:
         return False
-    staging = Path(status.lock["staging_dir"])
-    if staging.is_dir():
+    staging = Path(status.lock.get("staging_dir") or "")  # Missing while the child is still starting.
+    if status.lock.get("staging_dir") and staging.is_dir():
         (staging / STOP_FILE_NAME).write_text(now_iso())
     try:
         os.kill(int(status.lock["pid"]), signal.SIGTERM)

@@ -326,3 +326,25 @@ def test_end_to_end_on_real_films_with_patient_aware_split(tmp_path):
     result = Predictor(run_dir).predict(film, with_cam=True, display=True)
     assert result.error is None and result.label in CLASS_NAMES
     assert result.gray.ndim == 2 and np.isfinite(result.cam).all()
+
+
+def test_two_quick_starts_launch_one_training(tiny_run, tmp_path):
+    from core.jobs import TrainingBusyError, job_status, request_stop, start_training
+
+    config_path = tmp_path / "config.json"
+    tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
+    models_dir = tmp_path / "models"
+    first = start_training(_dataset_of(tiny_run), config_path, models_dir)
+    try:
+        # No waiting: the lock is held for the child from the moment start_training returns.
+        with pytest.raises(TrainingBusyError, match="already running"):
+            start_training(_dataset_of(tiny_run), config_path, models_dir)
+        assert job_status(models_dir).running
+    finally:
+        request_stop(models_dir)
+        try:
+            first.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
+    assert not job_status(models_dir).running
