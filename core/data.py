@@ -433,3 +433,22 @@ def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, 
             kept = [path for path, (image, _) in zip(chunk, results) if image is not None]
             images = np.stack(good) if good else np.zeros((0, image_size, image_size, 1), np.uint8)
             yield kept, images, errors
+
+
+def confine_to_roots(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path:
+    """Resolve `path` (following symlinks) and insist that it lies inside one of `roots`.
+
+    Used for folders typed into the app, so a browser user cannot point Paru at `..`, `/etc` or a symlink
+    that leads out of the configured data folders.
+
+    Raises:
+        ValueError: the folder is outside every root; the message names the roots and how to add one.
+    """
+    resolved_roots = [Path(root).expanduser().resolve() for root in roots]
+    resolved = Path(path).expanduser().resolve()
+    if any(resolved == root or resolved.is_relative_to(root) for root in resolved_roots):
+        return resolved
+    raise ValueError(
+        f"{path} is outside the data folders this app may read ({', '.join(map(str, resolved_roots))}). "
+        "Move or link the dataset under one of them, or start the app with PARU_DATA_ROOT set to its parent."
+    )

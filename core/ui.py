@@ -135,7 +135,7 @@ def scan_folder(folder: str) -> dict:
     from core.data import scan_dataset
 
     try:
-        scan = scan_dataset(folder, decode=False)
+        scan = scan_dataset(confined_data_folder(folder), decode=False)
     except ValueError as error:
         return {"error": str(error)}
     return scan.report()
@@ -445,9 +445,25 @@ def external_vs_internal(internal: dict, external: dict):
 def default_data_root() -> Path:
     """$PARU_DATA_ROOT, else ../shared/data beside the project if it exists, else the project's data/."""
     if os.environ.get("PARU_DATA_ROOT"):
-        return Path(os.environ["PARU_DATA_ROOT"]).expanduser()
+        return Path(os.environ["PARU_DATA_ROOT"].split(os.pathsep)[0]).expanduser()
     shared = PROJECT_ROOT.parent / "shared" / "data"
     return shared if shared.is_dir() else PROJECT_ROOT / "data"
+
+
+def allowed_data_roots() -> list[Path]:
+    """Folders the app may read datasets from: $PARU_DATA_ROOT (several joined by os.pathsep), else the
+    default data root."""
+    configured = os.environ.get("PARU_DATA_ROOT")
+    if configured:
+        return [Path(part).expanduser() for part in configured.split(os.pathsep) if part]
+    return [default_data_root()]
+
+
+def confined_data_folder(folder: str | os.PathLike) -> Path:
+    """A folder typed in the app, resolved and confined to the allowed data roots (ValueError otherwise)."""
+    from core.data import confine_to_roots
+
+    return confine_to_roots(folder, allowed_data_roots())
 
 
 def dataset_folders(root: Path) -> list[str]:

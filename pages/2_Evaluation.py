@@ -91,7 +91,7 @@ with st.expander("External validation"):
 
         try:
             with st.spinner("Evaluating every film in the folder…"):
-                st.session_state.external_metrics = evaluate_folder(run, folder)
+                st.session_state.external_metrics = evaluate_folder(run, ui.confined_data_folder(folder))
         except ValueError as error:
             st.error(str(error))
     external = st.session_state.get("external_metrics")

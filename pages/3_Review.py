@@ -44,9 +44,14 @@ if dataset_root is None:
     recorded = (run.data_report or {}).get("root", "?")
     st.warning(f"The run's dataset folder `{recorded}` is not on this machine. Type where the films are.")
     typed = st.text_input("Dataset folder", key="review_root")
-    dataset_root = Path(typed).expanduser() if typed and Path(typed).expanduser().is_dir() else None
-    if typed and dataset_root is None:
+    try:
+        dataset_root = ui.confined_data_folder(typed) if typed else None
+    except ValueError as error:
+        dataset_root = None
+        st.error(str(error))
+    if dataset_root is not None and not dataset_root.is_dir():
         st.error(f"{typed} is not a folder.")
+        dataset_root = None
 
 tags = review.load_tags(run.path)
 st.download_button("Download tags (CSV)", review.tags_csv(tags), file_name=f"{run.run_id}-review-tags.csv",

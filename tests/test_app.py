@@ -203,7 +203,8 @@ def test_evaluation_shows_confusion_matrix_and_tables(with_run):
     assert at.download_button[0].label == "Download metrics.json"
 
 
-def test_external_validation_warns_about_overlap(with_run, app_dataset):
+def test_external_validation_warns_about_overlap(with_run, app_dataset, monkeypatch):
+    monkeypatch.setenv("PARU_DATA_ROOT", str(app_dataset.parent))
     at = open_page("pages/2_Evaluation.py")
     at.text_input(key="external_folder").set_value(str(app_dataset))
     at.button(key="external_go").click().run()
@@ -314,3 +315,12 @@ def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_pa
     assert any(option.startswith(runs[0].run_id) for option in selector.options)
     assert selector.value == str(runs[0].path)  # The only run, so also the default choice.
     assert "Last training finished" in texts(at.success)
+
+
+def test_folders_outside_the_data_roots_are_refused(with_run, app_dataset, monkeypatch, tmp_path):
+    monkeypatch.setenv("PARU_DATA_ROOT", str(app_dataset.parent))
+    at = open_page("pages/2_Evaluation.py")
+    at.text_input(key="external_folder").set_value(str(app_dataset.parent / ".." / ".." )).run()
+    at.button(key="external_go").click().run()
+    assert not at.exception, at.exception
+    assert any("outside the data folders" in error.value for error in at.error)

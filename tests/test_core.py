@@ -348,3 +348,17 @@ def test_two_quick_starts_launch_one_training(tiny_run, tmp_path):
             first.kill()
             first.wait()
     assert not job_status(models_dir).running
+
+
+def test_typed_folders_cannot_escape_the_data_roots(tmp_path):
+    from core.data import confine_to_roots
+
+    root = tmp_path / "data"
+    (root / "nih").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    assert confine_to_roots(root / "nih", [root]) == (root / "nih").resolve()
+    for attempt in (root / ".." / "secret", root / "escape", "/etc"):
+        with pytest.raises(ValueError, match="outside the data folders"):
+            confine_to_roots(attempt, [root])
