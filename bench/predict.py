@@ -14,7 +14,6 @@ import argparse
 import io
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,12 +79,11 @@ def main() -> int:
 
     batch = {}
     if files:
-        with tempfile.TemporaryDirectory() as folder:
-            paths = [files[i % len(files)] for i in range(args.batch_files)]
-            predictor.predict_files(paths[:64])
-            started = time.perf_counter()
-            predictor.predict_files(paths)
-            files_per_second = len(paths) / (time.perf_counter() - started)
+        paths = [files[i % len(files)] for i in range(args.batch_files)]
+        predictor.predict_files(paths[:64])
+        started = time.perf_counter()
+        predictor.predict_files(paths)
+        files_per_second = len(paths) / (time.perf_counter() - started)
         ready_batch = np.repeat(ready, 64, axis=0)
         predictor.probabilities(ready_batch)
         started = time.perf_counter()

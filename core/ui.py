@@ -491,7 +491,7 @@ def mixup_name(row: dict) -> str:
 def default_mixups(options: list[str], classes: list[str]) -> list[str]:
     """Normal→Pneumonia and Pneumonia→Normal when the run has both classes, else every mix-up."""
     if "Normal" in classes and "Pneumonia" in classes:
-        wanted = [f"Normal → Pneumonia", f"Pneumonia → Normal"]
+        wanted = ["Normal → Pneumonia", "Pneumonia → Normal"]
         chosen = [name for name in wanted if name in options]
         return chosen
     return list(options)

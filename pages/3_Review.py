@@ -1,6 +1,5 @@
 """Review: the chosen run's misclassified test films, side by side with Grad-CAM, tagged by a person."""
 
-from pathlib import Path
 
 import streamlit as st
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -20,60 +19,32 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import film_with_blob, make_dataset, tiny_config
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGES = ("pages/1_Predict.py", "pages/2_Evaluation.py", "pages/3_Review.py", "pages/4_Training.py")
-CLASS_NAMES = ("Normal", "Pneumonia", "Cardiomegaly", "Pneumothorax")
-WEIGHTS_035 = (PROJECT_ROOT.parent / "shared" / "keras_home" / "models"
-               / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
 TIMEOUT = 90
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def film(class_index: int, rng: np.random.Generator, size: int = 96) -> np.ndarray:
-    """Noise with a bright blob whose place depends on the class (left, right, top, bottom)."""
-    image = rng.normal(90, 20, (size, size))
-    centres = [(size // 2, size // 4), (size // 2, 3 * size // 4), (size // 4, size // 2), (3 * size // 4, size // 2)]
-    row, col = centres[class_index % 4]
-    rows, cols = np.ogrid[:size, :size]
-    image[(rows - row) ** 2 + (cols - col) ** 2 < (size // 7) ** 2] += 120
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def png_bytes(class_index: int = 0, seed: int = 123) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(film(class_index, np.random.default_rng(seed))).save(buffer, format="PNG")
+    Image.fromarray(film_with_blob(class_index, np.random.default_rng(seed))).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def make_dataset(root: Path, per_class: int = 8, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for index, name in enumerate(CLASS_NAMES):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for number in range(per_class):
-            Image.fromarray(film(index, rng)).save(root / name / f"{name[:3]}_{number:03d}.png")
-    return root
-
-
-def tiny_overrides() -> dict:
-    return dict(alpha=0.35, image_size=64, epochs=1, batch_size=8,
-                weights=str(WEIGHTS_035) if WEIGHTS_035.exists() else "none")
 
 
 @pytest.fixture(scope="session")
 def app_dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("app-data") / "films")
+    return make_dataset(tmp_path_factory.mktemp("app-data") / "films", per_class=8)
 
 
 @pytest.fixture(scope="session")
 def trained_models_dir(tmp_path_factory, app_dataset) -> Path:
     """A models folder holding one finished tiny run."""
-    from core.config import preset
     from core.train import train_run
 
     models_dir = tmp_path_factory.mktemp("app-models")
-    train_run(app_dataset, preset("paper", **tiny_overrides()), models_dir=models_dir, log=lambda line: None)
+    train_run(app_dataset, tiny_config(epochs=1), models_dir=models_dir, log=lambda line: None)
     return models_dir
 
 
@@ -285,12 +256,11 @@ def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_pa
     assert at.selectbox(key="train_folder_pick").value == str(app_dataset)
     at.radio(key="train_preset").set_value("paper").run()
     assert not at.error, texts(at.error)
-    settings = tiny_overrides()
     at.number_input(key="epochs-paper").set_value(2)
     at.selectbox(key="alpha-paper").set_value(0.35)
     at.number_input(key="batch-paper").set_value(8)
     at.number_input(key="size-paper").set_value(64)
-    at.selectbox(key="weights-paper").set_value("imagenet" if settings["weights"] != "none" else "none")
+    at.selectbox(key="weights-paper").set_value("none" if tiny_config().weights == "none" else "imagenet")
     at.form_submit_button[0].click().run()
     assert not at.exception, at.exception
     assert "Training started." in texts(at.success), texts(at.error)

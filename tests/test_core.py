@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import CLASS_NAMES, PROJECT_ROOT, SHARED_DATA, make_dataset, tiny_config
 
