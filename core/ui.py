@@ -600,33 +600,17 @@ def keras_home_env() -> dict:
     return {"KERAS_HOME": str(shared)} if (shared / "models").is_dir() else {}
 
 
-def start_job(folder: str, config_path: Path, models_dir_path: Path, wait_seconds: float = 90.0) -> int:
-    """Start the training process and wait until it holds the training lock (or exits).
+def start_job(folder: str, config_path: Path, models_dir_path: Path) -> int:
+    """Start the training process and return its pid.
 
-    core.jobs.start_training returns before the child has taken the lock, so without this wait a second
-    Start in that window would launch a second process. Returns the child's pid.
-    Raises core.jobs.TrainingBusyError when a training is already running, ValueError when the child
-    exited at once (its log says why).
+    core.jobs.start_training holds the training lock for the child from the moment it returns, so a second
+    Start is refused with TrainingBusyError. The process is kept here so that it is reaped when it ends.
     """
-    import time
-
     from core import jobs
 
     _reap_children()
     process = jobs.start_training(folder, config_path, models_dir_path, extra_env=keras_home_env())
     _CHILDREN.append(process)
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        status = jobs.job_status(models_dir_path)
-        if status.running and int(status.lock.get("pid", 0)) == process.pid:
-            return process.pid
-        if process.poll() is not None:
-            last = jobs.job_status(models_dir_path).last or {}
-            if last.get("state") in ("finished",) and last.get("run_dir"):
-                return process.pid  # A very small job may finish within the wait.
-            raise ValueError(f"The training process ended at once (exit code {process.returncode}). "
-                             f"{last.get('error') or 'See the log below.'}")
-        time.sleep(0.2)
     return process.pid
 
 

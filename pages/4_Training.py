@@ -78,7 +78,7 @@ if start:
     try:
         config_path = ui.write_job_config(models_dir, preset_name, overrides)
         with st.spinner("Starting the training process…"):
-            ui.start_job(str(Path(folder).expanduser()), config_path, models_dir)
+            ui.start_job(str(ui.confined_data_folder(folder)), config_path, models_dir)
         st.session_state.job_was_running = True
         st.success("Training started.")
     except TrainingBusyError as error:

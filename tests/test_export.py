@@ -24,6 +24,9 @@ def test_tflite_export_agrees_with_keras_on_the_runs_films(tiny_run, tmp_path):
     images = np.stack([load_image(f"{root}/{row['path']}", 64) for row in read_split_csv(tiny_run / "split.csv")])
     report = parity_report(tiny_run, out, images.astype(np.float32))
     assert report["n"] == 48
-    assert report["top1_agreement"] >= 0.95
+    # The tiny model is barely trained, so some films sit on a near tie between two classes; where it is
+    # decided, the export must agree every time, and no probability may move by more than 0.03.
+    assert report["n_decided"] >= 10
+    assert report["top1_agreement_decided"] == 1.0
     assert report["max_abs_difference"] <= 0.03
     assert 0 < report["size_bytes"] < (tiny_run / "model.keras").stat().st_size
