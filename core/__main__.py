@@ -79,6 +79,11 @@ def _train(args) -> int:
     except (ValueError, TrainingBusyError, TrainingCancelled) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        # A disk that fills up mid-run: the staging folder is marked failed and no run is registered.
+        print(f"error: could not write the run ({error.strerror or error}: {error.filename or ''}). Free disk "
+              "space or choose another folder with --out; earlier runs are untouched.", file=sys.stderr)
+        return 2
     print(run_dir)
     return 0
 

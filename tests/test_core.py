@@ -361,3 +361,19 @@ def test_typed_folders_cannot_escape_the_data_roots(tmp_path):
     for attempt in (root / ".." / "secret", root / "escape", "/etc"):
         with pytest.raises(ValueError, match="outside the data folders"):
             confine_to_roots(attempt, [root])
+
+
+@pytest.mark.parametrize("error_number, words", [(28, "No space left on device"), (30, "Read-only file system")])
+def test_full_disk_or_read_only_models_folder_gives_a_clear_message(tiny_dataset, tmp_path, monkeypatch,
+                                                                     error_number, words):
+    import tempfile
+
+    from core.train import train_run
+
+    def refuse(*args, **kwargs):
+        raise OSError(error_number, words)
+
+    # Root ignores permission bits, so the operating system's refusal is simulated where Paru probes.
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(ValueError, match=f"Cannot write to .*{words}.*free disk space"):
+        train_run(tiny_dataset, tiny_config(), models_dir=tmp_path / "models", log=lambda line: None)
