@@ -165,7 +165,8 @@ def read_patient_ids(root: Path) -> dict[str, str]:
         return patients
 
 
-def _check_dataset_root(root: str | os.PathLike) -> Path:
+def check_dataset_root(root: str | os.PathLike) -> Path:
+    """The dataset folder, resolved; ValueError with a next step when it is missing or is a file."""
     root = Path(root).expanduser()
     if not root.exists():
         raise ValueError(
@@ -185,7 +186,7 @@ def list_candidate_files(root: str | os.PathLike) -> tuple[str, list[tuple[Path,
     """
     from core.imaging import SUPPORTED_EXTENSIONS
 
-    root = _check_dataset_root(root)
+    root = check_dataset_root(root)
     layout, folders = detect_layout(root)
     candidates, skipped = [], []
     for subset, class_dirs in folders.items():
@@ -242,7 +243,7 @@ def scan_dataset(
     """
     from core.imaging import ImageLoadError, load_image
 
-    root = _check_dataset_root(root)
+    root = check_dataset_root(root)
     layout, candidates, skipped = list_candidate_files(root)
     patients = read_patient_ids(root)
     total = len(candidates)

@@ -138,9 +138,9 @@ def train_run(
     """
     config = config or TrainConfig()
     models_dir = Path(models_dir) if models_dir else default_models_dir()
-    from core.data import _check_dataset_root
+    from core.data import check_dataset_root
 
-    data_root = _check_dataset_root(data_dir)
+    data_root = check_dataset_root(data_dir)
     run_dir = Path(out_dir) if out_dir else models_dir / new_run_id(data_root, config.preset)
     run_dir = run_dir.resolve()
     if run_dir.exists():
