@@ -412,28 +412,33 @@ def materialise_split(
 def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, workers: int | None = None):
     """Decode films with the shared loader in parallel, a chunk at a time, so memory stays bounded.
 
-    Yields (chunk_paths, images uint8 (m, S, S, 1), errors {path: reason}) where images holds only the
-    films that decoded, in chunk order.
+    Each file is read once: its bytes are hashed and decoded from memory.
+    Yields (chunk_paths, images uint8 (m, S, S, 1), errors {path: reason}, sha256 hex digests) where
+    chunk_paths, images and digests hold only the films that decoded, in chunk order.
     """
     from core.imaging import ImageLoadError, load_image
 
     def decode(path):
         try:
-            return load_image(path, image_size), None
+            data = path.read_bytes()
+        except OSError as error:
+            return None, None, f"could not be read: {error.strerror or error}"
+        try:
+            return load_image(data, image_size), hashlib.sha256(data).hexdigest(), None
         except ImageLoadError as error:
-            return None, str(error)
+            return None, None, str(error)
         except Exception as error:  # One bad file must not stop a folder of thousands.
-            return None, f"could not be decoded ({type(error).__name__}: {error})"
+            return None, None, f"could not be decoded ({type(error).__name__}: {error})"
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
         for start in range(0, len(paths), chunk_size):
             chunk = paths[start:start + chunk_size]
             results = list(pool.map(decode, chunk))
-            good = [image for image, _ in results if image is not None]
-            errors = {path: reason for path, (_, reason) in zip(chunk, results) if reason is not None}
-            kept = [path for path, (image, _) in zip(chunk, results) if image is not None]
-            images = np.stack(good) if good else np.zeros((0, image_size, image_size, 1), np.uint8)
-            yield kept, images, errors
+            decoded = [(path, image, digest) for path, (image, digest, _) in zip(chunk, results) if image is not None]
+            errors = {path: reason for path, (_, _, reason) in zip(chunk, results) if reason is not None}
+            images = (np.stack([image for _, image, _ in decoded]) if decoded
+                      else np.zeros((0, image_size, image_size, 1), np.uint8))
+            yield [path for path, _, _ in decoded], images, errors, [digest for _, _, digest in decoded]
 
 
 def confine_to_roots(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path:

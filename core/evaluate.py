@@ -7,7 +7,6 @@ Every figure is computed by `core.metrics.classification_report` (schema documen
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from pathlib import Path
 
@@ -127,13 +126,14 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
         )
     model = load_model(run.model_path)
     label_of = {path: class_names.index(label) for path, label in known}
-    y_true, scores, files = [], [], []
+    y_true, scores, files, digests = [], [], [], []
     done = 0
-    for paths, images, errors in decode_in_chunks([p for p, _ in known], image_size, chunk_size):
+    for paths, images, errors, chunk_digests in decode_in_chunks([p for p, _ in known], image_size, chunk_size):
         skipped.extend({"path": p.relative_to(root).as_posix(), "reason": r} for p, r in errors.items())
         scores.append(predict_probabilities(model, images, batch_size))
         y_true.extend(label_of[p] for p in paths)
         files.extend(p.relative_to(root).as_posix() for p in paths)
+        digests.extend(chunk_digests)
         done += len(paths) + len(errors)
         if progress is not None:
             progress(done, len(known))
@@ -145,7 +145,7 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
                                     seed=int(run.config.get("seed", 0)))
     metrics.update(
         subset="external", data_dir=str(root), run_id=run.run_id, evaluated=now_iso(), skipped=skipped,
-        overlap=check_overlap(run, root, [root / f for f in files], read_patient_ids(root)),
+        overlap=check_overlap(run, files, digests, read_patient_ids(root)),
         predictions=[{"file": f, "label": class_names[t], "predicted": class_names[int(s.argmax())],
                       "probabilities": {c: float(p) for c, p in zip(class_names, s)}}
                      for f, t, s in zip(files, y_true, y_score)],
@@ -153,8 +153,12 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
     return metrics
 
 
-def check_overlap(run: Run, root: Path, paths: list[Path], patients: dict[str, str]) -> dict:
-    """Count evaluated films whose bytes, or whose patient, were in the run's training or validation set."""
+def check_overlap(run: Run, files: list[str], digests: list[str], patients: dict[str, str]) -> dict:
+    """Count evaluated films whose bytes, or whose patient, were in the run's training or validation set.
+
+    files: paths relative to the evaluated folder; digests: their SHA-256 (from decoding, so no file is
+    read twice); patients: labels.csv patient ids of the evaluated folder.
+    """
     from core.data import read_split_csv
 
     split_path = run.path / "split.csv"
@@ -164,11 +168,10 @@ def check_overlap(run: Run, root: Path, paths: list[Path], patients: dict[str, s
     seen_hashes = {row["sha256"] for row in seen}
     seen_patients = {row["patient_id"] for row in seen if row.get("patient_id")}
     same_bytes, same_patient = [], []
-    for path in paths:
-        rel_path = path.relative_to(root).as_posix()
-        if hashlib.sha256(path.read_bytes()).hexdigest() in seen_hashes:
+    for rel_path, digest in zip(files, digests):
+        if digest in seen_hashes:
             same_bytes.append(rel_path)
-        patient = patients.get(rel_path) or patients.get(path.name)
+        patient = patients.get(rel_path) or patients.get(Path(rel_path).name)
         if patient and patient in seen_patients:
             same_patient.append(rel_path)
     return {"checked": True, "identical_files": len(same_bytes), "shared_patients": len(same_patient),

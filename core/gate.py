@@ -150,6 +150,6 @@ def fit_gate_for_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | N
     features = {}
     for subset in ("train", "val"):
         paths = [root / row["path"] for row in rows if row["subset"] == subset]
-        chunks = [pooled_features(model, images) for _, images, _ in decode_in_chunks(paths, size) if len(images)]
+        chunks = [pooled_features(model, images) for _, images, _, _ in decode_in_chunks(paths, size) if len(images)]
         features[subset] = np.concatenate(chunks)
     return save_gate(run.path, fit_gate(features["train"], features["val"]))

@@ -160,7 +160,7 @@ class Predictor:
 
         paths = [Path(p) for p in paths]
         results: dict[Path, Prediction] = {}
-        for chunk, images, errors in decode_in_chunks(paths, self.image_size, chunk_size=batch_size):
+        for chunk, images, errors, _ in decode_in_chunks(paths, self.image_size, chunk_size=batch_size):
             for path, reason in errors.items():
                 results[path] = Prediction(str(path), error=reason)
             if len(images):
