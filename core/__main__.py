@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a run's model for mobile (TensorFlow Lite)")
     export.add_argument("--model", required=True, help="run folder")
     export.add_argument("--tflite", required=True, help="output .tflite file")
-    export.add_argument("--variant", choices=("float16", "dynamic"), default="float16",
-                        help="float16 weights (default) or dynamic-range int8 weights")
+    export.add_argument("--variant", choices=("float16", "dynamic", "float32"), default="float16",
+                        help="float16 weights (default, half size), dynamic-range int8 weights (quarter size) or float32 (exact)")
     return parser
 
 
