@@ -3,6 +3,7 @@ damage each other, and train -> evaluate -> predict end to end."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -160,6 +161,10 @@ def test_finished_run_has_every_file_and_the_metrics_schema(tiny_run):
     assert header == ["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "subset"]
     assert "not for clinical" in (tiny_run / "model_card.md").read_text().lower()
     assert [r.path for r in list_runs(tiny_run.parent)] == [tiny_run]
+    # Every epoch's row says how long its training batches took, validation apart (bench/train.py reads it).
+    with open(tiny_run / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert history and all(0 < float(row["train_seconds"]) <= float(row["epoch_seconds"]) for row in history)
 
 
 def test_a_failed_training_never_harms_the_previous_run(tiny_run, tmp_path):
@@ -377,3 +382,31 @@ def test_full_disk_or_read_only_models_folder_gives_a_clear_message(tiny_dataset
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
     with pytest.raises(ValueError, match=f"Cannot write to .*{words}.*free disk space"):
         train_run(tiny_dataset, tiny_config(), models_dir=tmp_path / "models", log=lambda line: None)
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tiny_dataset, tmp_path):
+    """The `distribute: mirrored` path a multi-GPU host takes, run here on two logical CPU devices."""
+    script = f"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, {str(PROJECT_ROOT)!r})
+sys.path.insert(0, {str(PROJECT_ROOT / "tests")!r})
+from conftest import tiny_config
+from core.train import train_run
+lines = []
+run = train_run({str(tiny_dataset)!r}, tiny_config(distribute="mirrored", epochs=1),
+                models_dir={str(tmp_path / "models")!r}, log=lines.append)
+print(json.dumps({{"run": str(run), "log": lines}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert any("mirrored): 2 replicas" in line for line in output["log"])
+    from core.registry import load_run
+
+    run = load_run(output["run"])
+    assert run.config["distribute"] == "mirrored"
+    assert run.metrics["n"] > 0 and (Path(output["run"]) / "model.keras").is_file()
