@@ -98,9 +98,19 @@ def _evaluate(args) -> int:
         return 2
     overlap = metrics["overlap"]
     print(f"{metrics['n']} films, {len(metrics['skipped'])} skipped")
-    if overlap.get("identical_files") or overlap.get("shared_patients"):
-        print(f"WARNING: {overlap['identical_files']} films identical to training/validation films and "
+    if overlap.get("identical_files") or overlap.get("shared_patients") or overlap.get("near_duplicates"):
+        print(f"WARNING: {overlap['identical_files']} films identical to training/validation films, "
+              f"{overlap.get('near_duplicates', 0)} resized or re-encoded copies of them (perceptual hash) and "
               f"{overlap['shared_patients']} from patients seen in training: figures are optimistic.")
+    perceptual = overlap.get("perceptual") or {}
+    if perceptual.get("checked"):
+        print(f"perceptual check: {perceptual['near_duplicates']} near-duplicates of the run's "
+              f"{perceptual['seen_films']} training/validation films (Hamming distance <= "
+              f"{perceptual['threshold']} of {perceptual['bits']} bits)")
+        for match in perceptual.get("matches", [])[:5]:
+            print(f"  {match['file']} ~ {match['seen_file']} (distance {match['distance']})")
+    else:
+        print(f"perceptual check could not be run: {perceptual.get('reason') or overlap.get('reason', 'unknown')}")
     ci = metrics["ci95"]
     print(f"overall accuracy {metrics['accuracy']:.4f} (95% CI {ci['accuracy'][0]:.4f}-{ci['accuracy'][1]:.4f})")
     print(f"macro-F1 {metrics['macro']['f1']:.4f} (95% CI {ci['macro_f1'][0]:.4f}-{ci['macro_f1'][1]:.4f})")
