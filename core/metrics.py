@@ -633,3 +633,31 @@ def apply_temperature(probs, temperature: float) -> np.ndarray:
         raise ValueError(f"Got probs with shape {values.shape}; expected (n, num_classes) probabilities.")
     values = _check_scores(values, values.shape[0], values.shape[1], probabilities=True)
     return np.exp(_log_softmax(_probabilities_to_logits(values) / temperature_value))
+
+
+def reliability_before_after(y_true, y_score, temperature: float, n_bins: int = 10) -> dict:
+    """Reliability curves and ECE of probabilities before and after temperature scaling.
+
+    Args:
+        y_true: shape (n,), true class indices.
+        y_score: shape (n, k) class probabilities as the model gave them (rows sum to 1).
+        temperature: the run's fitted temperature (``fit_temperature``); 1.0 makes "after" equal "before".
+        n_bins: equal-width confidence bins of the curves and of the ECE. Default 10.
+
+    Returns:
+        ``{"before": curve, "after": curve}`` where each curve is ``reliability_curve``'s dict plus
+        ``"ece"`` (``expected_calibration_error`` with the same bins). Temperature scaling keeps every
+        top-1 class, so only the confidences move, never the accuracy.
+
+    Example::
+
+        curves = reliability_before_after(y_val, p_val, metrics["calibration"]["temperature"])
+        curves["after"]["ece"] <= curves["before"]["ece"]   # usually, on the split T was fitted on
+    """
+    scores = np.asarray(y_score, dtype=np.float64)
+    result = {}
+    for name, probabilities in (("before", scores), ("after", apply_temperature(scores, temperature))):
+        curve = reliability_curve(y_true, probabilities, n_bins=n_bins)
+        curve["ece"] = expected_calibration_error(y_true, probabilities, n_bins=n_bins)
+        result[name] = curve
+    return result
