@@ -1,11 +1,15 @@
-"""The model card written into every run folder: what the model is, what it saw, how good it is, and
-what it must not be used for."""
+"""The model card written into every run folder: what the model is, what it saw, how good it is, what
+it must not be used for, and the failure modes a person found in review.
+
+The card is written at training time and rewritten by `refresh_model_card` whenever the review tags
+(review_tags.json) or the Grad-CAM region analysis (cam_regions.json) of the run change."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from core.config import TrainConfig
+from core.registry import read_json
 
 KNOWN_SOURCES = {
     "nih-cxr4": "NIH ChestX-ray14 adult films (subset of 231; NLP-mined labels). Acknowledge the NIH Clinical "
@@ -112,7 +116,72 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         "until evaluated there (use the Evaluation page's external validation).",
         "- A frontal-film classifier: lateral views, other body parts and photographs are out of scope.",
         "",
+        *review_section(run_dir),
     ]
     path = run_dir / "model_card.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def review_section(run_dir: Path) -> list[str]:
+    """Markdown lines of "Failure modes seen in review", from the run's review_tags.json and cam_regions.json.
+
+    Counts per tag (with the mix-ups behind each tag), every note a reviewer wrote, and where Grad-CAM put
+    its mass for right and wrong answers. Returns [] when the run has neither file.
+    """
+    from core.review import CAM_REGIONS_FILE_NAME, TAGS_FILE_NAME
+
+    tags = read_json(Path(run_dir) / TAGS_FILE_NAME, {}) or {}
+    regions = read_json(Path(run_dir) / CAM_REGIONS_FILE_NAME) or {}
+    tagged = {file: entry for file, entry in tags.items()
+              if isinstance(entry, dict) and (entry.get("tag", "untagged") != "untagged" or entry.get("note"))}
+    if not tagged and not regions.get("summary"):
+        return []
+    lines = ["## Failure modes seen in review", ""]
+    if tagged:
+        lines += [f"{len(tagged)} misclassified test films reviewed by a person (tags in review_tags.json).", "",
+                  "| tag | films | mix-ups (true -> predicted) |", "|---|---|---|"]
+        by_tag: dict[str, list[dict]] = {}
+        for entry in tagged.values():
+            by_tag.setdefault(entry.get("tag", "untagged"), []).append(entry)
+        for tag, entries in sorted(by_tag.items(), key=lambda item: (-len(item[1]), item[0])):
+            mixups: dict[str, int] = {}
+            for entry in entries:
+                name = f"{entry.get('label', '?')} -> {entry.get('predicted', '?')}"
+                mixups[name] = mixups.get(name, 0) + 1
+            lines.append(f"| {tag} | {len(entries)} | "
+                         + ", ".join(f"{name} ({count})" for name, count in sorted(mixups.items())) + " |")
+        notes = [(file, entry) for file, entry in sorted(tagged.items()) if str(entry.get("note", "")).strip()]
+        if notes:
+            lines += ["", "Reviewers' notes:"]
+            lines += [f"- `{file}` ({entry.get('tag', 'untagged')}): "
+                      + " ".join(str(entry["note"]).split()) for file, entry in notes]
+        lines.append("")
+    summary = regions.get("summary") or {}
+    if summary:
+        def share(group: str, key: str) -> str:
+            value = (summary.get(group) or {}).get(key)
+            return "n/a" if value is None else f"{value:.0%}"
+
+        lines += [
+            f"Grad-CAM mass on the image border and corners ({regions.get('n', '?')} test films; the border "
+            f"band is {regions.get('uniform', {}).get('border', 0):.0%} of the image area): right answers "
+            f"{share('correct', 'mean_border')} border / {share('correct', 'mean_corners')} corners, wrong "
+            f"answers {share('wrong', 'mean_border')} border / {share('wrong', 'mean_corners')} corners; "
+            f"{summary.get('n_flagged', 0)} films with more than {regions.get('flag_share', 0.7):.0%} of their "
+            "mass outside the central lung fields (cam_regions.json).",
+            "",
+        ]
+    return lines
+
+
+def refresh_model_card(run_dir: str | Path) -> Path | None:
+    """Rewrite run_dir/model_card.md from the run's own files (config.json, metrics.json, data_report.json,
+    review_tags.json, cam_regions.json). Returns the path, or None when config.json or metrics.json is
+    missing (the card is then left as it is)."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    if not (run_dir / "config.json").is_file() or not isinstance(metrics, dict) or "classes" not in metrics:
+        return None
+    config = TrainConfig.from_file(run_dir / "config.json")
+    return write_model_card(run_dir, config, metrics, read_json(run_dir / "data_report.json", {}) or {})
