@@ -58,3 +58,50 @@ def read(models_dir: str | os.PathLike | None = None, limit: int | None = None) 
         except json.JSONDecodeError:
             continue
     return entries[-limit:] if limit else entries
+
+
+AUDIT_COLUMNS = ("time", "sha256", "run_id", "file_name", "label", "confidence", "gate_passed", "gate_reason",
+                 "error")
+
+
+def table_rows(entries: list[dict], run_id: str | None = None) -> list[dict]:
+    """Audit entries flattened for a table or CSV, newest first, optionally only those of one run.
+
+    Each row has AUDIT_COLUMNS: the gate's {"passed", "reason"} becomes gate_passed / gate_reason (empty
+    when the entry has no gate). The probabilities stay in the JSONL download only.
+    """
+    rows = []
+    for entry in reversed(entries):
+        if run_id is not None and entry.get("run_id") != run_id:
+            continue
+        gate = entry.get("gate") if isinstance(entry.get("gate"), dict) else {}
+        rows.append({
+            "time": entry.get("time", ""), "sha256": entry.get("sha256", ""), "run_id": entry.get("run_id", ""),
+            "file_name": entry.get("file_name", ""), "label": entry.get("label") or "",
+            "confidence": entry.get("confidence"),
+            "gate_passed": gate.get("passed", ""), "gate_reason": gate.get("reason") or "",
+            "error": entry.get("error") or "",
+        })
+    return rows
+
+
+def run_ids(entries: list[dict]) -> list[str]:
+    """The run ids that occur in the log, sorted."""
+    return sorted({str(entry.get("run_id")) for entry in entries if entry.get("run_id")})
+
+
+def to_jsonl(entries: list[dict]) -> bytes:
+    """Entries as JSON Lines bytes, one object per line, in log order."""
+    return "".join(json.dumps(entry) + "\n" for entry in entries).encode()
+
+
+def to_csv(rows: list[dict]) -> bytes:
+    """`table_rows` output as CSV bytes with AUDIT_COLUMNS as header."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
