@@ -658,3 +658,149 @@ def live_curves(history: list[dict]):
     frame = pd.DataFrame(history or [])
     accuracy, loss = training_curves(frame, None)
     return loss, accuracy
+
+
+# --------------------------------------------------------------------------------------------------
+# Beyond the paper: reliability diagrams, near-duplicates, Grad-CAM regions, mobile export
+# --------------------------------------------------------------------------------------------------
+
+EXPORT_VARIANTS = ("float16", "dynamic", "float32")
+EXPORT_TIMEOUT_SECONDS = 900
+
+
+def reliability_figures(rows: list[dict], classes: list[str], temperature: float) -> dict:
+    """{"validation": figure, "test": figure}: reliability diagrams before/after temperature scaling.
+
+    rows are predictions.csv rows (ui.load_predictions); a subset without rows maps to None. Points are
+    the confidence bins of core.metrics.reliability_before_after (marker area grows with the bin's films).
+    """
+    import plotly.graph_objects as go
+
+    from core.metrics import reliability_before_after
+
+    figures = {}
+    for subset, title in (("val", "validation"), ("test", "test")):
+        chosen = [row for row in rows if row.get("subset") == subset]
+        if not chosen:
+            figures[title] = None
+            continue
+        y_true = [classes.index(row["label"]) for row in chosen]
+        y_score = [[row["probabilities"][name] for name in classes] for row in chosen]
+        curves = reliability_before_after(y_true, y_score, temperature)
+        figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                      line=dict(dash="dot", color="#999")))
+        for name, color in (("before", PALETTE["wrong"]), ("after", PALETTE["right"])):
+            curve = curves[name]
+            points = [(c, a, n) for c, a, n in zip(curve["confidence"], curve["accuracy"], curve["count"]) if n]
+            figure.add_trace(go.Scatter(
+                x=[c for c, _, _ in points], y=[a for _, a, _ in points], mode="lines+markers",
+                name=f"{name} T (ECE {curve['ece']:.3f})", line=dict(color=color),
+                marker=dict(size=[6 + 3 * np.sqrt(n) for _, _, n in points]),
+                customdata=[n for _, _, n in points],
+                hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} films<extra></extra>"))
+        figure.update_layout(title=f"Reliability, {title} ({len(chosen)} films, T = {temperature:.2f})",
+                             height=340, margin=dict(l=10, r=10, t=40, b=10),
+                             xaxis=dict(title="Mean top-1 confidence", range=[0, 1]),
+                             yaxis=dict(title="Accuracy", range=[0, 1.02]),
+                             legend=dict(orientation="h", y=-0.25))
+        figures[title] = figure
+    return figures
+
+
+def near_duplicate_table(matches: list[dict]):
+    """Evaluated films that are resized or re-encoded copies of training films, with their distance."""
+    import pandas as pd
+
+    return pd.DataFrame({"Evaluated film": [m["file"] for m in matches],
+                         "Training/validation film": [m["seen_file"] for m in matches],
+                         "Hamming distance": [m["distance"] for m in matches]})
+
+
+def show_cam_regions(regions: dict) -> None:
+    """Draw a cam_regions.json analysis: mean shares for right vs wrong answers, and the flagged films."""
+    import pandas as pd
+
+    summary, uniform = regions.get("summary") or {}, regions.get("uniform") or {}
+
+    def row(name, group):
+        return {"": name, "Films": group.get("n", ""),
+                **{label: pct(group.get(f"mean_{key}")) for key, label in
+                   (("central", "Central lung fields"), ("border", "Border band"), ("corners", "Corners"))}}
+
+    table = pd.DataFrame([row("Right answers", summary.get("correct") or {}),
+                          row("Wrong answers", summary.get("wrong") or {}),
+                          {"": "Uniform map (area shares)", "Films": "",
+                           "Central lung fields": pct(uniform.get("central")),
+                           "Border band": pct(uniform.get("border")), "Corners": pct(uniform.get("corners"))}])
+    st.dataframe(table.astype(str), hide_index=True)
+    flagged = summary.get("flagged") or []
+    share = regions.get("flag_share", 0.7)
+    if flagged:
+        st.warning(f"{len(flagged)} of {regions.get('n')} films have more than {share:.0%} of their Grad-CAM mass "
+                   "on the border band, outside the lung fields: check whether the model reads labels, markers "
+                   "or devices there.")
+        st.dataframe(pd.DataFrame({"File": [f["file"] for f in flagged], "True": [f["label"] for f in flagged],
+                                   "Predicted": [f["predicted"] for f in flagged],
+                                   "Border share": [pct(f["border"]) for f in flagged],
+                                   "Corners share": [pct(f["corners"]) for f in flagged]}), hide_index=True)
+    else:
+        st.success(f"No film has more than {share:.0%} of its Grad-CAM mass on the border band.")
+    missing = regions.get("missing") or []
+    st.caption(f"{regions.get('n')} test films explained on {regions.get('computed', '?')}"
+               + (f"; {len(missing)} not found" if missing else "") + ".")
+
+
+def bytes_of_file(path: Path) -> bytes:
+    """The bytes of a file for a download button (b'' when missing)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def export_path(run_path: str, variant: str) -> Path:
+    """Where a run's TFLite export of one variant is kept: <run>/exports/<variant>.tflite."""
+    if variant not in EXPORT_VARIANTS:
+        raise ValueError(f"Got variant={variant!r}; must be one of {EXPORT_VARIANTS}.")
+    return Path(run_path) / "exports" / f"{variant}.tflite"
+
+
+def build_export(run_path: str, variant: str, timeout: float = EXPORT_TIMEOUT_SECONDS) -> Path:
+    """Build the run's TFLite export in a child process (`python -m core export`), once per variant.
+
+    The TensorFlow converter runs outside the server process, so its memory is returned when it ends.
+    The file is written under a temporary name and renamed into place, so a half-written export is never
+    offered. Returns the path; RuntimeError (with the converter's last message) when the export fails.
+    """
+    import subprocess
+    import sys
+    import time
+
+    target = export_path(run_path, variant)
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RuntimeError(f"Cannot write exports into {target.parent} ({error.strerror or error}).") from None
+    partial = target.with_name(f".{variant}-{os.getpid()}-{time.time_ns()}.tflite.partial")
+    command = [sys.executable, "-m", "core", "export", "--model", str(run_path), "--tflite", str(partial),
+               "--variant", variant]
+    try:
+        result = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **keras_home_env()},
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"The {variant} export took longer than {timeout:.0f} s and was stopped.") from None
+    if result.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        last = (result.stderr or result.stdout or "").strip().splitlines()[-3:]
+        raise RuntimeError(f"The {variant} export failed: {' '.join(last) or 'no message'}")
+    os.replace(partial, target)
+    return target
+
+
+def file_size_text(path: Path) -> str:
+    """A file's size as '4.5 MB' / '812 kB'."""
+    size = Path(path).stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"

@@ -65,9 +65,17 @@ calibration = ui.calibration_table(metrics)
 if calibration is None:
     st.info("This run recorded no calibration.")
 else:
-    st.dataframe(calibration, hide_index=True)
-    st.caption("Temperature scaling is fitted on the validation split; ECE = expected calibration error "
-               "(lower is better). Predict shows temperature-calibrated probabilities when T ≠ 1.")
+    table_column, *diagram_columns = st.columns([1, 1.5, 1.5])
+    table_column.dataframe(calibration, hide_index=True)
+    table_column.caption("Temperature scaling is fitted on the validation split; ECE = expected calibration "
+                         "error (lower is better). Predict shows temperature-calibrated probabilities when T ≠ 1.")
+    temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
+    diagrams = ui.reliability_figures(ui.load_predictions(run_path, tuple(run.classes)), run.classes, temperature)
+    for column, (subset, figure) in zip(diagram_columns, diagrams.items()):
+        if figure is None:
+            column.info(f"No {subset} predictions to draw a reliability diagram from.")
+        else:
+            column.plotly_chart(figure, key=f"reliability-{subset}")
 
 st.subheader("Compare with another run")
 others = [other for other in ui.available_runs() if other.path != run.path]
@@ -81,6 +89,26 @@ else:
 
 st.download_button("Download metrics.json", ui.bytes_of_json(run.path / "metrics.json"),
                    file_name=f"{run.run_id}-metrics.json", mime="application/json")
+
+st.subheader("Mobile export (TensorFlow Lite)")
+st.caption("The exported model takes the same raw films (1, S, S, 1) in 0..255 and returns the probabilities. "
+           "float16 halves the size with near-identical output; dynamic-range int8 is a quarter of the size "
+           "but less faithful; float32 is exact. Built once per variant in a separate process and kept in the "
+           "run's exports/ folder.")
+variant_column, action_column = st.columns([1, 2])
+variant = variant_column.selectbox("Variant", ui.EXPORT_VARIANTS, key="export_variant")
+export_file = ui.export_path(run_path, variant)
+if not export_file.is_file() and action_column.button(f"Build {variant} export", key="export_go"):
+    try:
+        with st.spinner(f"Converting the model to TensorFlow Lite ({variant})…"):
+            ui.build_export(run_path, variant)
+    except RuntimeError as error:
+        st.error(str(error))
+if export_file.is_file():
+    action_column.metric(f"{variant} .tflite size", ui.file_size_text(export_file))
+    action_column.download_button(f"Download {variant} .tflite", export_file.read_bytes(),
+                                  file_name=f"{run.run_id}-{variant}.tflite", mime="application/octet-stream",
+                                  key="export_download")
 
 with st.expander("External validation"):
     st.markdown("Evaluate this run on another dataset folder (class folders named after the model's classes).")
@@ -97,12 +125,23 @@ with st.expander("External validation"):
     external = st.session_state.get("external_metrics")
     if external and external.get("run_id") == run.run_id:
         overlap = external.get("overlap") or {}
-        if overlap.get("identical_files") or overlap.get("shared_patients"):
+        perceptual = overlap.get("perceptual") or {}
+        if overlap.get("identical_files") or overlap.get("shared_patients") or overlap.get("near_duplicates"):
             st.warning(
-                f"{overlap.get('identical_files', 0)} films are identical to training/validation films and "
-                f"{overlap.get('shared_patients', 0)} share a patient with them: this is not an independent "
+                f"{overlap.get('identical_files', 0)} films are identical to training/validation films, "
+                f"{overlap.get('near_duplicates', 0)} are resized or re-encoded copies of them (perceptual hash) "
+                f"and {overlap.get('shared_patients', 0)} share a patient with them: this is not an independent "
                 f"test. Examples: {', '.join(overlap.get('examples', [])[:5])}"
             )
+        if perceptual.get("checked"):
+            st.caption(f"Perceptual check: each film compared with the run's {perceptual['seen_films']} "
+                       f"training/validation films; a Hamming distance of at most {perceptual['threshold']} of "
+                       f"{perceptual['bits']} bits counts as the same film.")
+            if perceptual.get("matches"):
+                st.dataframe(ui.near_duplicate_table(perceptual["matches"]), hide_index=True)
+        else:
+            st.info(f"The perceptual check (resized or re-encoded copies) could not be run: "
+                    f"{perceptual.get('reason') or overlap.get('reason', 'unknown reason')}.")
         st.caption(f"Folder: `{external['data_dir']}` · {len(external.get('skipped', []))} files skipped")
         st.dataframe(ui.external_vs_internal(metrics, external))
         left, right = st.columns(2)

@@ -27,14 +27,6 @@ if wrong:
 histogram = ui.confidence_histogram(rows)
 if histogram is not None:
     right.plotly_chart(histogram)
-if not wrong:
-    st.success("No misclassified test film in this run.")
-    st.stop()
-
-options = sorted({ui.mixup_name(row) for row in wrong})
-chosen = st.multiselect("Mix-ups to show (true → predicted)", options,
-                        default=ui.default_mixups(options, run.classes), key=f"mixups-{run.run_id}")
-cases = [row for row in wrong if ui.mixup_name(row) in chosen]
 
 # Where the films are: the recorded dataset folder, or one the user types when it is not on this machine.
 dataset_root = run.dataset_root()
@@ -52,11 +44,39 @@ if dataset_root is None:
         st.error(f"{typed} is not a folder.")
         dataset_root = None
 
+st.subheader("Where the model looks (Grad-CAM mass)")
+regions = review.load_cam_regions(run.path)
+if regions is None:
+    st.caption(f"Explains up to {review.CAM_MAX_FILMS} test films (the misclassified ones and as many right "
+               "ones) and measures how much of each Grad-CAM lies in the central lung fields and how much on "
+               "the border and corners, where labels, side markers and devices sit. Computed once, saved in "
+               f"`{review.CAM_REGIONS_FILE_NAME}` in the run folder.")
+    if st.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=dataset_root is None):
+        try:
+            with st.spinner("Explaining test films…"):
+                regions = review.compute_cam_regions(run, dataset_root, model=ui.get_predictor(run_path).model)
+        except ValueError as error:
+            st.error(str(error))
+if regions is not None:
+    ui.show_cam_regions(regions)
+
+if not wrong:
+    st.success("No misclassified test film in this run.")
+    st.stop()
+
+options = sorted({ui.mixup_name(row) for row in wrong})
+chosen = st.multiselect("Mix-ups to show (true → predicted)", options,
+                        default=ui.default_mixups(options, run.classes), key=f"mixups-{run.run_id}")
+cases = [row for row in wrong if ui.mixup_name(row) in chosen]
+
 tags = review.load_tags(run.path)
 st.download_button("Download tags (CSV)", review.tags_csv(tags), file_name=f"{run.run_id}-review-tags.csv",
                    mime="text/csv")
 st.caption(f"{len(cases)} films, most confident mistakes first. Tags are saved in "
-           f"`{run.path / review.TAGS_FILE_NAME}` as you change them.")
+           f"`{run.path / review.TAGS_FILE_NAME}` as you change them, and the model card's \"Failure modes "
+           "seen in review\" section is rewritten from them.")
+st.download_button("Download model card", ui.bytes_of_file(run.path / "model_card.md"),
+                   file_name=f"{run.run_id}-model_card.md", mime="text/markdown", key="model_card_download")
 
 
 def save(file: str, row: dict) -> None:

@@ -294,3 +294,148 @@ def test_folders_outside_the_data_roots_are_refused(with_run, app_dataset, monke
     at.button(key="external_go").click().run()
     assert not at.exception, at.exception
     assert any("outside the data folders" in error.value for error in at.error)
+
+
+# --------------------------------------------------------------------------------------------------
+# Beyond the paper (issue #6): reliability diagrams, near-duplicates, mobile export, Grad-CAM regions,
+# the model card's review section and the audit log page
+# --------------------------------------------------------------------------------------------------
+
+
+def chart_specs(at: AppTest) -> str:
+    return "\n".join(chart.proto.spec for chart in plotly_charts(at))
+
+
+def test_evaluation_draws_reliability_diagrams_for_validation_and_test(with_run):
+    at = open_page("pages/2_Evaluation.py")
+    assert not at.exception, at.exception
+    specs = chart_specs(at)
+    assert "Reliability, validation" in specs and "Reliability, test" in specs
+    assert "before T (ECE" in specs and "after T (ECE" in specs
+    assert "Calibration" in texts(at.subheader)
+
+
+def test_external_validation_counts_resized_copies_of_training_films(with_run, app_dataset, monkeypatch, tmp_path):
+    from core.data import read_split_csv
+
+    train = [row for row in read_split_csv(with_run.path / "split.csv") if row["subset"] == "train"][:5]
+    folder = tmp_path / "copies"
+    for row in train:
+        image = Image.open(app_dataset / row["path"]).convert("L").resize((72, 72), Image.Resampling.LANCZOS)
+        (folder / row["label"]).mkdir(parents=True, exist_ok=True)
+        image.save(folder / row["label"] / (Path(row["path"]).stem + ".jpg"), "JPEG", quality=85)
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path))
+    at = open_page("pages/2_Evaluation.py")
+    at.text_input(key="external_folder").set_value(str(folder))
+    at.button(key="external_go").click().run()
+    assert not at.exception, at.exception
+    warning = texts(at.warning)
+    assert "0 films are identical" in warning and "5 are resized or re-encoded copies" in warning
+    assert "not an independent test" in warning
+    assert "Hamming distance of at most 32 of 256 bits" in texts(at.caption)
+    matches = [frame.value for frame in at.dataframe if "Hamming distance" in frame.value.columns]
+    assert len(matches) == 1 and len(matches[0]) == 5
+
+
+def test_evaluation_builds_a_mobile_export_once_and_offers_it(monkeypatch, tmp_path, trained_models_dir):
+    from core.registry import list_runs
+
+    source = list_runs(trained_models_dir)[0]
+    models_dir = tmp_path / "export-models"
+    shutil.copytree(source.path, models_dir / source.run_id)
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    at = open_page("pages/2_Evaluation.py")
+    assert at.selectbox(key="export_variant").options == ["float16", "dynamic", "float32"]
+    at.selectbox(key="export_variant").set_value("float16").run()
+    assert not [button for button in at.download_button if button.label.endswith(".tflite")]
+    at.button(key="export_go").click().run(timeout=600)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    exported = models_dir / source.run_id / "exports" / "float16.tflite"
+    assert exported.is_file() and exported.stat().st_size > 10_000
+    assert "Download float16 .tflite" in [button.label for button in at.download_button]
+    assert any(metric.label == "float16 .tflite size" for metric in at.metric)
+    assert not list(exported.parent.glob(".*partial"))  # Written under a temporary name, then renamed.
+    # A later visit offers the cached file without building again.
+    again = open_page("pages/2_Evaluation.py")
+    assert "Download float16 .tflite" in [button.label for button in again.download_button]
+    assert "export_go" not in [button.key for button in again.button]
+
+
+def test_review_measures_grad_cam_regions_once(review_run):
+    run, _ = review_run
+    at = open_page("pages/3_Review.py")
+    assert "Where the model looks (Grad-CAM mass)" in texts(at.subheader)
+    at.button(key="cam_regions_go").click().run()
+    assert not at.exception, at.exception
+    table = next(frame.value for frame in at.dataframe if "Border band" in frame.value.columns)
+    assert list(table[""]) == ["Right answers", "Wrong answers", "Uniform map (area shares)"]
+    assert (run.path / "cam_regions.json").is_file()
+    assert "test films explained" in texts(at.caption)
+    # A new session shows the saved analysis without a button to recompute it.
+    fresh = open_page("pages/3_Review.py")
+    assert "cam_regions_go" not in [button.key for button in fresh.button]
+    assert any("Border band" in frame.value.columns for frame in fresh.dataframe)
+
+
+def test_review_tags_update_the_model_card(review_run):
+    run, file = review_run
+    at = open_page("pages/3_Review.py")
+    assert "Download model card" in [button.label for button in at.download_button]
+    at.text_input(key=f"note-{run.run_id}-{file}").set_value("blurred film, label doubtful")
+    at.selectbox(key=f"tag-{run.run_id}-{file}").set_value("label error").run()
+    assert not at.exception, at.exception
+    card = (run.path / "model_card.md").read_text()
+    assert "## Failure modes seen in review" in card
+    assert "| label error | 1 | Normal -> Pneumonia (1) |" in card
+    assert "blurred film, label doubtful" in card
+
+
+def _write_audit(models_dir: Path, entries: list[dict]) -> None:
+    import json
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    (models_dir / "audit.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+
+def test_audit_page_lists_filters_and_downloads(monkeypatch, tmp_path):
+    models_dir = tmp_path / "audit-models"
+    entry = {"probabilities": {}, "error": None, "file_name": "x.png", "label": "Normal", "confidence": 0.7}
+    _write_audit(models_dir, [
+        {**entry, "time": "2026-01-01T10:00:00+00:00", "sha256": "a" * 64, "run_id": "run-a",
+         "gate": {"passed": True, "reason": None}},
+        {**entry, "time": "2026-01-01T11:00:00+00:00", "sha256": "b" * 64, "run_id": "run-b", "gate": None},
+        {**entry, "time": "2026-01-01T12:00:00+00:00", "sha256": "c" * 64, "run_id": "run-a",
+         "gate": {"passed": False, "reason": "a colour photograph"}},
+    ])
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    at = open_page("pages/5_Audit.py")
+    assert not at.exception, at.exception
+    assert "Images are never stored" in texts(at.info)
+    table = at.dataframe[0].value
+    assert list(table["sha256"]) == ["c" * 64, "b" * 64, "a" * 64]  # Newest first.
+    assert {"time", "sha256", "run_id", "label", "gate_passed"} <= set(table.columns)
+    assert [button.label for button in at.download_button] == ["Download JSONL", "Download CSV"]
+    at.selectbox(key="audit_run").set_value("run-a").run()
+    assert list(at.dataframe[0].value["sha256"]) == ["c" * 64, "a" * 64]
+    assert at.dataframe[0].value["gate_reason"].iloc[0] == "a colour photograph"
+
+
+def test_audit_page_shows_a_prediction_made_on_the_predict_page(with_run):
+    import hashlib
+
+    data = png_bytes(2, seed=777)
+    at = open_page("pages/1_Predict.py")
+    at.file_uploader[0].upload("audited.png", data, "image/png").run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/5_Audit.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["sha256"].iloc[0] == hashlib.sha256(data).hexdigest()
+    assert table["run_id"].iloc[0] == with_run.run_id
+
+
+def test_audit_page_without_a_log_says_what_to_do(without_run):
+    at = open_page("pages/5_Audit.py")
+    assert not at.exception, at.exception
+    assert "No prediction recorded yet" in texts(at.warning)
