@@ -157,6 +157,8 @@ def review_section(run_dir: Path) -> list[str]:
             lines += [f"- `{file}` ({entry.get('tag', 'untagged')}): "
                       + " ".join(str(entry["note"]).split()) for file, entry in notes]
         lines.append("")
+    else:
+        lines += ["No misclassified test film has been tagged by a reviewer yet (Review page).", ""]
     summary = regions.get("summary") or {}
     if summary:
         def share(group: str, key: str) -> str:
