@@ -329,14 +329,19 @@ def overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndar
         )
     if not 0.0 <= float(opacity) <= 1.0:
         raise ValueError(f"Got opacity={opacity}; it must be in [0, 1] (0 shows only the film).")
-    film_rgb = np.repeat(gray[:, :, np.newaxis], 3, axis=2)
     if float(opacity) == 0.0:
-        return film_rgb
+        return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
     cam = _resize_cam(_clean_cam(cam), gray.shape)
-    heat = _colormap()[np.round(cam * 255).astype(np.intp)] * 255.0
-    alpha = (float(opacity) * cam)[:, :, np.newaxis]
-    blended = film_rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha
-    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    # film * (1 - alpha) + heat * alpha, written as film + alpha * (heat - film) in place in one float32
+    # buffer: the same picture with half the full-size temporaries. A convex mix of two values in 0..255
+    # stays in 0..255, so rounding needs no clipping.
+    blended = _colormap()[np.round(cam * 255).astype(np.intp)] * np.float32(255.0)
+    film = gray.astype(np.float32)[:, :, np.newaxis]
+    blended -= film
+    blended *= (cam * np.float32(opacity))[:, :, np.newaxis]
+    blended += film
+    np.rint(blended, out=blended)
+    return blended.astype(np.uint8)
 
 
 def colorbar(height: int = 256, width: int = 16) -> np.ndarray:

@@ -27,7 +27,7 @@ class Prediction:
         raw_probabilities: the model's softmax before temperature scaling.
         calibrated: True when `probabilities` are temperature-scaled.
         cam: Grad-CAM (S, S) float32 in [0, 1] for the predicted class, when asked for.
-        gray: the film for display (2-D uint8, longest side <= 1024).
+        gray: the film for display (2-D uint8, longest side <= the display size asked for, 1024 by default).
         notices: what the loader wants the user to know (for example "Multi-frame DICOM: used frame 1").
         error: a message a person can act on when the film could not be used; then nothing else is set.
         gate: whether the film plausibly is a chest radiograph (core.gate.GateResult); when it failed,
@@ -118,11 +118,13 @@ class Predictor:
         return apply_temperature(probabilities, self.temperature)
 
     def predict(self, source, name: str | None = None, with_cam: bool = False,
-                display: bool = False, gate: bool = True) -> Prediction:
+                display: bool = False, gate: bool = True, display_max_side: int | None = None) -> Prediction:
         """Classify one film from a path, bytes or a file-like upload. Never raises for bad input.
 
-        with_cam adds a Grad-CAM of the predicted class; display keeps the film (longest side <= 1024) for
-        showing; gate checks that the film plausibly is a chest radiograph (see core.gate).
+        with_cam adds a Grad-CAM of the predicted class; display keeps the film for showing, with its longest
+        side at most `display_max_side` pixels (default DISPLAY_MAX_SIDE, 1024; a page that shows the film in
+        a column passes about 512, which makes the overlay and the image sent to the browser four times
+        smaller); gate checks that the film plausibly is a chest radiograph (see core.gate).
         """
         from core import gate as film_gate
         from core.imaging import ImageLoadError, load_image, read_film
@@ -132,8 +134,8 @@ class Predictor:
         try:
             data = _read_bytes(source)
             image = load_image(data, self.image_size)
-            film = (read_film(data, name=label, max_side=self.DISPLAY_MAX_SIDE if display else 2 * self.image_size)
-                    if display or gate else None)
+            display_side = int(display_max_side or self.DISPLAY_MAX_SIDE) if display else 2 * self.image_size
+            film = read_film(data, name=label, max_side=display_side) if display or gate else None
         except ImageLoadError as error:
             return Prediction(label, error=str(error), seconds=time.perf_counter() - started)
         except OSError as error:

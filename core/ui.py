@@ -18,6 +18,9 @@ from core.registry import PROJECT_ROOT, Run, default_models_dir, list_runs, load
 
 DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
 CLINICAL_BAR = 0.90
+# Films and overlays are shown in a page column (300-500 px wide): sent at this longest side, an overlay costs a
+# quarter of the work and bytes of a 1024 px one and still looks sharp on a high-density screen.
+DISPLAY_MAX_SIDE = 512
 CAM_METHOD_LABELS = {"Grad-CAM (fast)": "gradcam", "Grad-CAM++ (tf-keras-vis)": "gradcam++"}
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"]
 PAPER_NOTE = (
@@ -101,6 +104,38 @@ def require_run(run: Run | None) -> Run:
 # --------------------------------------------------------------------------------------------------
 # Cached loaders
 # --------------------------------------------------------------------------------------------------
+
+
+def keep_keras_session_between_reruns() -> None:
+    """Stop Streamlit from calling keras.backend.clear_session() after every script run.
+
+    Streamlit (1.x, `script_runner._clean_problem_modules`) clears the Keras session after each rerun of
+    every page once Keras is imported. That runs a full garbage collection (about 0.25 s here) and empties
+    TensorFlow's kernel cache, so the next prediction of the cached model rebuilds its kernels (about 1 s
+    instead of 0.06 s). Paru keeps its models in st.cache_resource and builds none in page code, so the
+    clearing buys nothing. The replacement keeps Streamlit's other clean-up (closing pyplot figures).
+    Does nothing when Streamlit no longer has that hook.
+    """
+    import sys
+
+    try:
+        from streamlit.runtime.scriptrunner import script_runner
+    except ImportError:
+        return
+    original = getattr(script_runner, "_clean_problem_modules", None)
+    if original is None or getattr(original, "keeps_keras_session", False):
+        return
+
+    def clean_problem_modules_except_keras() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close("all")
+
+    clean_problem_modules_except_keras.keeps_keras_session = True
+    script_runner._clean_problem_modules = clean_problem_modules_except_keras
+
+
+keep_keras_session_between_reruns()
 
 
 @st.cache_resource(show_spinner="Loading the model…")
@@ -225,7 +260,8 @@ def predict_upload(run_path: str, data: bytes, name: str):
     Cached per (run, bytes, name), so moving the opacity slider or switching the explanation method does
     not classify the film again, and the audit log gets one line per film, not one per rerun.
     """
-    prediction = get_predictor(run_path).predict(data, name=name, with_cam=True, display=True)
+    prediction = get_predictor(run_path).predict(data, name=name, with_cam=True, display=True,
+                                                 display_max_side=DISPLAY_MAX_SIDE)
     try:
         from core.audit import record
 

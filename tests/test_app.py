@@ -135,6 +135,21 @@ def test_predict_shows_label_and_overlay(with_run):
     assert len(at.image) >= 2
 
 
+def test_reruns_keep_the_loaded_model_warm(with_run, monkeypatch):
+    """Streamlit clears the Keras session after every rerun unless core.ui stops it; the next prediction would
+    then rebuild TensorFlow's kernels (about a second on two cores)."""
+    import keras
+
+    cleared = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *args, **kwargs: cleared.append(args))
+    at = open_page("pages/1_Predict.py")
+    at.file_uploader[0].upload("film.png", png_bytes(), "image/png").run()
+    at.slider(key="cam_opacity").set_value(0.6).run()
+    assert not at.exception, at.exception
+    assert [metric.label for metric in at.metric].count("Predicted") == 1
+    assert cleared == []
+
+
 def test_corrupt_upload_shows_error_and_good_one_still_shows(with_run):
     at = open_page("pages/1_Predict.py")
     at.file_uploader[0].set_value([("broken.png", b"this is not a picture", "image/png"),

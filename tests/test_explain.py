@@ -261,6 +261,18 @@ def test_overlay_resizes_the_cam_to_a_non_square_film():
     assert (picture[5, 5] == gray[5, 5]).all()
 
 
+def test_overlay_is_the_film_blended_with_the_heatmap_by_opacity_times_cam():
+    from core.explain import _colormap
+
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (48, 40), dtype=np.uint8)
+    cam = rng.random((48, 40), dtype=np.float32)
+    heat = _colormap()[np.round(cam * 255).astype(np.intp)].astype(np.float64) * 255
+    alpha = 0.6 * cam.astype(np.float64)[:, :, np.newaxis]
+    expected = gray[:, :, np.newaxis] * (1 - alpha) + heat * alpha
+    assert np.abs(overlay(gray, cam, opacity=0.6).astype(np.float64) - expected).max() <= 0.5 + 1e-3
+
+
 def test_overlay_of_an_all_zero_cam_is_the_film():
     gray = np.full((50, 70), 120, np.uint8)
     picture = overlay(gray, np.zeros((7, 7), np.float32))
