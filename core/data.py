@@ -470,9 +470,13 @@ PERCEPTUAL_HASH_BITS = 256
 NEAR_DUPLICATE_DISTANCE = 32
 """Largest Hamming distance (of 256 bits) at which two films count as the same film.
 
-Chosen on real films (tests/test_beyond.py, ../shared/data/nih-cxr4 at 224 px): a 512 px PNG saved as a
-300 px JPEG (quality 85) lies at most 8 bits from its original, a 128 px JPEG at quality 50 at most 14;
-the closest two distinct films of nih-cxr4 lie 62 bits apart. 32 sits in the middle of that gap."""
+Chosen on real films (the test in tests/test_beyond.py measures it on ../shared/data/nih-cxr4). At 224 px,
+a 512 px PNG saved as a 300 px JPEG (quality 85) lies at most 8 bits from its original, a 1024 px JPEG
+(q95) at most 4 and a 128 px JPEG (q50) at most 14 (the same at 64 px). Distinct films lie far apart:
+closest pair 62 bits among the 26,565 nih-cxr4 pairs, 50 among 322,803 pediatric-pneumonia pairs and 74
+among 185,724 cross pairs, so 0 false matches in 535,092 pairs. 32 sits in the middle of that gap. The
+256 px `samples` set (a subset of nih-cxr4) against the demo run: all 33 of its training/validation films
+found, none of its 7 test films."""
 
 _DCT_SIDE, _DCT_KEEP = 32, 16
 _DCT_MATRIX: np.ndarray | None = None

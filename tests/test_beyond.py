@@ -103,6 +103,30 @@ def test_threshold_catches_resized_copies_and_never_matches_distinct_real_films(
         assert distances.max() <= NEAR_DUPLICATE_DISTANCE - margin
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "samples").is_dir(), reason="needs the real films in ../shared/data/samples")
+def test_demo_run_finds_its_training_films_among_the_256_px_samples():
+    """samples/ holds 256 px copies of 40 nih-cxr4 films: no byte is identical to the demo run's 512 px
+    originals, yet every one the run trained or validated on is found, and none of its test films."""
+    from core.data import decode_in_chunks, perceptual_hashes, read_split_csv
+    from core.evaluate import check_overlap
+    from core.registry import load_run
+
+    run = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper")
+    subset_of = {row["path"]: row["subset"] for row in read_split_csv(run.path / "split.csv")}
+    root = SHARED_DATA / "samples"
+    files, digests, film_hashes = [], [], []
+    for paths, images, _, chunk_digests in decode_in_chunks(sorted(root.glob("*/*.png")), 224):
+        files += [path.relative_to(root).as_posix() for path in paths]
+        digests += chunk_digests
+        film_hashes += perceptual_hashes(images)
+    overlap = check_overlap(run, files, digests, {}, film_hashes)
+    seen = sorted(file for file in files if subset_of.get(file) in ("train", "val"))
+    assert overlap["identical_files"] == 0
+    assert overlap["near_duplicates"] == len(seen) == 33
+    assert sorted(match["file"] for match in overlap["perceptual"]["matches"]) == seen
+    assert all(match["file"] == match["seen_file"] for match in overlap["perceptual"]["matches"])
+
+
 @pytest.fixture(scope="module")
 def copies_folder(tmp_path_factory, tiny_run):
     """Resized JPEG copies of 6 training films and 4 test films of the tiny run, in class folders."""
