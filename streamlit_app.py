@@ -30,3 +30,5 @@ st.page_link("pages/1_Predict.py", label="Predict — classify your films, with 
 st.page_link("pages/2_Evaluation.py", label="Evaluation — curves, confusion matrix, ROC, calibration", icon="📊")
 st.page_link("pages/3_Review.py", label="Review — misclassified test films, tag them", icon="🗂️")
 st.page_link("pages/4_Training.py", label="Training — train a new model on a dataset folder", icon="🏋️")
+st.page_link("pages/5_Audit.py", label="Audit log — every prediction the app made, filtered and downloadable",
+             icon="🧾")

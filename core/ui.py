@@ -52,8 +52,37 @@ def available_runs() -> list[Run]:
     return list_runs(models_dir())
 
 
+# The sidebar menu. Streamlit's own menu (hidden in .streamlit/config.toml: client.showSidebarNavigation)
+# would name the home page after its file, "streamlit app"; these links keep the pages/ folder's pages and
+# URLs and only choose the labels. Pages not listed here get a label from their file name.
+HOME_SCRIPT = "streamlit_app.py"
+PAGE_LABELS = {HOME_SCRIPT: ("Home", ":material/home:"), "1_Predict.py": ("Predict", ":material/search:"),
+               "2_Evaluation.py": ("Evaluation", ":material/bar_chart:"),
+               "3_Review.py": ("Review", ":material/fact_check:"), "4_Training.py": ("Training", ":material/model_training:"),
+               "5_Audit.py": ("Audit log", ":material/receipt_long:")}
+
+
+def navigation_links() -> list[tuple[str, str, str | None]]:
+    """(page path for st.page_link, label, icon) of Home and every script in pages/, in Streamlit's order
+    (number prefix, then name)."""
+    import re
+
+    def order(path: Path):
+        number = re.match(r"\d*", path.name).group()
+        return (int(number) if number else float("inf"), path.name.lower())
+
+    links = [(HOME_SCRIPT, *PAGE_LABELS[HOME_SCRIPT])]
+    pages = PROJECT_ROOT / "pages"
+    scripts = sorted((path for path in pages.glob("*.py") if not path.name.startswith((".", "__"))), key=order)
+    for path in scripts:
+        default = re.sub(r"^\d*[_ -]*", "", path.stem).replace("_", " ").strip() or path.stem
+        label, icon = PAGE_LABELS.get(path.name, (default, None))
+        links.append((f"pages/{path.name}", label, icon))
+    return links
+
+
 def page_frame(title: str, icon: str = "🫁") -> Run | None:
-    """Set up a page: config, the disclaimer and the shared run selector in the sidebar.
+    """Set up a page: config, the page menu, the disclaimer and the shared run selector in the sidebar.
 
     Returns the chosen Run, or None when there is no finished run (the sidebar then says what to do).
     The choice lives in st.session_state["run_path"], so every page shows the same run.
@@ -61,6 +90,9 @@ def page_frame(title: str, icon: str = "🫁") -> Run | None:
     st.set_page_config(page_title=f"{title} · Paru", page_icon=icon, layout="wide")
     runs = available_runs()
     with st.sidebar:
+        for page, label, page_icon in navigation_links():
+            st.page_link(page, label=label, icon=page_icon)
+        st.divider()
         st.caption(f"⚠️ {DISCLAIMER}")
         run = run_selector(runs)
     return run

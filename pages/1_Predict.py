@@ -52,8 +52,9 @@ for upload in uploads:
             cam_column.error(f"No {method_label} for this film: {error}")
         result_column.metric("Predicted", prediction.label, f"{prediction.confidence:.1%} probability",
                              delta_color="off")
+        # No mode bar: in a column this narrow it sits over the bars' labels, and a four-bar chart needs no zoom.
         result_column.plotly_chart(ui.probability_chart(prediction.probabilities),
-                                   key=f"probabilities-{len(results)}")
+                                   key=f"probabilities-{len(results)}", config={"displayModeBar": False})
         result_column.caption(
             f"{prediction.seconds:.2f} s. "
             + ("Probabilities are temperature-calibrated on the validation split."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,20 @@ def test_every_page_without_a_run_says_what_to_do(without_run, page):
         assert "python -m core train --data DIR" in texts(at.warning)
 
 
+def test_sidebar_menu_calls_the_home_page_home_and_lists_every_page(with_run):
+    import tomllib
+
+    at = open_page()
+    labels = [link.proto.label for link in at.sidebar.get("page_link")]
+    assert labels[:5] == ["Home", "Predict", "Evaluation", "Review", "Training"]
+    assert "streamlit app" not in [label.lower() for label in labels]
+    pages = [path for path in (PROJECT_ROOT / "pages").glob("*.py") if not path.name.startswith(("_", "."))]
+    assert len(labels) == 1 + len(pages)
+    # Streamlit's own menu (which says "streamlit app") stays hidden, or the sidebar would show two menus.
+    config = tomllib.loads((PROJECT_ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showSidebarNavigation"] is False
+
+
 def test_core_ui_does_not_import_tensorflow():
     code = "import sys, core.ui, core.review; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
@@ -133,6 +148,13 @@ def test_predict_shows_label_and_overlay(with_run):
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
     assert len(at.image) >= 2
+
+
+def test_probability_chart_has_no_mode_bar_over_its_labels(with_run):
+    at = open_page("pages/1_Predict.py")
+    at.file_uploader[0].upload("film.png", png_bytes(), "image/png").run()
+    chart = plotly_charts(at)[0]
+    assert json.loads(chart.proto.config) == {"displayModeBar": False}
 
 
 def test_reruns_keep_the_loaded_model_warm(with_run, monkeypatch):

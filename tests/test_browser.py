@@ -239,9 +239,20 @@ def _optimised_png(png: bytes) -> bytes:
         scale *= 0.85
 
 
+def _emoji_font_installed() -> bool:
+    try:
+        fonts = subprocess.run(["fc-list"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "emoji" in fonts.lower()
+
+
 def _screenshot(browser, name: str, docs: bool = False) -> None:
     """Full-page screenshot: the viewport is stretched to the content height (Streamlit scrolls inside stMain)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    if docs and UPDATE_SCREENSHOTS and not _emoji_font_installed():
+        # Without a colour emoji font headless Chromium draws the titles' emoji as empty boxes.
+        pytest.fail("no emoji font for the README screenshots: apt-get install fonts-noto-color-emoji (see .ci/run)")
     height = browser.execute_script("""
         const main = document.querySelector('[data-testid="stMain"]');
         const block = document.querySelector('[data-testid="stMainBlockContainer"]');
@@ -281,6 +292,9 @@ def test_predict_upload_shows_label_and_overlay(driver, app_url):
     _wait_settled(driver, timeout=30)
     _assert_no_error(driver, "predict (one film)")
     assert first.name in driver.execute_script("return document.body.innerText")
+    # The probability chart has no plotly mode bar covering its bar labels.
+    assert driver.execute_script(
+        "return document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .modebar-btn').length") == 0
     _screenshot(driver, "predict", docs=True)
 
     # Warm upload: the model is loaded; time from send_keys until the new label and overlay show.
@@ -313,5 +327,9 @@ def test_page_renders_without_errors(driver, app_url, name):
         const h = document.querySelector('[data-testid="stMainBlockContainer"] h1');
         return h ? h.innerText : '';""")
     assert title, f"{name}: no page title (h1) rendered"
+    sidebar = driver.execute_script("""
+        const bar = document.querySelector('[data-testid="stSidebar"]');
+        return bar ? bar.innerText : '';""")
+    assert "Home" in sidebar and "streamlit app" not in sidebar.lower(), f"{name}: sidebar menu reads {sidebar[:300]!r}"
     # Predict's README screenshot is taken after a film was classified (test above), not of the empty page.
     _screenshot(driver, name, docs=name != "predict")
