@@ -85,6 +85,7 @@ def save(file: str, row: dict) -> None:
                     label=row["label"], predicted=row["predicted"])
 
 
+cam_shares = {film["file"]: film for film in (regions or {}).get("films", [])}
 for number, row in enumerate(cases):
     file = row["file"]
     entry = tags.get(file, {})
@@ -103,6 +104,12 @@ for number, row in enumerate(cases):
                 film_column.image(case["gray"], caption="Film", width="stretch")
                 cam_column.image(case["overlay"], caption="Grad-CAM", width="stretch")
         info_column.plotly_chart(ui.probability_chart(row["probabilities"], height=180), key=f"probs-{number}")
+        if file in cam_shares:
+            shares = cam_shares[file]
+            info_column.caption(f"Grad-CAM mass: {ui.pct(shares['central'])} central, {ui.pct(shares['border'])} "
+                                f"border band ({ui.pct(shares['corners'])} corners)"
+                                + (" — mostly outside the lung fields" if shares["border"] > review.CAM_FLAG_SHARE
+                                   else ""))
         tag_key, note_key = f"tag-{run.run_id}-{file}", f"note-{run.run_id}-{file}"
         st.session_state[tag_key] = st.session_state.get(tag_key, entry.get("tag", "untagged"))
         st.session_state[note_key] = st.session_state.get(note_key, entry.get("note", ""))

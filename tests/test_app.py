@@ -374,6 +374,33 @@ def test_external_validation_counts_resized_copies_of_training_films(with_run, a
     assert len(matches) == 1 and len(matches[0]) == 5
 
 
+def test_external_validation_says_when_the_perceptual_check_could_not_run(monkeypatch, tmp_path, trained_models_dir,
+                                                                           app_dataset):
+    import json
+
+    from core.registry import list_runs
+
+    source = list_runs(trained_models_dir)[0]
+    models_dir = tmp_path / "moved-models"
+    copy = models_dir / source.run_id
+    shutil.copytree(source.path, copy)
+    # The run's films are no longer where it was trained, and it predates stored perceptual hashes.
+    (copy / "perceptual_hashes.json").unlink()
+    report = json.loads((copy / "data_report.json").read_text())
+    report["root"] = str(tmp_path / "moved-away")
+    (copy / "data_report.json").write_text(json.dumps(report))
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("PARU_DATA_ROOT", str(app_dataset.parent))
+    at = open_page("pages/2_Evaluation.py")
+    at.text_input(key="external_folder").set_value(str(app_dataset))
+    at.button(key="external_go").click().run()
+    assert not at.exception, at.exception
+    info = texts(at.info)
+    assert "perceptual check (resized or re-encoded copies) could not be run" in info
+    assert "not on this machine" in info
+    assert "not an independent test" in texts(at.warning)  # The byte check still works from split.csv.
+
+
 def test_evaluation_builds_a_mobile_export_once_and_offers_it(monkeypatch, tmp_path, trained_models_dir):
     from core.registry import list_runs
 
@@ -409,6 +436,7 @@ def test_review_measures_grad_cam_regions_once(review_run):
     assert list(table[""]) == ["Right answers", "Wrong answers", "Uniform map (area shares)"]
     assert (run.path / "cam_regions.json").is_file()
     assert "test films explained" in texts(at.caption)
+    assert "Grad-CAM mass:" in texts(at.caption)  # Each reviewed film shows its own shares.
     # A new session shows the saved analysis without a button to recompute it.
     fresh = open_page("pages/3_Review.py")
     assert "cam_regions_go" not in [button.key for button in fresh.button]
