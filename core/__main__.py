@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify films")
     predict.add_argument("--model", required=True, help="run folder")
-    predict.add_argument("files", nargs="+", help="films (PNG, JPEG, BMP, TIFF, DICOM)")
+    predict.add_argument("files", nargs="+",
+                         help="films (PNG, JPEG, BMP, TIFF, DICOM), or folders: every film in them, streamed")
     predict.add_argument("--json", action="store_true", help="one JSON object per input line")
     predict.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per film into this folder")
     export = commands.add_parser("export", help="export a run's model for mobile (TensorFlow Lite)")
@@ -139,7 +141,7 @@ def _predict(args) -> int:
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     failed = False
-    for file in args.files:
+    for file in _expand_films(args.files):
         result = predictor.predict(file, name=file, with_cam=cam_dir is not None, display=cam_dir is not None)
         failed |= result.error is not None
         if cam_dir and result.error is None:
@@ -158,6 +160,22 @@ def _predict(args) -> int:
         else:
             print(f"{file}: {result.label} ({result.confidence:.1%})")
     return 2 if failed else 0
+
+
+def _expand_films(arguments: list[str]):
+    """Files as given; a folder yields every supported film under it, in sorted order, one at a time."""
+    from core.imaging import SUPPORTED_EXTENSIONS
+
+    for argument in arguments:
+        path = Path(argument)
+        if not path.is_dir():
+            yield argument
+            continue
+        for folder, subfolders, names in os.walk(path):
+            subfolders.sort()
+            for name in sorted(names):
+                if Path(name).suffix.lower() in SUPPORTED_EXTENSIONS and not name.startswith("."):
+                    yield str(Path(folder) / name)
 
 
 def main(argv=None) -> int:

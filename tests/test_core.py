@@ -291,6 +291,21 @@ def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, t
     assert len(list(cam_dir.glob("*.png"))) == 1
 
 
+def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_path):
+    import shutil
+
+    dataset = tmp_path / "films"
+    shutil.copytree(_dataset_of(tiny_run), dataset)
+    (dataset / "Normal" / "notes.txt").write_text("not a film")  # Not a film type: not listed at all.
+    result = subprocess.run([sys.executable, "-m", "core", "predict", "--model", str(tiny_run), "--json", str(dataset)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    films = sorted(str(path) for path in dataset.rglob("*.png"))
+    assert sorted(line["file"] for line in lines) == films
+    assert all(line["label"] in CLASS_NAMES and "passed" in line["gate"] for line in lines)
+
+
 def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
     from core.evaluate import read_predictions_csv
     from core.predict import Predictor
