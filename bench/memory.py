@@ -80,6 +80,8 @@ def measure(command: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000, 100000])
+    parser.add_argument("--predict-sizes", nargs="+", type=int, default=[1000, 10000],
+                        help="sizes to also run `predict` on (film by film with the gate, so slower)")
     parser.add_argument("--work-dir", help="where to build the folders (default: a temporary folder)")
     args = parser.parse_args()
     os.environ.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
@@ -92,19 +94,24 @@ def main() -> int:
             folder = make_folder(films, work / f"folder-{size}", size)
             evaluate = measure([sys.executable, "-m", "core", "evaluate", "--model", str(run), "--data", str(folder),
                                 "--json", str(work / f"metrics-{size}.json")])
-            predict = measure([sys.executable, "-m", "core", "predict", "--model", str(run), "--json", str(folder)])
+            predict = (measure([sys.executable, "-m", "core", "predict", "--model", str(run), "--json", str(folder)])
+                       if size in args.predict_sizes else None)
             evaluated = json.loads((work / f"metrics-{size}.json").read_text())["n"]
             rows.append({"films": size, "evaluated": evaluated, "evaluate": evaluate, "predict": predict})
-            print(f"{size:>7} films: evaluate {evaluate['seconds']:6.0f} s, peak {evaluate['peak_rss_megabytes']:6.0f} MB; "
-                  f"predict {predict['seconds']:6.0f} s, peak {predict['peak_rss_megabytes']:6.0f} MB", flush=True)
+            print(f"{size:>7} films: evaluate {evaluate['seconds']:6.0f} s, peak {evaluate['peak_rss_megabytes']:6.0f} MB"
+                  + (f"; predict {predict['seconds']:6.0f} s, peak {predict['peak_rss_megabytes']:6.0f} MB" if predict else ""),
+                  flush=True)
             subprocess.run(["rm", "-rf", str(folder)], check=True)
-    growth = {kind: rows[-1][kind]["peak_rss_megabytes"] - rows[0][kind]["peak_rss_megabytes"]
-              for kind in ("evaluate", "predict")}
+    growth = {}
+    for kind in ("evaluate", "predict"):
+        measured = [row for row in rows if row[kind]]
+        growth[kind] = {"from_films": measured[0]["films"], "to_films": measured[-1]["films"],
+                        "megabytes": measured[-1][kind]["peak_rss_megabytes"] - measured[0][kind]["peak_rss_megabytes"]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": f"{os.cpu_count()} CPU cores", "model": "alpha 0.35, 64 px",
                                    "rows": rows, "peak_growth_megabytes": growth}, indent=2) + "\n")
-    print(f"peak memory growth from {rows[0]['films']} to {rows[-1]['films']} films: "
-          f"evaluate {growth['evaluate']:+.0f} MB, predict {growth['predict']:+.0f} MB")
+    for kind, change in growth.items():
+        print(f"{kind}: peak memory {change['megabytes']:+.0f} MB from {change['from_films']} to {change['to_films']} films")
     return 0
 
 
