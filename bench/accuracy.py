@@ -143,7 +143,7 @@ def main() -> int:
         print(f"skipped: {', '.join(missing)} not found under {SHARED / 'data'}")
         return 0
     os.environ.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
-    from core.config import preset
+    from core.config import preset as make_preset
     runs_dir = Path(args.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
@@ -158,7 +158,7 @@ def main() -> int:
                     "machine": f"{os.cpu_count()} CPU cores", "runs": runs, "summary": summary,
                     "paper_reported": PAPER_REPORTED, "targets": TARGETS,
                     "wall_time_seconds": time.time() - started,
-                    "recipes": {name: preset(name).to_dict() for name in args.presets},
+                    "recipes": {name: make_preset(name).to_dict() for name in args.presets},
                 }, indent=2) + "\n")
                 print(f"done {preset} {dataset} seed {seed}: accuracy {runs[-1]['accuracy']:.3f}, "
                       f"macro-F1 {runs[-1]['macro_f1']:.3f}", flush=True)
