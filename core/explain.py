@@ -79,13 +79,15 @@ class GradCam:
             explainer shares the model's layers and variables, so later training of the model is seen.
         layer_name: the layer whose feature maps are weighted. Any layer with a 4-D output
             (batch, height, width, channels) works; the default is the last convolution.
+        extra_output_name: optionally, a layer whose output the same forward pass also returns (see
+            `with_extra_output`), such as the pooled features core.gate needs. None (default) adds nothing.
 
     Raises:
         ValueError: `layer_name` is not a layer of the model, or its output is not a 4-D feature map. The
-            message lists the model's convolution layers.
+            message lists the model's convolution layers. `extra_output_name` is not a layer of the model.
     """
 
-    def __init__(self, model, layer_name: str = LAST_CONV_LAYER_NAME):
+    def __init__(self, model, layer_name: str = LAST_CONV_LAYER_NAME, extra_output_name: str | None = None):
         import keras
         import tensorflow as tf
 
@@ -108,9 +110,18 @@ class GradCam:
             score_source = output_layer.input
         else:
             score_source = model.outputs[0]
-        # One model with two outputs, built once: the feature maps and what the scores are made from.
-        # It shares the layers (and so the weights) of `model` but holds no reference to `model` itself.
-        self._feature_model = keras.Model(model.inputs, [layer.output, score_source])
+        # One model, built once: the feature maps, what the scores are made from, and the extra output if
+        # asked for. It shares the layers (and so the weights) of `model` but holds no reference to `model`.
+        outputs = [layer.output, score_source]
+        if extra_output_name is not None:
+            try:
+                outputs.append(model.get_layer(extra_output_name).output)
+            except ValueError:
+                raise ValueError(
+                    f"Got extra_output_name={extra_output_name!r}, which is not a layer of the model."
+                ) from None
+        self.extra_output_name = extra_output_name
+        self._feature_model = keras.Model(model.inputs, outputs)
         self._output_layer = output_layer if self.uses_logits else None
         self.num_classes = int(model.outputs[0].shape[-1])
         self._warned_range = False
@@ -132,7 +143,7 @@ class GradCam:
         # feature maps and the score are differentiated; the rest is pruned from the compiled graph.
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
-            feature_maps, score_source = self._feature_model(images, training=False)
+            feature_maps, score_source, *extra = self._feature_model(images, training=False)
             if self._output_layer is not None:
                 logits = tf.matmul(tf.cast(score_source, tf.float32), self._output_layer.kernel)
                 if self._output_layer.use_bias:
@@ -156,7 +167,7 @@ class GradCam:
         cams = tf.image.resize(cams[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")[..., 0]
         maxima = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
         cams = tf.clip_by_value(tf.math.divide_no_nan(cams, maxima), 0.0, 1.0)
-        return tf.cast(probabilities, tf.float32), cams
+        return (tf.cast(probabilities, tf.float32), cams, *extra)
 
     def __call__(self, images, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and Grad-CAMs of a batch of films in one forward pass.
@@ -175,14 +186,33 @@ class GradCam:
         Raises:
             ValueError: wrong image shape, or class_index outside 0..k-1.
         """
+        probabilities, cams, *_ = self._run(images, class_index)
+        return probabilities, cams
+
+    def with_extra_output(self, images, class_index: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities, Grad-CAMs and the `extra_output_name` layer's output, all from ONE forward pass.
+
+        Same arguments as calling the explainer. Returns (probabilities (n, k), cams (n, S, S), extra (n, ...)),
+        for example the pooled features that core.gate scores, so a prediction with its explanation and its
+        gate check runs the model once.
+
+        Raises:
+            ValueError: the explainer was built without `extra_output_name`, or as for calling it.
+        """
+        if self.extra_output_name is None:
+            raise ValueError("Got no extra_output_name when this GradCam was built; pass one, for example "
+                             "GradCam(model, extra_output_name='head_pool').")
+        probabilities, cams, extra = self._run(images, class_index)
+        return probabilities, cams, extra
+
+    def _run(self, images, class_index) -> list[np.ndarray]:
         images = np.asarray(images)
         batch = _as_batch(images, self.image_shape)
         if not self._warned_range and np.issubdtype(images.dtype, np.floating):
             # Checking costs microseconds, so every float batch is checked; the warning is given once.
             self._warned_range = _warn_if_prescaled(batch)
         class_indices = _class_indices(class_index, len(batch), self.num_classes)
-        probabilities, cams = self._compute(batch, class_indices)
-        return probabilities.numpy(), cams.numpy()
+        return [np.asarray(output) for output in self._compute(batch, class_indices)]
 
 
 def grad_cam(model, images, class_index: int | None = None,

@@ -222,6 +222,40 @@ def load_image(source: str | os.PathLike | bytes, image_size: int = 224) -> np.n
     return to_model_input(film.gray, image_size)
 
 
+def read_film_and_model_input(
+    source: str | os.PathLike | bytes,
+    image_size: int = 224,
+    *,
+    name: str | None = None,
+    max_side: int | None = None,
+) -> tuple[Film, np.ndarray]:
+    """`read_film(source, name=name, max_side=max_side)` and `load_image(source, image_size)` in one call.
+
+    Prediction needs both: the model input, and the film to show and to check. Formats that Pillow decodes
+    at full size anyway (PNG, BMP, TIFF, GIF, WebP, ...) are decoded once and both results are made from
+    that one decode, identical to the two calls. JPEG (which libjpeg decodes at a reduced size chosen for
+    each call) and DICOM are decoded twice, exactly as the two calls do.
+
+    Returns:
+        (film, model_input): the `Film` and the uint8 (image_size, image_size, 1) array.
+
+    Raises:
+        ImageLoadError: the file cannot be used as a film (see `read_film`); the message names the file.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"Got image_size={image_size!r}; expected a positive integer such as 224.")
+    data, label = _source_bytes(source, name)
+    try:
+        kind = _sniff(data, "The file") if data else None
+    except ImageLoadError:
+        kind = None  # read_film below raises the message that names the file.
+    if kind in (None, "JPEG", "DICOM"):
+        return read_film(data, name=label, max_side=max_side), load_image(data, image_size)
+    full = _read_film(data, name=label, max_side=None, gray_only=False)
+    film = Film(gray=_finish(full.gray, max_side), notices=full.notices, meta=full.meta)
+    return film, to_model_input(_finish(full.gray, 2 * int(image_size)), image_size)
+
+
 # --------------------------------------------------------------------------------------------------
 # Source, sniffing and checks shared by all formats
 # --------------------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class Predictor:
         import tensorflow as tf
 
         from core.explain import GradCam
-        from core.gate import feature_model, load_gate
+        from core.gate import FEATURE_LAYER_NAME, feature_model, load_gate
         from core.model import load_model
 
         self.run = run if isinstance(run, Run) else load_run(run)
@@ -85,7 +85,8 @@ class Predictor:
         self.temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
         self.calibrated = calibrated and abs(self.temperature - 1.0) > 1e-6
         self.gate_statistics = load_gate(self.run.path)
-        self._grad_cam = GradCam(self.model)
+        # With a CAM, one pass gives the probabilities, the CAM and the gate's pooled features together.
+        self._grad_cam = GradCam(self.model, extra_output_name=FEATURE_LAYER_NAME)
         self._features_model = feature_model(self.model)
         # One compiled forward pass gives the probabilities and the pooled features the gate needs.
         self._forward = tf.function(
@@ -99,7 +100,7 @@ class Predictor:
         """Trace the compiled paths once so that the first real film is fast."""
         blank = np.full((1, self.image_size, self.image_size, 1), 128.0, np.float32)
         self._forward(blank)
-        self._grad_cam(blank)
+        self._grad_cam.with_extra_output(blank)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Raw softmax probabilities (n, k) for model-ready films (n, S, S, 1)."""
@@ -127,23 +128,30 @@ class Predictor:
         smaller); gate checks that the film plausibly is a chest radiograph (see core.gate).
         """
         from core import gate as film_gate
-        from core.imaging import ImageLoadError, load_image, read_film
+        from core.imaging import ImageLoadError, load_image, read_film_and_model_input
 
         started = time.perf_counter()
         label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "upload")
         try:
             data = _read_bytes(source)
-            image = load_image(data, self.image_size)
             display_side = int(display_max_side or self.DISPLAY_MAX_SIDE) if display else 2 * self.image_size
-            film = read_film(data, name=label, max_side=display_side) if display or gate else None
+            if display or gate:
+                # One decode for both where the format allows (see read_film_and_model_input).
+                film, image = read_film_and_model_input(data, self.image_size, name=label, max_side=display_side)
+            else:
+                film, image = None, load_image(data, self.image_size)
         except ImageLoadError as error:
             return Prediction(label, error=str(error), seconds=time.perf_counter() - started)
         except OSError as error:
             return Prediction(label, error=f"{label} could not be read ({error.strerror or error}).",
                               seconds=time.perf_counter() - started)
         batch = image[np.newaxis].astype(np.float32)
-        raw, features = self.probabilities_and_features(batch)
-        cam = self._grad_cam(batch)[1][0] if with_cam else None
+        if with_cam:
+            raw, cams, features = self._grad_cam.with_extra_output(batch)
+            cam = cams[0]
+        else:
+            raw, features = self.probabilities_and_features(batch)
+            cam = None
         gate_result = (film_gate.check(film.gray, float(film.meta.get("colorfulness", 0.0)), features[0],
                                        self.gate_statistics) if gate else None)
         probabilities = self._calibrate(raw)[0]

@@ -188,6 +188,22 @@ def test_a_fully_frozen_model_still_gets_maps(trained_model, explained, test_fil
     np.testing.assert_allclose(cams, explained[1], atol=1e-5)
 
 
+def test_one_pass_with_the_gate_features_gives_the_same_answer(trained_model, explained, test_films):
+    from core.gate import FEATURE_LAYER_NAME, feature_model
+
+    films = test_films[0][:4]
+    explainer = GradCam(trained_model, extra_output_name=FEATURE_LAYER_NAME)
+    probabilities, cams, features = explainer.with_extra_output(films)
+    np.testing.assert_allclose(probabilities, explained[0][:4], atol=1e-5)
+    np.testing.assert_allclose(cams, explained[1][:4], atol=1e-5)
+    np.testing.assert_allclose(features, np.asarray(feature_model(trained_model)(films.astype(np.float32))[1]),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="extra_output_name"):
+        GradCam(trained_model).with_extra_output(films)
+    with pytest.raises(ValueError, match="not a layer of the model"):
+        GradCam(trained_model, extra_output_name="no_such_layer")
+
+
 def test_bad_layer_name_names_the_convolution_layers(trained_model):
     with pytest.raises(ValueError, match=r"not a layer of the model.*Conv_1"):
         GradCam(trained_model, layer_name="conv_last")
