@@ -103,7 +103,8 @@ for number, row in enumerate(cases):
             else:
                 film_column.image(case["gray"], caption="Film", width="stretch")
                 cam_column.image(case["overlay"], caption="Grad-CAM", width="stretch")
-        info_column.plotly_chart(ui.probability_chart(row["probabilities"], height=180), key=f"probs-{number}")
+        info_column.plotly_chart(ui.probability_chart(row["probabilities"], height=180), key=f"probs-{number}",
+                                 config={"displayModeBar": False})
         if file in cam_shares:
             shares = cam_shares[file]
             info_column.caption(f"Grad-CAM mass: {ui.pct(shares['central'])} central, {ui.pct(shares['border'])} "
