@@ -183,6 +183,24 @@ def test_accepted_formats_decode_to_2d_uint8_with_the_ramp_kept(case):
     assert film.meta["colorfulness"] == pytest.approx(0.0, abs=1.0)
 
 
+@pytest.mark.parametrize("case", sorted(ACCEPTED))
+@pytest.mark.parametrize("max_side", [None, 64])
+def test_one_call_for_film_and_model_input_equals_the_two_calls(case, max_side):
+    """Prediction's single-decode path must give exactly what read_film and load_image give."""
+    data = ACCEPTED[case]()
+    film, model_input = imaging.read_film_and_model_input(data, 48, name="x.img", max_side=max_side)
+    expected = read_film(data, name="x.img", max_side=max_side)
+    np.testing.assert_array_equal(film.gray, expected.gray)
+    assert film.notices == expected.notices
+    assert film.meta["colorfulness"] == pytest.approx(expected.meta["colorfulness"])
+    np.testing.assert_array_equal(model_input, load_image(data, 48))
+
+
+def test_one_call_refuses_what_read_film_refuses():
+    with pytest.raises(ImageLoadError, match="x.png"):
+        imaging.read_film_and_model_input(b"this is text", 48, name="x.png")
+
+
 def test_path_and_bytes_give_the_same_film(tmp_path):
     data = ACCEPTED["png-8bit"]()
     path = tmp_path / "film.png"
