@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--image-size", type=int)
     train.add_argument("--batch-size", type=int)
+    train.add_argument("--distribute", choices=("none", "mirrored", "multiworker"),
+                       help="tf.distribute strategy: every GPU of this host (mirrored) or several hosts "
+                            "(multiworker, with TF_CONFIG set on each)")
     train.add_argument("--models-dir", help="where runs and the training lock live (default: models/)")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run on a whole external dataset folder")
@@ -64,7 +67,8 @@ def _config_from_args(args):
     if args.config and args.preset:
         config = preset(args.preset, **{k: v for k, v in config.to_dict().items() if k != "preset"})
     overrides = {name: getattr(args, name) for name in ("epochs", "alpha", "weights", "seed", "image_size",
-                                                        "batch_size") if getattr(args, name) is not None}
+                                                        "batch_size", "distribute")
+                 if getattr(args, name, None) is not None}
     return config.replace(**overrides) if overrides else config
 
 
