@@ -128,10 +128,11 @@ def check(gray: np.ndarray, colorfulness: float, features: np.ndarray | None, st
 
 def pooled_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Pooled backbone features (n, d) for raw films (n, S, S, 1)."""
-    extractor = feature_model(model)
-    outputs = [np.asarray(extractor(images[i:i + batch_size], training=False)[1])
-               for i in range(0, len(images), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0))
+    if len(images) == 0:
+        return np.zeros((0, 0))
+    # Keras's compiled predict, not eager calls: an eager forward pass of 64 films at 224 px kept every
+    # intermediate activation alive and took the training process from 1.3 GB to 7 GB at its end.
+    return np.asarray(feature_model(model).predict(images, batch_size=batch_size, verbose=0)[1])
 
 
 def fit_gate_for_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
