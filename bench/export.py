@@ -23,15 +23,19 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    parser.add_argument("--data", default=str(SHARED_DATA / "nih-cxr4"),
+                        help="folder of real films to compare on (every film under it)")
     args = parser.parse_args()
     from core.export import VARIANTS, export_tflite, parity_report
     from core.imaging import load_image
     from core.registry import load_run
 
     size = int(load_run(args.model).config.get("image_size", 224))
-    files = sorted((SHARED_DATA / "nih-cxr4").rglob("*.png"))
+    from core.imaging import SUPPORTED_EXTENSIONS
+
+    files = sorted(path for path in Path(args.data).rglob("*") if path.suffix.lower() in SUPPORTED_EXTENSIONS)
     if not files:
-        print("../shared/data/nih-cxr4 is absent: nothing to compare on", file=sys.stderr)
+        print(f"{args.data} holds no films: nothing to compare on", file=sys.stderr)
         return 1
     images = np.stack([load_image(path, size) for path in files]).astype(np.float32)
     report = {}
@@ -45,7 +49,11 @@ def main() -> int:
               f"{row['size_bytes'] / 1e6:6.2f} {row['latency_ms_per_film']:8.1f}")
     out = PROJECT_ROOT / "bench" / "results" / "export.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run": Path(args.model).name, **report}, indent=2) + "\n")
+    # One entry per compared run, so a second model does not overwrite the demo's figures.
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    runs = previous.get("runs", {})
+    runs[Path(args.model).name] = {"data": str(args.data), **report}
+    out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     return 0
 
 
