@@ -48,9 +48,13 @@ else:
 
 # 2. The recipe.
 st.subheader("2. Recipe")
-names = ["recommended", "paper"] + [name for name in PRESETS if name not in ("recommended", "paper")]
+# The paper's recipe stays the default: over 3 seeds (bench/accuracy.py) `recommended` was better on the
+# paediatric set but worse on the small nih-cxr4 set, so it has not earned the default yet.
+names = ["paper", "recommended"] + [name for name in PRESETS if name not in ("recommended", "paper")]
 preset_name = st.radio("Preset", names, horizontal=True, key="train_preset",
-                       help="recommended: Paru's recipe. paper: the published recipe, faithfully.")
+                       help="paper: the published recipe, faithfully (the default). recommended: Paru's recipe "
+                            "(whole backbone fine-tuned, more epochs); better on the 804-film paediatric set, "
+                            "worse on the 231-film NIH set in bench/accuracy.py.")
 base = preset(preset_name)
 with st.form(f"recipe-{preset_name}"):
     columns = st.columns(4)
