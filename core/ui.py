@@ -172,10 +172,14 @@ keep_keras_session_between_reruns()
 
 @st.cache_resource(show_spinner="Loading the model…")
 def get_predictor(run_path: str):
-    """One loaded core.predict.Predictor per run folder (keyed by the path string, never the model)."""
+    """One loaded core.predict.Predictor per run folder (keyed by the path string, never the model).
+
+    Single films run on TensorFlow Lite once a converted copy of the model exists (core.serving); the first
+    time a model is used on a machine, the conversion runs in the background and Keras serves meanwhile.
+    """
     from core.predict import Predictor
 
-    return Predictor(run_path)
+    return Predictor(run_path, engine="background")
 
 
 @st.cache_data(show_spinner=False)

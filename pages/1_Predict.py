@@ -56,7 +56,7 @@ for upload in uploads:
         result_column.plotly_chart(ui.probability_chart(prediction.probabilities),
                                    key=f"probabilities-{len(results)}", config={"displayModeBar": False})
         result_column.caption(
-            f"{prediction.seconds:.2f} s. "
+            f"{prediction.seconds * 1000:.0f} ms on {prediction.engine}. "
             + ("Probabilities are temperature-calibrated on the validation split."
                if prediction.calibrated else "Probabilities are the model's raw softmax (not calibrated).")
         )

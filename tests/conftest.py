@@ -45,6 +45,13 @@ def tiny_config(**overrides):
     return preset("paper", **{**settings, **overrides})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Converted models (core.serving) go to a cache of this test session, never the user's own."""
+    os.environ["PARU_CACHE_DIR"] = str(tmp_path_factory.mktemp("paru-cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("tiny") / "data")

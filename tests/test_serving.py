@@ -1,0 +1,125 @@
+"""The fast single-film engine (core.serving): same answers as Keras, and Keras whenever it cannot serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _films(run_dir, count=6):
+    """Films of the dataset the run was trained on, from every class, as paths and model inputs."""
+    import json
+
+    from core.imaging import load_image
+    from core.registry import load_run
+
+    root = json.loads((run_dir / "data_report.json").read_text())["root"]
+    paths = sorted(Path(root).rglob("*.png"))[::7][:count]
+    size = int(load_run(run_dir).config["image_size"])
+    return paths, np.stack([load_image(str(path), size) for path in paths]).astype(np.float32)
+
+
+def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run):
+    from core.predict import Predictor
+
+    keras_predictor = Predictor(tiny_run, calibrated=False, engine="keras")
+    lite_predictor = Predictor(tiny_run, calibrated=False, engine="lite")
+    assert keras_predictor.engine == "Keras" and lite_predictor.engine == "TensorFlow Lite"
+    paths, _ = _films(tiny_run)
+    compared = 0
+    for path in paths:
+        slow = keras_predictor.predict(path, with_cam=True)
+        fast = lite_predictor.predict(path, with_cam=True)
+        assert fast.engine == "TensorFlow Lite" and slow.engine == "Keras"
+        assert fast.label == slow.label
+        for name, probability in slow.probabilities.items():
+            assert fast.probabilities[name] == pytest.approx(probability, abs=1e-4)
+        assert fast.gate.passed == slow.gate.passed
+        assert fast.gate.score == pytest.approx(slow.gate.score, rel=1e-3)
+        if slow.cam.max() > 0:  # A briefly trained model can leave a film with nothing that raises its class.
+            compared += 1
+            assert np.abs(fast.cam - slow.cam).max() < 0.02
+    assert compared >= len(paths) // 2
+    batch = lite_predictor.predict_files(paths)
+    for path, result in zip(paths, batch):
+        expected = keras_predictor.predict(path).probabilities
+        assert all(result.probabilities[c] == pytest.approx(p, abs=1e-4) for c, p in expected.items())
+
+
+def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run):
+    """Given the same Conv_1 maps, the engine's CAM is GradCam's to float precision, for every class."""
+    import keras
+
+    from core.explain import GradCam
+    from core.model import load_model
+    from core.serving import LiteEngine, convert
+
+    model = load_model(tiny_run / "model.keras")
+    engine = LiteEngine(model, convert(model))
+    maps_model = keras.Model(model.input, model.get_layer("Conv_1").output)
+    explainer = GradCam(model)
+    _, films = _films(tiny_run, count=4)
+    for class_index in range(4):
+        _, cams = explainer(films, class_index=class_index)
+        for film_maps, expected in zip(np.asarray(maps_model(films)), cams):
+            assert np.abs(engine.cam(film_maps, class_index) - expected).max() < 1e-4
+
+
+def test_bilinear_matrix_is_tf_image_resize():
+    import tensorflow as tf
+
+    from core.serving import bilinear_matrix
+
+    small = np.random.default_rng(0).random((7, 5)).astype(np.float32)
+    expected = tf.image.resize(small[None, :, :, None], (64, 48), method="bilinear").numpy()[0, :, :, 0]
+    assert np.allclose(bilinear_matrix(7, 64) @ small @ bilinear_matrix(5, 48).T, expected, atol=1e-5)
+
+
+def test_a_failed_conversion_leaves_prediction_on_keras(tiny_run, monkeypatch):
+    import core.serving
+    from core.predict import Predictor
+
+    def broken(model):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setenv("PARU_CACHE_DIR", str(tiny_run.parent / "empty-cache"))
+    monkeypatch.setattr(core.serving, "convert", broken)
+    predictor = Predictor(tiny_run, engine="lite")
+    assert predictor.engine == "Keras" and "converter crashed" in predictor.engine_note
+    paths, _ = _films(tiny_run, count=1)
+    result = predictor.predict(paths[0], with_cam=True)
+    assert result.error is None and result.engine == "Keras" and result.cam is not None
+
+
+def test_a_model_of_another_shape_is_refused_with_a_reason():
+    import keras
+
+    from core.serving import EngineUnavailable, convert
+
+    film = keras.Input((32, 32, 1))
+    x = keras.layers.Conv2D(4, 3, name="Conv_1")(film)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(film, keras.layers.Dense(2, activation="softmax")(x))
+    with pytest.raises(EngineUnavailable, match="Keras path"):
+        convert(model)
+
+
+def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path, monkeypatch):
+    from core.predict import Predictor
+    from core.serving import cached_path
+
+    monkeypatch.setenv("PARU_CACHE_DIR", str(tmp_path / "cache"))
+    predictor = Predictor(tiny_run, engine="background")
+    paths, _ = _films(tiny_run, count=1)
+    assert predictor.predict(paths[0]).error is None  # Served at once, whichever engine is ready.
+    assert predictor.lite_ready.wait(300)
+    assert predictor.engine == "TensorFlow Lite", predictor.engine_note
+    cache_file = cached_path(tiny_run / "model.keras")
+    assert cache_file.is_file()
+    # The next process (here: the next Predictor) starts on the cached copy without converting.
+    assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite"
+    cache_file.write_bytes(b"not a flatbuffer")  # A damaged cache is rebuilt, not fatal.
+    assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite"
+    assert cache_file.stat().st_size > 1000
