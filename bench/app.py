@@ -121,10 +121,17 @@ def memory_kib(pid: int) -> dict:
     return values
 
 
-def start_app(port: int, models_dir: Path, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PARU_MODELS_DIR": str(models_dir)}
+def app_environment(models_dir: Path | None = None) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if models_dir is not None:
+        env["PARU_MODELS_DIR"] = str(models_dir)
     if (SHARED / "keras_home").is_dir():
         env.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
+    return env
+
+
+def start_app(port: int, models_dir: Path, log_path: Path) -> subprocess.Popen:
+    env = app_environment(models_dir)
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
                "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none"]
@@ -226,6 +233,11 @@ def main() -> int:
     models_dir.mkdir()
     (models_dir / Path(args.model).name).symlink_to(Path(args.model).resolve())
     films = write_films(work / "films", args.uploads)
+    # Convert the model for the fast engine first (core.serving; a no-op when a converted copy is cached),
+    # so that the timed uploads measure what every upload after the first minutes of an app's life sees.
+    subprocess.run([sys.executable, "-m", "core", "predict", "--engine", "lite", "--model", args.model,
+                    str(films["512 px PNG"][-1])], cwd=PROJECT_ROOT, env=app_environment(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}/Predict"
     process = start_app(port, models_dir, work / "streamlit.log")
@@ -247,6 +259,10 @@ def main() -> int:
         for key, paths in films.items():
             seconds = [timed_upload(browser, url, path, timeout=60) for path in paths[: args.uploads]]
             results[key] = summary(seconds)
+        page_text = browser.execute_script("return document.body.innerText")
+        engine = next((name for name in ("TensorFlow Lite", "Keras") if f" ms on {name}" in page_text),
+                                 "unknown")
+        print(f"engine that answered: {engine}")
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
@@ -271,7 +287,7 @@ def main() -> int:
         "run": Path(args.model).name, "uploads_per_size": args.uploads,
         "measured": "fresh Predict page; send_keys on input[type=file] until stMetricValue and film + overlay "
                     "<img> loaded (checked in the page every 10 ms); each film new to the app (no cache hit)",
-        "warm_up_upload_s": round(warm_up, 3), "uploads": results,
+        "warm_up_upload_s": round(warm_up, 3), "engine": engine, "uploads": results,
         "server_memory_mib": {"vmhwm_model_loaded": round(memory_loaded["VmHWM"] / 1024, 1),
                               "vmhwm_after_uploads": round(memory_end["VmHWM"] / 1024, 1),
                               "vmrss_after_uploads": round(memory_end["VmRSS"] / 1024, 1)},
