@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="what runs the model: 'lite' converts it to TensorFlow Lite first (about 12 s once "
                               "per model and machine, then about 4x faster per film), 'cached' (default) uses a "
                               "converted copy when one exists, 'keras' never converts")
+    split = commands.add_parser("split", help="lay out a run's train/val/test split as folders, as the paper did")
+    split.add_argument("--model", required=True, help="run folder whose split.csv is laid out")
+    split.add_argument("--out", required=True, help="folder to create: OUT/{train,val,test}/<class>/<film>")
+    split.add_argument("--copy", action="store_true", help="copy the films (default: symbolic links)")
+    split.add_argument("--data", help="where the run's dataset is now, when it has moved")
     export = commands.add_parser("export", help="export a run's model for mobile (TensorFlow Lite)")
     export.add_argument("--model", required=True, help="run folder")
     export.add_argument("--tflite", required=True, help="output .tflite file")
@@ -186,9 +191,27 @@ def _expand_films(arguments: list[str]):
                     yield str(Path(folder) / name)
 
 
+def _split(args) -> int:
+    from core.data import materialise_run_split
+
+    try:
+        report = materialise_run_split(args.model, args.out, mode="copy" if args.copy else "link", data_dir=args.data)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for subset in ("train", "val", "test"):
+        counts = report["counts"].get(subset, {})
+        print(f"{subset}: {sum(counts.values())} films ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})")
+    if report["missing"]:
+        print(f"{len(report['missing'])} films of the split are missing from the dataset folder, for example "
+              f"{report['missing'][0]}; the rest were laid out.", file=sys.stderr)
+    print(report["out_dir"])
+    return 2 if report["missing"] else 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
+    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "split": _split}
     return commands[args.command](args)
 
 

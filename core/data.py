@@ -391,22 +391,72 @@ def materialise_split(
 
     `mode` is "link" (symbolic links, no extra disk) or "copy". Existing files are left untouched.
     """
-    import shutil
-
-    if mode not in ("link", "copy"):
-        raise ValueError(f"Got mode={mode!r}; must be 'link' or 'copy'.")
+    _check_mode(mode)
     out_dir = Path(out_dir)
     for record, subset in zip(scan.records, subsets):
-        source = scan.root / record.path
-        target = out_dir / subset / record.label / record.path.replace("/", "__")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() or target.is_symlink():
-            continue
-        if mode == "link":
-            target.symlink_to(source)
-        else:
-            shutil.copy2(source, target)
+        _place(scan.root / record.path, out_dir / subset / record.label / record.path.replace("/", "__"), mode)
     return out_dir
+
+
+def materialise_run_split(
+    run_dir: str | os.PathLike, out_dir: str | os.PathLike, mode: str = "link", data_dir: str | os.PathLike | None = None
+) -> dict:
+    """Lay out the exact split a run was trained with (its split.csv) as out_dir/{train,val,test}/<class>/.
+
+    The films are taken from the run's dataset folder (data_report.json), or from `data_dir` when the
+    dataset has moved. The result is a pre-split dataset that `scan_dataset` reads back with the same
+    subsets. Films missing from the dataset folder are listed, not fatal; existing files are left untouched.
+
+    Returns:
+        {"out_dir", "counts": {subset: {class: n}}, "missing": [relative paths]}.
+
+    Raises:
+        ValueError: the run has no split.csv, or no dataset folder is known or it does not exist.
+    """
+    import json
+
+    _check_mode(mode)
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    split_path = run_dir / "split.csv"
+    if not split_path.is_file():
+        raise ValueError(f"{run_dir} has no split.csv; choose a finished run folder (models/<run_id>).")
+    if data_dir is None:
+        try:
+            data_dir = json.loads((run_dir / "data_report.json").read_text())["root"]
+        except (OSError, ValueError, KeyError):
+            raise ValueError(f"{run_dir} does not say where its dataset is; pass the dataset folder.") from None
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ValueError(f"The run's dataset folder {root} does not exist on this machine; pass the folder "
+                         "where the same films are now.")
+    counts: dict[str, dict[str, int]] = {}
+    missing = []
+    for row in read_split_csv(split_path):
+        source = root / row["path"]
+        if not source.is_file():
+            missing.append(row["path"])
+            continue
+        _place(source, out_dir / row["subset"] / row["label"] / row["path"].replace("/", "__"), mode)
+        by_class = counts.setdefault(row["subset"], {})
+        by_class[row["label"]] = by_class.get(row["label"], 0) + 1
+    return {"out_dir": str(out_dir), "counts": counts, "missing": missing}
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("link", "copy"):
+        raise ValueError(f"Got mode={mode!r}; must be 'link' or 'copy'.")
+
+
+def _place(source: Path, target: Path, mode: str) -> None:
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() or target.is_symlink():
+        return
+    if mode == "link":
+        target.symlink_to(source.resolve())
+    else:
+        shutil.copy2(source, target)
 
 
 def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, workers: int | None = None):

@@ -306,6 +306,33 @@ def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_p
     assert all(line["label"] in CLASS_NAMES and "passed" in line["gate"] for line in lines)
 
 
+def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_same(tiny_run, tmp_path):
+    from core.data import assign_subsets, read_split_csv, scan_dataset
+
+    out = tmp_path / "laid-out"
+    result = subprocess.run([sys.executable, "-m", "core", "split", "--model", str(tiny_run), "--out", str(out)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(str(out))
+    expected = {row["sha256"]: row["subset"] for row in read_split_csv(tiny_run / "split.csv")}
+    scan = scan_dataset(out, decode=False)
+    assert scan.layout != "class_folders" and not scan.skipped
+    read_back = dict(zip((record.sha256 for record in scan.records), assign_subsets(scan)))
+    assert read_back == expected
+
+    # The dataset moved and lost a film: the rest is laid out (copies here), the missing film is named.
+    moved = tmp_path / "moved"
+    subprocess.run(["cp", "-r", str(_dataset_of(tiny_run)), str(moved)], check=True)
+    lost = read_split_csv(tiny_run / "split.csv")[0]["path"]
+    (moved / lost).unlink()
+    result = subprocess.run([sys.executable, "-m", "core", "split", "--model", str(tiny_run), "--out",
+                             str(tmp_path / "copied"), "--copy", "--data", str(moved)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "1 films of the split are missing" in result.stderr and lost in result.stderr
+    copied = [path for path in (tmp_path / "copied").rglob("*.png")]
+    assert len(copied) == len(expected) - 1 and not any(path.is_symlink() for path in copied)
+
+
 def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
     from core.evaluate import read_predictions_csv
     from core.predict import Predictor
