@@ -123,3 +123,15 @@ def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path
     cache_file.write_bytes(b"not a flatbuffer")  # A damaged cache is rebuilt, not fatal.
     assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite"
     assert cache_file.stat().st_size > 1000
+
+
+def test_external_evaluation_on_either_engine_gives_the_same_figures(tiny_run, tiny_dataset):
+    from core.evaluate import evaluate_folder
+
+    on_keras = evaluate_folder(tiny_run, tiny_dataset, engine="keras")
+    on_lite = evaluate_folder(tiny_run, tiny_dataset, engine="lite")
+    assert (on_keras["engine"], on_lite["engine"]) == ("Keras", "TensorFlow Lite")
+    for slow, fast in zip(on_keras["predictions"], on_lite["predictions"]):
+        assert slow["file"] == fast["file"]
+        assert all(fast["probabilities"][c] == pytest.approx(p, abs=1e-4) for c, p in slow["probabilities"].items())
+    assert on_lite["confusion_matrix"] == on_keras["confusion_matrix"]
