@@ -103,6 +103,8 @@ class LiteEngine:
                 self._interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=num_threads)
             except (ValueError, RuntimeError) as error:
                 raise EngineUnavailable(f"TensorFlow Lite could not load the converted model ({error}).") from None
+            except AttributeError:
+                raise EngineUnavailable("This TensorFlow build has no tf.lite.Interpreter.") from None
         self._runner = self._interpreter.get_signature_runner()
         inputs = self._interpreter.get_signature_list()["serving_default"]["inputs"]
         self._input_name = inputs[0]
@@ -114,7 +116,6 @@ class LiteEngine:
     def for_model_file(cls, model, model_path: str | os.PathLike, num_threads: int | None = None) -> "LiteEngine":
         """The engine for a saved model, converting it only when no cached conversion exists."""
         path = cached_path(model_path)
-        flatbuffer = None
         if path.is_file():
             flatbuffer = path.read_bytes()
             try:
