@@ -27,6 +27,7 @@ and probabilities. A model of another shape fails that check and the caller keep
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -57,8 +58,15 @@ def cached_path(model_path: str | os.PathLike) -> Path:
     """The cache file for a model file: named by the model's SHA-256, the TensorFlow version and ours."""
     import tensorflow as tf
 
-    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:32]
+    status = Path(model_path).stat()
+    digest = _model_digest(str(Path(model_path).resolve()), status.st_mtime_ns, status.st_size)
     return cache_dir() / "lite" / f"{digest}-tf{tf.__version__}-v{ENGINE_VERSION}.tflite"
+
+
+@functools.lru_cache(maxsize=64)
+def _model_digest(path: str, mtime_ns: int, size: int) -> str:
+    """SHA-256 of a model file, hashed once per version of the file (its path, time and size)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
 
 
 def convert(model) -> bytes:
