@@ -101,7 +101,7 @@ class LiteEngine:
 
         _check_chain(model)
         self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-        self._head = _HeadMaths(model)
+        self.grad_cam = ClosedFormGradCam(model)
         if num_threads is None and hasattr(os, "sched_getaffinity"):
             num_threads = len(os.sched_getaffinity(0))  # The CPUs this process may use.
         with warnings.catch_warnings():
@@ -117,7 +117,6 @@ class LiteEngine:
         inputs = self._interpreter.get_signature_list()["serving_default"]["inputs"]
         self._input_name = inputs[0]
         self._lock = threading.Lock()
-        self._upsample = {}
         self._self_check()
 
     @classmethod
@@ -150,18 +149,46 @@ class LiteEngine:
         with self._lock:
             out = self._runner(**{self._input_name: batch})
             maps, features, probabilities = (np.array(out[k][0]) for k in ("maps", "features", "probabilities"))
-        cam = self.cam(maps, int(np.argmax(probabilities))) if with_cam else None
+        cam = self.grad_cam(maps, int(np.argmax(probabilities))) if with_cam else None
         return probabilities, features, cam
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Probabilities (n, k) for films (n, S, S, 1), one film at a time."""
         rows = [self(image)[0] for image in np.asarray(images)]
-        return np.stack(rows) if rows else np.zeros((0, self._head.kernel.shape[1]), np.float32)
+        return np.stack(rows) if rows else np.zeros((0, self.grad_cam.head.kernel.shape[1]), np.float32)
 
-    def cam(self, maps: np.ndarray, class_index: int) -> np.ndarray:
+    def _self_check(self) -> None:
+        """The closed-form head must reproduce the converted model's own features and probabilities."""
+        rng = np.random.default_rng(0)
+        film = rng.integers(0, 256, self.image_shape).astype(np.float32)
+        with self._lock:
+            out = self._runner(**{self._input_name: film[np.newaxis]})
+        maps, features, probabilities = (np.asarray(out[k][0], np.float64) for k in ("maps", "features", "probabilities"))
+        pooled, recomputed = self.grad_cam.head.forward(maps)
+        if not (np.allclose(pooled, features, atol=1e-4) and np.allclose(recomputed, probabilities, atol=1e-4)):
+            raise EngineUnavailable(
+                "The model's layers after Conv_1 are not the core.model head (BatchNormalization, ReLU6, "
+                "global average pooling, BatchNormalization, Dropout, softmax Dense), so the closed-form "
+                "Grad-CAM does not apply; the Keras path is used."
+            )
+
+
+class ClosedFormGradCam:
+    """Grad-CAM from one film's `Conv_1` maps, without a gradient tape (see the module docstring).
+
+    >>> ClosedFormGradCam(model)(maps, class_index)        # doctest: +SKIP
+    """
+
+    def __init__(self, model):
+        _check_chain(model)
+        self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        self.head = _HeadMaths(model)
+        self._upsample = {}
+
+    def __call__(self, maps: np.ndarray, class_index: int) -> np.ndarray:
         """Grad-CAM (S, S) in [0, 1] of class `class_index` from one film's `Conv_1` maps (h, w, c)."""
         height, width = maps.shape[:2]
-        weights = self._head.channel_weights(maps, class_index)
+        weights = self.head.channel_weights(maps, class_index)
         cam = np.maximum(maps @ weights, 0.0)
         rows, cols = self._upsampling(height, self.image_shape[0]), self._upsampling(width, self.image_shape[1])
         cam = rows @ cam @ cols.T
@@ -175,21 +202,6 @@ class LiteEngine:
         if key not in self._upsample:
             self._upsample[key] = bilinear_matrix(size_in, size_out)
         return self._upsample[key]
-
-    def _self_check(self) -> None:
-        """The closed-form head must reproduce the converted model's own features and probabilities."""
-        rng = np.random.default_rng(0)
-        film = rng.integers(0, 256, self.image_shape).astype(np.float32)
-        with self._lock:
-            out = self._runner(**{self._input_name: film[np.newaxis]})
-        maps, features, probabilities = (np.asarray(out[k][0], np.float64) for k in ("maps", "features", "probabilities"))
-        pooled, recomputed = self._head.forward(maps)
-        if not (np.allclose(pooled, features, atol=1e-4) and np.allclose(recomputed, probabilities, atol=1e-4)):
-            raise EngineUnavailable(
-                "The model's layers after Conv_1 are not the core.model head (BatchNormalization, ReLU6, "
-                "global average pooling, BatchNormalization, Dropout, softmax Dense), so the closed-form "
-                "Grad-CAM does not apply; the Keras path is used."
-            )
 
 
 class _HeadMaths:

@@ -54,17 +54,17 @@ def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run):
 
     from core.explain import GradCam
     from core.model import load_model
-    from core.serving import LiteEngine, convert
+    from core.serving import ClosedFormGradCam
 
     model = load_model(tiny_run / "model.keras")
-    engine = LiteEngine(model, convert(model))
+    closed_form = ClosedFormGradCam(model)
     maps_model = keras.Model(model.input, model.get_layer("Conv_1").output)
     explainer = GradCam(model)
     _, films = _films(tiny_run, count=4)
     for class_index in range(4):
         _, cams = explainer(films, class_index=class_index)
         for film_maps, expected in zip(np.asarray(maps_model(films)), cams):
-            assert np.abs(engine.cam(film_maps, class_index) - expected).max() < 1e-4
+            assert np.abs(closed_form(film_maps, class_index) - expected).max() < 1e-4
 
 
 def test_bilinear_matrix_is_tf_image_resize():
@@ -108,11 +108,11 @@ def test_a_model_of_another_shape_is_refused_with_a_reason():
 
 def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path, monkeypatch):
     from core.predict import Predictor
-    from core.serving import cached_path
+    from core.serving import LiteEngine, cached_path
 
     monkeypatch.setenv("PARU_CACHE_DIR", str(tmp_path / "cache"))
     predictor = Predictor(tiny_run, engine="background")
-    paths, _ = _films(tiny_run, count=1)
+    paths, films = _films(tiny_run, count=1)
     assert predictor.predict(paths[0]).error is None  # Served at once, whichever engine is ready.
     assert predictor.lite_ready.wait(300)
     assert predictor.engine == "TensorFlow Lite", predictor.engine_note
@@ -121,7 +121,7 @@ def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path
     # The next process (here: the next Predictor) starts on the cached copy without converting.
     assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite"
     cache_file.write_bytes(b"not a flatbuffer")  # A damaged cache is rebuilt, not fatal.
-    assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite"
+    assert LiteEngine.for_model_file(predictor.model, tiny_run / "model.keras")(films[0])[0].shape == (4,)
     assert cache_file.stat().st_size > 1000
 
 
