@@ -111,11 +111,17 @@ class Predictor:
         if engine not in self.ENGINES:
             raise ValueError(f"Got engine={engine!r}; must be one of {self.ENGINES}.")
         self._lite = None
+        self._converting = False
         self.engine_note = "Keras (the fast engine was not asked for)." if engine == "keras" else ""
         self.lite_ready = threading.Event()
         self.warm_up()
         if engine != "keras":
             self._start_lite(engine)
+
+    @property
+    def converting(self) -> bool:
+        """True while a background conversion to TensorFlow Lite runs (Keras serves meanwhile)."""
+        return self._converting
 
     @property
     def engine(self) -> str:
@@ -129,6 +135,7 @@ class Predictor:
             self._build_lite()
         elif mode == "background":
             thread = threading.Thread(target=self._build_lite, name="paru-lite-convert", daemon=True)
+            self._converting = True
             thread.start()
             # A process that exits mid-conversion waits for it: TensorFlow can abort when the interpreter
             # shuts down under a running converter.
@@ -148,6 +155,7 @@ class Predictor:
         except Exception as error:  # noqa: BLE001 - any converter failure leaves the working Keras path.
             self.engine_note = f"Keras: the TensorFlow Lite conversion failed ({type(error).__name__}: {error})."
         finally:
+            self._converting = False
             self.lite_ready.set()
 
     def warm_up(self) -> None:

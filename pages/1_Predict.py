@@ -56,7 +56,9 @@ for upload in uploads:
         result_column.plotly_chart(ui.probability_chart(prediction.probabilities),
                                    key=f"probabilities-{len(results)}", config={"displayModeBar": False})
         result_column.caption(
-            f"{prediction.seconds * 1000:.0f} ms on {prediction.engine}. "
+            f"{prediction.seconds * 1000:.0f} ms on {prediction.engine}"
+            + (" (a faster engine is being prepared for this model). " if ui.get_predictor(run_path).converting
+               else ". ")
             + ("Probabilities are temperature-calibrated on the validation split."
                if prediction.calibrated else "Probabilities are the model's raw softmax (not calibrated).")
         )

@@ -112,9 +112,10 @@ def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path
 
     monkeypatch.setenv("PARU_CACHE_DIR", str(tmp_path / "cache"))
     predictor = Predictor(tiny_run, engine="background")
+    assert predictor.converting  # The conversion takes seconds; the Predictor is ready at once.
     paths, films = _films(tiny_run, count=1)
     assert predictor.predict(paths[0]).error is None  # Served at once, whichever engine is ready.
-    assert predictor.lite_ready.wait(300)
+    assert predictor.lite_ready.wait(300) and not predictor.converting
     assert predictor.engine == "TensorFlow Lite", predictor.engine_note
     cache_file = cached_path(tiny_run / "model.keras")
     assert cache_file.is_file()
