@@ -233,8 +233,9 @@ def read_film_and_model_input(
 
     Prediction needs both: the model input, and the film to show and to check. Formats that Pillow decodes
     at full size anyway (PNG, BMP, TIFF, GIF, WebP, ...) are decoded once and both results are made from
-    that one decode, identical to the two calls. JPEG (which libjpeg decodes at a reduced size chosen for
-    each call) and DICOM are decoded twice, exactly as the two calls do.
+    that one decode, identical to the two calls; so is DICOM, whose LUTs and window apply at full size
+    whatever the size asked for. JPEG (which libjpeg decodes at a reduced size chosen for each call) is
+    decoded twice, exactly as the two calls do.
 
     Returns:
         (film, model_input): the `Film` and the uint8 (image_size, image_size, 1) array.
@@ -249,7 +250,7 @@ def read_film_and_model_input(
         kind = _sniff(data, "The file") if data else None
     except ImageLoadError:
         kind = None  # read_film below raises the message that names the file.
-    if kind in (None, "JPEG", "DICOM"):
+    if kind in (None, "JPEG"):
         return read_film(data, name=label, max_side=max_side), load_image(data, image_size)
     full = _read_film(data, name=label, max_side=None, gray_only=False)
     film = Film(gray=_finish(full.gray, max_side), notices=full.notices, meta=full.meta)

@@ -196,6 +196,27 @@ def test_one_call_for_film_and_model_input_equals_the_two_calls(case, max_side):
     np.testing.assert_array_equal(model_input, load_image(data, 48))
 
 
+DICOM_CASES = {
+    "12-bit stretched": lambda: make_dicom(twelve_bit_ramp(rows=160, columns=192)),
+    "windowed with rescale": lambda: make_dicom(twelve_bit_ramp(rows=160, columns=192), rescale=(2, -1000),
+                                                window=(2000, 3000)),
+    "monochrome1": lambda: make_dicom(twelve_bit_ramp(rows=160, columns=192), photometric="MONOCHROME1"),
+    "multi-frame": lambda: make_dicom(np.stack([twelve_bit_ramp(rows=160, columns=192)] * 2), frames=2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DICOM_CASES))
+@pytest.mark.parametrize("max_side", [None, 64])
+def test_one_call_equals_the_two_calls_for_dicom(case, max_side):
+    """DICOM is decoded once on the prediction path too (the LUTs and window work at full size anyway)."""
+    data = DICOM_CASES[case]()
+    film, model_input = imaging.read_film_and_model_input(data, 48, name="x.dcm", max_side=max_side)
+    expected = read_film(data, name="x.dcm", max_side=max_side)
+    np.testing.assert_array_equal(film.gray, expected.gray)
+    assert film.notices == expected.notices and film.meta == expected.meta
+    np.testing.assert_array_equal(model_input, load_image(data, 48))
+
+
 def test_one_call_refuses_what_read_film_refuses():
     with pytest.raises(ImageLoadError, match="x.png"):
         imaging.read_film_and_model_input(b"this is text", 48, name="x.png")
