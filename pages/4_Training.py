@@ -49,12 +49,12 @@ else:
 # 2. The recipe.
 st.subheader("2. Recipe")
 # The paper's recipe stays the default: over 3 seeds (bench/accuracy.py) `recommended` was better on the
-# paediatric set (0.947 against 0.895 mean accuracy) but not on the small nih-cxr4 set (0.363 against
+# paediatric set (0.956 against 0.895 mean accuracy) but not on the small nih-cxr4 set (0.382 against
 # 0.402, better on 1 of 3 seeds), so it has not earned the default yet.
 names = ["paper", "recommended"] + [name for name in PRESETS if name not in ("recommended", "paper")]
 preset_name = st.radio("Preset", names, horizontal=True, key="train_preset",
                        help="paper: the published recipe, faithfully (the default). recommended: Paru's recipe "
-                            "(whole backbone fine-tuned, more epochs); better and steadier on the 804-film paediatric "
+                            "(whole backbone fine-tuned, more epochs); better on the 804-film paediatric "
                             "set, not better on the 231-film NIH set in bench/accuracy.py.")
 base = preset(preset_name)
 with st.form(f"recipe-{preset_name}"):
