@@ -180,15 +180,12 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
 def _scorer(model, run: Run, engine: str, n_films: int, batch_size: int):
     """(images -> probabilities, engine name) for evaluate_folder."""
     if engine != "keras":
-        from core.serving import EngineUnavailable, LiteEngine, cached_path
+        from core.serving import cached_path, load_engine
 
         if engine == "lite" or n_films >= LITE_WORTH_FILMS or cached_path(run.model_path).is_file():
-            try:
-                return LiteEngine.for_model_file(model, run.model_path).probabilities, "TensorFlow Lite"
-            except EngineUnavailable:
-                pass  # A model of another shape: Keras below.
-            except Exception:  # noqa: BLE001 - a converter failure must not cost the user the evaluation.
-                pass
+            lite, _ = load_engine(model, run.model_path)  # None: Keras below, which serves any model.
+            if lite is not None:
+                return lite.probabilities, lite.name
     return (lambda images: predict_probabilities(model, images, batch_size)), "Keras"
 
 

@@ -111,7 +111,7 @@ class Predictor:
         if engine not in self.ENGINES:
             raise ValueError(f"Got engine={engine!r}; must be one of {self.ENGINES}.")
         self._lite = None
-        self._converting = False
+        self._conversion: threading.Thread | None = None
         self.engine_note = "Keras (the fast engine was not asked for)." if engine == "keras" else ""
         self.lite_ready = threading.Event()
         self.warm_up()
@@ -121,12 +121,12 @@ class Predictor:
     @property
     def converting(self) -> bool:
         """True while a background conversion to TensorFlow Lite runs (Keras serves meanwhile)."""
-        return self._converting
+        return self._conversion is not None and not self.lite_ready.is_set()
 
     @property
     def engine(self) -> str:
         """What runs single films now: "TensorFlow Lite" or "Keras"."""
-        return "TensorFlow Lite" if self._lite is not None else "Keras"
+        return self._lite.name if self._lite is not None else "Keras"
 
     def _start_lite(self, mode: str) -> None:
         from core.serving import cached_path
@@ -134,29 +134,20 @@ class Predictor:
         if mode == "lite" or cached_path(self.run.model_path).is_file():
             self._build_lite()
         elif mode == "background":
-            thread = threading.Thread(target=self._build_lite, name="paru-lite-convert", daemon=True)
-            self._converting = True
-            thread.start()
+            self._conversion = threading.Thread(target=self._build_lite, name="paru-lite-convert", daemon=True)
+            self._conversion.start()
             # A process that exits mid-conversion waits for it: TensorFlow can abort when the interpreter
             # shuts down under a running converter.
-            atexit.register(thread.join, 120)
+            atexit.register(self._conversion.join, 120)
         else:
             self.engine_note = "Keras: no converted TensorFlow Lite copy of this model is cached yet."
             self.lite_ready.set()
 
     def _build_lite(self) -> None:
-        from core.serving import EngineUnavailable, LiteEngine
+        from core.serving import load_engine
 
-        try:
-            self._lite = LiteEngine.for_model_file(self.model, self.run.model_path)
-            self.engine_note = "TensorFlow Lite (XNNPACK), float32: the same outputs as Keras within 1e-5."
-        except EngineUnavailable as error:
-            self.engine_note = f"Keras: {error}"
-        except Exception as error:  # noqa: BLE001 - any converter failure leaves the working Keras path.
-            self.engine_note = f"Keras: the TensorFlow Lite conversion failed ({type(error).__name__}: {error})."
-        finally:
-            self._converting = False
-            self.lite_ready.set()
+        self._lite, self.engine_note = load_engine(self.model, self.run.model_path)
+        self.lite_ready.set()
 
     def warm_up(self) -> None:
         """Trace the compiled paths once so that the first real film is fast."""
@@ -228,7 +219,7 @@ class Predictor:
             raw_probabilities={c: float(p) for c, p in zip(self.class_names, raw[0])},
             calibrated=self.calibrated, cam=cam, gray=film.gray if display else None,
             notices=film.notices if film else (), gate=gate_result, seconds=time.perf_counter() - started,
-            engine="TensorFlow Lite" if lite is not None else "Keras",
+            engine=lite.name if lite is not None else "Keras",
         )
 
     def predict_files(self, paths: list[str | os.PathLike], batch_size: int = 64) -> list[Prediction]:

@@ -86,6 +86,21 @@ def convert(model) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(graph).convert()
 
 
+def load_engine(model, model_path: str | os.PathLike) -> tuple["LiteEngine | None", str]:
+    """(engine, note): the fast engine for a saved model, or None and the reason the Keras path stays.
+
+    Never raises: a model of another shape, a missing runtime or a converter failure leaves the caller on
+    Keras, which works for every model.
+    """
+    try:
+        return LiteEngine.for_model_file(model, model_path), (
+            "TensorFlow Lite (XNNPACK), float32: the same outputs as Keras within 1e-5.")
+    except EngineUnavailable as error:
+        return None, f"Keras: {error}"
+    except Exception as error:  # noqa: BLE001 - any converter failure leaves the working Keras path.
+        return None, f"Keras: the TensorFlow Lite conversion failed ({type(error).__name__}: {error})."
+
+
 class LiteEngine:
     """A run's model for single films: probabilities, pooled features and Grad-CAM in one fast call.
 
@@ -96,10 +111,11 @@ class LiteEngine:
     Raises EngineUnavailable when the model is not a core.model network or the runtime is missing.
     """
 
+    name = "TensorFlow Lite"
+
     def __init__(self, model, flatbuffer: bytes, num_threads: int | None = None):
         import tensorflow as tf
 
-        _check_chain(model)
         self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         self.grad_cam = ClosedFormGradCam(model)
         if num_threads is None and hasattr(os, "sched_getaffinity"):
