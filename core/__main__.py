@@ -58,18 +58,39 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tflite", required=True, help="output .tflite file")
     export.add_argument("--variant", choices=("float16", "dynamic", "float32"), default="float16",
                         help="float16 weights (default, half size), dynamic-range int8 weights (quarter size) or float32 (exact)")
+    export.add_argument("--data", help="where the run's dataset is now, for the parity check (when it has moved)")
+    export.add_argument("--no-check", action="store_true", help="skip the parity check against the Keras model")
+    export.add_argument("--parity-json", help="also write the parity check's figures to this JSON file")
     return parser
 
 
 def _export(args) -> int:
-    from core.export import export_tflite
+    from core.export import (PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1, export_tflite, meets_parity_bar,
+                             parity_report, run_films)
 
     try:
         path = export_tflite(args.model, args.tflite, args.variant)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB, {args.variant})")
+    print(f"{path} ({path.stat().st_size / 1e6:.2f} MB, {args.variant})")
+    if args.no_check:
+        return 0
+    try:
+        images = run_films(args.model, args.data)
+    except ValueError as error:
+        print(f"parity not checked: {error}", file=sys.stderr)
+        return 0
+    report = parity_report(args.model, path, images)
+    print(f"parity with the Keras model on {report['n']} of the run's films: top-1 agreement "
+          f"{report['top1_agreement']:.1%}, largest probability difference {report['max_abs_difference']:.4f}, "
+          f"{report['latency_ms_per_film']:.1f} ms per film")
+    if not meets_parity_bar(report):
+        print(f"WARNING: below the parity bar (top-1 >= {PARITY_MIN_TOP1:.0%}, difference <= "
+              f"{PARITY_MAX_DIFFERENCE}): this export's answers differ from the model's; use float16 or float32 "
+              "where the answers matter.", file=sys.stderr)
+    if args.parity_json:
+        Path(args.parity_json).write_text(json.dumps({**report, "meets_bar": meets_parity_bar(report)}, indent=2) + "\n")
     return 0
 
 

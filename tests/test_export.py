@@ -14,9 +14,10 @@ from conftest import PROJECT_ROOT, SHARED_DATA
 DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
 
 
-def _export(run_dir, out, variant):
+def _export(run_dir, out, variant, *extra):
     result = subprocess.run(
-        [sys.executable, "-m", "core", "export", "--model", str(run_dir), "--tflite", str(out), "--variant", variant],
+        [sys.executable, "-m", "core", "export", "--model", str(run_dir), "--tflite", str(out), "--variant", variant,
+         *extra],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -35,12 +36,19 @@ def test_tflite_exports_agree_with_keras_on_the_runs_films(tiny_run, tmp_path):
     from core.export import parity_report
 
     images = _run_films(tiny_run, 64).astype(np.float32)
-    exact = parity_report(tiny_run, _export(tiny_run, tmp_path / "f32.tflite", "float32"), images)
+    exact = parity_report(tiny_run, _export(tiny_run, tmp_path / "f32.tflite", "float32", "--no-check"), images)
     assert exact["n"] == 48
     assert exact["top1_agreement"] == 1.0
     assert exact["max_abs_difference"] < 1e-4
 
-    half = parity_report(tiny_run, _export(tiny_run, tmp_path / "f16.tflite", "float16"), images)
+    checked = tmp_path / "f16.json"
+    half = parity_report(tiny_run, _export(tiny_run, tmp_path / "f16.tflite", "float16", "--parity-json", checked),
+                         images)
+    # The export command checks itself on the run's own films and keeps the figures.
+    written = json.loads(checked.read_text())
+    assert written["n"] == 48
+    assert written["top1_agreement"] == half["top1_agreement"]
+    assert written["meets_bar"] == (half["top1_agreement"] >= 0.99 and half["max_abs_difference"] <= 0.02)
     # The tiny model is barely trained, so some films sit on a near tie between two classes that float16
     # rounding can flip; where the model is decided, the export must agree every time.
     assert half["n_decided"] >= 10
@@ -57,8 +65,8 @@ def test_float16_export_of_the_demo_keeps_its_answers_on_real_films(tmp_path):
 
     files = sorted((SHARED_DATA / "nih-cxr4").glob("*/*.png"))
     images = np.stack([load_image(path, 224) for path in files]).astype(np.float32)
-    report = parity_report(DEMO_RUN, _export(DEMO_RUN, tmp_path / "demo.tflite", "float16"), images)
+    report = parity_report(DEMO_RUN, _export(DEMO_RUN, tmp_path / "demo.tflite", "float16", "--no-check"), images)
     assert report["n"] == len(files) > 200
-    assert report["top1_agreement_decided"] == 1.0
-    assert report["top1_agreement"] >= 0.98
-    assert report["max_abs_difference"] <= 0.025
+    assert report["top1_agreement"] >= 0.99
+    assert report["max_abs_difference"] <= 0.02
+    assert report["size_bytes"] < 0.55 * (DEMO_RUN / "model.keras").stat().st_size
