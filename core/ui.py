@@ -856,20 +856,41 @@ def build_export(run_path: str, variant: str, timeout: float = EXPORT_TIMEOUT_SE
     except OSError as error:
         raise RuntimeError(f"Cannot write exports into {target.parent} ({error.strerror or error}).") from None
     partial = target.with_name(f".{variant}-{os.getpid()}-{time.time_ns()}.tflite.partial")
+    parity = partial.with_suffix(".json")
     command = [sys.executable, "-m", "core", "export", "--model", str(run_path), "--tflite", str(partial),
-               "--variant", variant]
+               "--variant", variant, "--parity-json", str(parity)]
     try:
         result = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **keras_home_env()},
                                 capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         partial.unlink(missing_ok=True)
+        parity.unlink(missing_ok=True)
         raise RuntimeError(f"The {variant} export took longer than {timeout:.0f} s and was stopped.") from None
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
+        parity.unlink(missing_ok=True)
         last = (result.stderr or result.stdout or "").strip().splitlines()[-3:]
         raise RuntimeError(f"The {variant} export failed: {' '.join(last) or 'no message'}")
+    if parity.is_file():
+        os.replace(parity, export_parity_path(run_path, variant))
     os.replace(partial, target)
     return target
+
+
+def export_parity_path(run_path: str, variant: str) -> Path:
+    """Where the parity check of a run's export is kept: <run>/exports/<variant>.parity.json."""
+    return export_path(run_path, variant).with_name(f"{variant}.parity.json")
+
+
+def export_parity_text(run_path: str, variant: str) -> tuple[str, bool] | None:
+    """The export's parity check as one sentence and whether it meets the bar; None when it was not run."""
+    report = read_json(export_parity_path(run_path, variant), None)
+    if not report:
+        return None
+    text = (f"Checked against the Keras model on {report['n']} of the run's films: top-1 agreement "
+            f"{report['top1_agreement']:.1%}, largest probability difference {report['max_abs_difference']:.3f} "
+            f"(bar: at least 99% and at most 0.02), {report['latency_ms_per_film']:.1f} ms per film on this server.")
+    return text, bool(report.get("meets_bar"))
 
 
 def file_size_text(path: Path) -> str:

@@ -92,9 +92,10 @@ st.download_button("Download metrics.json", ui.bytes_of_json(run.path / "metrics
 
 st.subheader("Mobile export (TensorFlow Lite)")
 st.caption("The exported model takes the same raw films (1, S, S, 1) in 0..255 and returns the probabilities. "
-           "float16 halves the size with near-identical output; dynamic-range int8 is a quarter of the size "
-           "but less faithful; float32 is exact. Built once per variant in a separate process and kept in the "
-           "run's exports/ folder.")
+           "float16 is about half the size and keeps the model's answers (its small layers stay float32); "
+           "dynamic-range int8 is a quarter of the size but changes answers; float32 is exact. Built once per "
+           "variant in a separate process, checked against the Keras model on the run's films, and kept in "
+           "the run's exports/ folder.")
 variant_column, action_column = st.columns([1, 2])
 variant = variant_column.selectbox("Variant", ui.EXPORT_VARIANTS, key="export_variant")
 export_file = ui.export_path(run_path, variant)
@@ -106,6 +107,13 @@ if not export_file.is_file() and action_column.button(f"Build {variant} export",
         st.error(str(error))
 if export_file.is_file():
     action_column.metric(f"{variant} .tflite size", ui.file_size_text(export_file))
+    parity = ui.export_parity_text(run_path, variant)
+    if parity is None:
+        action_column.caption("Parity with the Keras model was not checked (the run's films were not reachable).")
+    elif parity[1]:
+        action_column.success(parity[0])
+    else:
+        action_column.warning(parity[0] + " Below the bar: this export's answers differ from the model's.")
     action_column.download_button(f"Download {variant} .tflite", export_file.read_bytes(),
                                   file_name=f"{run.run_id}-{variant}.tflite", mime="application/octet-stream",
                                   key="export_download")

@@ -420,6 +420,11 @@ def test_evaluation_builds_a_mobile_export_once_and_offers_it(monkeypatch, tmp_p
     assert "Download float16 .tflite" in [button.label for button in at.download_button]
     assert any(metric.label == "float16 .tflite size" for metric in at.metric)
     assert not list(exported.parent.glob(".*partial"))  # Written under a temporary name, then renamed.
+    assert not list(exported.parent.glob(".*.json"))
+    # Checked against the Keras model on the run's own films, and the figures shown beside the download.
+    shown = texts(at.success) + texts(at.warning)
+    n_films = len((source.path / "split.csv").read_text().strip().splitlines()) - 1
+    assert f"Checked against the Keras model on {n_films} of the run's films: top-1 agreement" in shown
     # A later visit offers the cached file without building again.
     again = open_page("pages/2_Evaluation.py")
     assert "Download float16 .tflite" in [button.label for button in again.download_button]
