@@ -2,7 +2,8 @@
 
 For each variant (float16, dynamic-range, float32): top-1 agreement (overall, and on the films whose top two
 Keras probabilities are more than 0.05 apart) with the Keras model (target >= 99%), the largest
-probability difference (target <= 0.02), file size and single-film latency. Writes bench/results/export.json.
+probability difference (target <= 0.02), file size and single-film latency. Writes bench/results/export.json
+(one entry per run and film folder; entries of earlier runs are kept, so delete stale ones by hand).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main() -> int:
     parser.add_argument("--data", default=str(SHARED_DATA / "nih-cxr4"),
                         help="folder of real films to compare on (every film under it)")
     args = parser.parse_args()
-    from core.export import VARIANTS, export_tflite, parity_report
+    from core.export import VARIANTS, export_tflite, meets_parity_bar, parity_report
     from core.imaging import load_image
     from core.registry import load_run
 
@@ -42,17 +43,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for variant in VARIANTS:
             path = export_tflite(args.model, Path(folder) / f"{variant}.tflite", variant)
-            report[variant] = parity_report(args.model, path, images)
-    print(f"{'variant':10s} {'films':>6s} {'top-1 agree':>12s} {'decided':>8s} {'max |dp|':>9s} {'MB':>6s} {'ms/film':>8s}")
+            row = parity_report(args.model, path, images)
+            report[variant] = {**row, "meets_bar": meets_parity_bar(row)}
+    print(f"{'variant':10s} {'films':>6s} {'top-1 agree':>12s} {'decided':>8s} {'max |dp|':>9s} {'MB':>6s} {'ms/film':>8s} bar")
     for variant, row in report.items():
         print(f"{variant:10s} {row['n']:6d} {row['top1_agreement']:12.1%} {row['top1_agreement_decided']:8.1%} {row['max_abs_difference']:9.4f} "
-              f"{row['size_bytes'] / 1e6:6.2f} {row['latency_ms_per_film']:8.1f}")
+              f"{row['size_bytes'] / 1e6:6.2f} {row['latency_ms_per_film']:8.1f} {'met' if row['meets_bar'] else 'MISSED'}")
     out = PROJECT_ROOT / "bench" / "results" / "export.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    # One entry per compared run, so a second model does not overwrite the demo's figures.
+    # One entry per run and film folder, so a second comparison does not overwrite the demo's figures.
     previous = json.loads(out.read_text()) if out.exists() else {}
     runs = previous.get("runs", {})
-    runs[Path(args.model).name] = {"data": str(args.data), **report}
+    runs[f"{Path(args.model).name} on {Path(args.data).name}"] = {"data": str(args.data), **report}
     out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     return 0
 
