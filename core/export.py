@@ -1,18 +1,18 @@
 """Mobile export: a run's model as a TensorFlow Lite file, with a parity check against Keras.
 
 Variants:
-- "float16": weights stored as float16, about half the size of float32. Rounding every weight and bias to
-  float16 moved probabilities by up to 0.024 on real films and flipped 1-2% of answers; the biases and the
-  small early layers do most of it (the 288 weights of the first depthwise convolution alone gave 0.013).
-  So every bias, and the smallest layers holding together `FLOAT32_SHARE` (3%) of the weights, stay
-  float32: 2% more bytes, and on the demo run the largest probability difference fell from 0.020 to 0.002
-  on its 231 NIH films (0.002 on 400 paediatric films too), every top-1 answer kept.
-- "dynamic": dynamic-range int8 weights, about a quarter of the size, and visibly less faithful (on real
-  films 74-79% top-1 agreement, probabilities moving by 0.17-0.87). Measured layer by layer, the 8-bit
-  weights of the first convolutions and of the fine-tuned last ones do most of it; with those 9 layers back
-  in float32 it reached 99.1% but still moved a probability by 0.022 (the int8 activations of the hybrid
-  kernels), at 5.1 MB, more than float16. So it stays as converted, for size over fidelity only, and
-  `python -m core export` and the Evaluation page say when an export is below the parity bar.
+- "float16": weights stored as float16, about half the size of float32. Rounding every weight and bias
+  to float16 moved probabilities by 0.020-0.038 on real films and flipped up to 1.3% of answers; the
+  biases and the small early layers do most of it (the 288 weights of the first depthwise convolution
+  alone gave 0.013). So every bias, and the smallest layers holding together `FLOAT32_SHARE` (3%) of the
+  weights, stay float32: 3% more bytes, and the largest probability difference fell to 0.002-0.004 on
+  three runs (the demo on 231 NIH films, two paediatric runs on 804 films), every top-1 answer kept.
+- "dynamic": dynamic-range int8 weights, about a quarter of the size, and visibly less faithful (79-94%
+  top-1 agreement on the same films, probabilities moving by 0.17-0.85). Measured layer by layer, the
+  8-bit weights of the first convolutions and of the fine-tuned last ones do most of it; with those 9
+  layers back in float32 it reached 99.1% but still moved a probability by 0.022 (the int8 activations
+  of the hybrid kernels), at 5.1 MB, more than float16. So it stays as converted, for size over fidelity
+  only, and `python -m core export` and the Evaluation page say when an export is below the parity bar.
 - "float32": no quantisation, the full size; identical to Keras within 1e-5.
 
 The exported model takes the same raw films as the Keras model, (1, S, S, 1) float32 pixels in [0, 255],

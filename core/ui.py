@@ -887,9 +887,12 @@ def export_parity_text(run_path: str, variant: str) -> tuple[str, bool] | None:
     report = read_json(export_parity_path(run_path, variant), None)
     if not report:
         return None
+    from core.export import PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1
+
     text = (f"Checked against the Keras model on {report['n']} of the run's films: top-1 agreement "
             f"{report['top1_agreement']:.1%}, largest probability difference {report['max_abs_difference']:.3f} "
-            f"(bar: at least 99% and at most 0.02), {report['latency_ms_per_film']:.1f} ms per film on this server.")
+            f"(bar: at least {PARITY_MIN_TOP1:.0%} and at most {PARITY_MAX_DIFFERENCE}), "
+            f"{report['latency_ms_per_film']:.1f} ms per film on this server.")
     return text, bool(report.get("meets_bar"))
 
 
