@@ -398,6 +398,29 @@ def materialise_split(
     return out_dir
 
 
+def run_dataset_root(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding a run's films (the paths of its split.csv are relative to it).
+
+    That is `data_dir` when given (the dataset has moved), else the folder recorded in data_report.json.
+    Raises ValueError, saying what to do, when the run has no split.csv or the folder is unknown or absent.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "split.csv").is_file():
+        raise ValueError(f"{run_dir} has no split.csv; choose a finished run folder (models/<run_id>).")
+    if data_dir is None:
+        try:
+            data_dir = json.loads((run_dir / "data_report.json").read_text())["root"]
+        except (OSError, ValueError, KeyError):
+            raise ValueError(f"{run_dir} does not say where its dataset is; pass the dataset folder (--data).") from None
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ValueError(f"The run's dataset folder {root} does not exist on this machine; pass the folder "
+                         "where the same films are now (--data).")
+    return root
+
+
 def materialise_run_split(
     run_dir: str | os.PathLike, out_dir: str | os.PathLike, mode: str = "link", data_dir: str | os.PathLike | None = None
 ) -> dict:
@@ -413,25 +436,12 @@ def materialise_run_split(
     Raises:
         ValueError: the run has no split.csv, or no dataset folder is known or it does not exist.
     """
-    import json
-
     _check_mode(mode)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    split_path = run_dir / "split.csv"
-    if not split_path.is_file():
-        raise ValueError(f"{run_dir} has no split.csv; choose a finished run folder (models/<run_id>).")
-    if data_dir is None:
-        try:
-            data_dir = json.loads((run_dir / "data_report.json").read_text())["root"]
-        except (OSError, ValueError, KeyError):
-            raise ValueError(f"{run_dir} does not say where its dataset is; pass the dataset folder.") from None
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise ValueError(f"The run's dataset folder {root} does not exist on this machine; pass the folder "
-                         "where the same films are now.")
+    root = run_dataset_root(run_dir, data_dir)
     counts: dict[str, dict[str, int]] = {}
     missing = []
-    for row in read_split_csv(split_path):
+    for row in read_split_csv(run_dir / "split.csv"):
         source = root / row["path"]
         if not source.is_file():
             missing.append(row["path"])

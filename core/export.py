@@ -249,25 +249,14 @@ def run_films(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = N
     Parity is a property of the arithmetic, not of generalisation, so any of the run's own films serve; they
     are the films the export will meet. Raises ValueError (saying what to do) when the films are unreachable.
     """
-    import json
-
-    from core.data import decode_in_chunks, read_split_csv
+    from core.data import decode_in_chunks, read_split_csv, run_dataset_root
     from core.registry import load_run
 
-    run_dir = Path(run_dir)
-    split_path = run_dir / "split.csv"
-    if not split_path.is_file():
-        raise ValueError(f"{run_dir} has no split.csv, so its films are unknown; pass --data FOLDER of films.")
-    if data_dir is None:
-        try:
-            data_dir = json.loads((run_dir / "data_report.json").read_text())["root"]
-        except (OSError, ValueError, KeyError):
-            raise ValueError(f"{run_dir} does not say where its dataset is; pass --data FOLDER.") from None
-    root = Path(data_dir)
-    rows = sorted(read_split_csv(split_path), key=lambda row: row["subset"] != "test")
+    root = run_dataset_root(run_dir, data_dir)
+    rows = sorted(read_split_csv(Path(run_dir) / "split.csv"), key=lambda row: row["subset"] != "test")
     paths = [root / row["path"] for row in rows if (root / row["path"]).is_file()][:limit]
     if not paths:
-        raise ValueError(f"None of the run's films are in {root}; pass --data with the folder where they are now.")
+        raise ValueError(f"None of the run's films are in {root}; pass the folder where they are now (--data).")
     size = int(load_run(run_dir).config.get("image_size", 224))
     chunks = [images for _, images, _, _ in decode_in_chunks(paths, size)]
     return np.concatenate(chunks).astype(np.float32)

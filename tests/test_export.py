@@ -93,6 +93,6 @@ def test_the_parity_check_says_what_to_do_when_the_runs_films_have_moved(tiny_ru
     original_root = report["root"]
     report["root"] = str(tmp_path / "gone")
     (moved / "data_report.json").write_text(json.dumps(report))
-    with pytest.raises(ValueError, match="pass --data"):
+    with pytest.raises(ValueError, match=r"does not exist on this machine; pass the folder .*\(--data\)"):
         run_films(moved)
     assert len(run_films(moved, data_dir=original_root, limit=5)) == 5
