@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = ("float16", "dynamic", "float32")
+# Bumped when an export's contents change for the same model (2: float16 keeps biases and small layers
+# float32), so exports cached by the app under an older format are rebuilt rather than offered.
+EXPORT_FORMAT = 2
 # The float16 export keeps its smallest layers float32, together at most this share of all weights (see the
 # module docstring).
 FLOAT32_SHARE = 0.03

@@ -831,10 +831,12 @@ def bytes_of_file(path: Path) -> bytes:
 
 
 def export_path(run_path: str, variant: str) -> Path:
-    """Where a run's TFLite export of one variant is kept: <run>/exports/<variant>.tflite."""
+    """Where a run's TFLite export of one variant is kept: <run>/exports/<variant>-v<format>.tflite."""
+    from core.export import EXPORT_FORMAT
+
     if variant not in EXPORT_VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {EXPORT_VARIANTS}.")
-    return Path(run_path) / "exports" / f"{variant}.tflite"
+    return Path(run_path) / "exports" / f"{variant}-v{EXPORT_FORMAT}.tflite"
 
 
 def build_export(run_path: str, variant: str, timeout: float = EXPORT_TIMEOUT_SECONDS) -> Path:
@@ -878,8 +880,8 @@ def build_export(run_path: str, variant: str, timeout: float = EXPORT_TIMEOUT_SE
 
 
 def export_parity_path(run_path: str, variant: str) -> Path:
-    """Where the parity check of a run's export is kept: <run>/exports/<variant>.parity.json."""
-    return export_path(run_path, variant).with_name(f"{variant}.parity.json")
+    """Where the parity check of a run's export is kept, beside it: <run>/exports/<variant>-v<format>.parity.json."""
+    return export_path(run_path, variant).with_suffix(".parity.json")
 
 
 def export_parity_text(run_path: str, variant: str) -> tuple[str, bool] | None:

@@ -408,6 +408,10 @@ def test_evaluation_builds_a_mobile_export_once_and_offers_it(monkeypatch, tmp_p
     models_dir = tmp_path / "export-models"
     shutil.copytree(source.path, models_dir / source.run_id)
     monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    # An export cached under an older format (float16 before its small layers stayed float32) is not offered.
+    stale = models_dir / source.run_id / "exports" / "float16.tflite"
+    stale.parent.mkdir()
+    stale.write_bytes(b"old export")
     at = open_page("pages/2_Evaluation.py")
     assert at.selectbox(key="export_variant").options == ["float16", "dynamic", "float32"]
     at.selectbox(key="export_variant").set_value("float16").run()
@@ -415,7 +419,7 @@ def test_evaluation_builds_a_mobile_export_once_and_offers_it(monkeypatch, tmp_p
     at.button(key="export_go").click().run(timeout=600)
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
-    exported = models_dir / source.run_id / "exports" / "float16.tflite"
+    exported = models_dir / source.run_id / "exports" / "float16-v2.tflite"
     assert exported.is_file() and exported.stat().st_size > 10_000
     assert "Download float16 .tflite" in [button.label for button in at.download_button]
     assert any(metric.label == "float16 .tflite size" for metric in at.metric)
