@@ -70,24 +70,6 @@ def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, varia
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
-def keep_small_layers_float32(float16: bytes, float32: bytes, share: float = FLOAT32_SHARE) -> bytes:
-    """Give the float16 flatbuffer every bias, and its smallest layers, back in float32 (see the docstring).
-
-    The smallest layers are taken first, as long as together they hold at most `share` of the weights.
-    """
-
-    def smallest(sizes: list[int]) -> set[int]:
-        chosen, budget = set(), share * sum(sizes)
-        for index in sorted(range(len(sizes)), key=sizes.__getitem__):
-            if sizes[index] > budget:
-                break
-            chosen.add(index)
-            budget -= sizes[index]
-        return chosen
-
-    return restore_float32(float16, float32, smallest, biases=True)
-
-
 def _flatbuffer_modules():
     import importlib
 
@@ -96,28 +78,29 @@ def _flatbuffer_modules():
             importlib.import_module("tensorflow.lite.python.schema_py_generated"))
 
 
-def restore_float32(converted: bytes, float32: bytes, choose, biases: bool = False) -> bytes:
-    """Give chosen layers of a quantised flatbuffer back their float32 weights (and biases if asked).
+def keep_small_layers_float32(float16: bytes, float32: bytes, share: float = FLOAT32_SHARE) -> bytes:
+    """Give the float16 flatbuffer every bias, and its smallest layers, back in float32 (module docstring).
 
-    `choose(sizes)` receives the weight count of each convolution and dense layer in graph order and returns
-    the indices to restore. The weighted ops of both conversions come in the same order, so the n-th
-    convolution of one is the n-th of the other (checked by op and shape). Each restored constant becomes a
-    float32 tensor read directly by its op (float16 constants sit behind DEQUANTIZE ops, int8 ones are read
-    by the op itself); ops, tensors and buffers left unused are then removed. When the two conversions do
-    not line up, the converted flatbuffer is returned unchanged, with a warning.
+    The smallest layers are taken first, as long as together they hold at most `share` of the weights; the
+    values come from a float32 conversion of the same model. Its weighted ops come in the same order, so the
+    n-th convolution of one is the n-th of the other (checked by op and shape). Each restored constant
+    becomes a float32 tensor read directly by its op instead of a float16 one behind a DEQUANTIZE op; ops,
+    tensors and buffers left unused are then removed. When the two conversions do not line up, the float16
+    flatbuffer is returned unchanged, with a warning.
     """
     import warnings
 
     flatbuffer_utils, schema = _flatbuffer_modules()
-    half = flatbuffer_utils.convert_bytearray_to_object(bytearray(converted))
+    half = flatbuffer_utils.convert_bytearray_to_object(bytearray(float16))
     full = flatbuffer_utils.convert_bytearray_to_object(bytearray(float32))
 
     def name(model, op):
         return flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
 
     def unchanged(reason: str) -> bytes:
-        warnings.warn(f"The export keeps every layer quantised ({reason}); its parity report tells how close it is.")
-        return converted
+        warnings.warn(f"The float16 export keeps every layer in float16 ({reason}); its parity check tells how "
+                      "close it is.")
+        return float16
 
     if len(half.subgraphs) != 1 or len(full.subgraphs) != 1:
         return unchanged("the model has several subgraphs")
@@ -129,11 +112,19 @@ def restore_float32(converted: bytes, float32: bytes, choose, biases: bool = Fal
     for op, twin in zip(half_ops, full_ops):
         if name(half, op) != name(full, twin) or len(op.inputs) != len(twin.inputs):
             return unchanged("the two conversions differ in their layers")
-    restored = set(choose([int(np.prod(reference.tensors[twin.inputs[1]].shape)) for twin in full_ops]))
+
+    sizes = [int(np.prod(reference.tensors[twin.inputs[1]].shape)) for twin in full_ops]
+    restored, budget = set(), share * sum(sizes)
+    for index in sorted(range(len(sizes)), key=sizes.__getitem__):
+        if sizes[index] > budget:
+            break
+        restored.add(index)
+        budget -= sizes[index]
+
     for number, (op, twin) in enumerate(zip(half_ops, full_ops)):
         inputs = [int(index) for index in op.inputs]
-        for position in (1, 2)[: len(inputs) - 1]:  # 1: weights, 2: bias
-            if inputs[position] < 0 or (position == 1 and number not in restored) or (position == 2 and not biases):
+        for position in (1, 2)[: len(inputs) - 1]:  # 1: weights, 2: bias (always restored)
+            if inputs[position] < 0 or (position == 1 and number not in restored):
                 continue
             source, target = reference.tensors[twin.inputs[position]], graph.tensors[inputs[position]]
             if list(source.shape) != list(target.shape):
@@ -234,7 +225,7 @@ def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, im
     # films the model is decided about (margin above 0.05) is the stricter parity statement.
     top_two = np.sort(keras_probabilities, axis=1)[:, -2:]
     decided = (top_two[:, 1] - top_two[:, 0]) > 0.05
-    return {
+    report = {
         "n": int(len(images)),
         "top1_agreement": float(np.mean(agree)),
         "n_decided": int(decided.sum()),
@@ -244,6 +235,7 @@ def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, im
         "size_bytes": Path(tflite_path).stat().st_size,
         "latency_ms_per_film": latency_ms,
     }
+    return {**report, "meets_bar": meets_parity_bar(report)}
 
 
 def run_films(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, limit: int = 300) -> np.ndarray:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from core.export import EXPORT_FORMAT, PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1
+from core.export import VARIANTS as EXPORT_VARIANTS
 from core.registry import PROJECT_ROOT, Run, default_models_dir, list_runs, load_run, read_json
 
 DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
@@ -736,7 +738,6 @@ def live_curves(history: list[dict]):
 # Beyond the paper: reliability diagrams, near-duplicates, Grad-CAM regions, mobile export
 # --------------------------------------------------------------------------------------------------
 
-EXPORT_VARIANTS = ("float16", "dynamic", "float32")
 EXPORT_TIMEOUT_SECONDS = 900
 
 
@@ -832,8 +833,6 @@ def bytes_of_file(path: Path) -> bytes:
 
 def export_path(run_path: str, variant: str) -> Path:
     """Where a run's TFLite export of one variant is kept: <run>/exports/<variant>-v<format>.tflite."""
-    from core.export import EXPORT_FORMAT
-
     if variant not in EXPORT_VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {EXPORT_VARIANTS}.")
     return Path(run_path) / "exports" / f"{variant}-v{EXPORT_FORMAT}.tflite"
@@ -889,8 +888,6 @@ def export_parity_text(run_path: str, variant: str) -> tuple[str, bool] | None:
     report = read_json(export_parity_path(run_path, variant), None)
     if not report:
         return None
-    from core.export import PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1
-
     text = (f"Checked against the Keras model on {report['n']} of the run's films: top-1 agreement "
             f"{report['top1_agreement']:.1%}, largest probability difference {report['max_abs_difference']:.3f} "
             f"(bar: at least {PARITY_MIN_TOP1:.0%} and at most {PARITY_MAX_DIFFERENCE}), "
