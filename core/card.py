@@ -49,8 +49,10 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         "",
         *demonstration,
         "## Model",
-        f"MobileNetV2 (alpha {config.alpha}, weights: {config.weights}) with its last {config.fine_tune_layers} "
-        "layers fine-tuned (BatchNormalization frozen), head GlobalAveragePooling -> BatchNormalization -> "
+        f"MobileNetV2 (alpha {config.alpha}, weights: {config.weights}) "
+        + ("kept as it is (not fine-tuned), " if config.head_on_features else
+           f"with its last {config.fine_tune_layers} layers fine-tuned (BatchNormalization frozen), ")
+        + "head GlobalAveragePooling -> BatchNormalization -> "
         f"Dropout({config.dropout}) -> Dense softmax over {len(classes)} classes: {', '.join(classes)}. "
         f"Input {config.image_size}x{config.image_size} grayscale, scaled to "
         f"{'[0, 1]' if config.scaling == 'unit' else '[-1, 1]'} inside the model. Preset: `{config.preset}`.",
@@ -76,9 +78,13 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
            "may sit in different subsets."),
         "",
         "## Recipe",
-        f"Adam, batch {config.batch_size}, {config.warmup_epochs} head warm-up epochs + up to {config.epochs} "
-        f"fine-tuning epochs at {config.learning_rate:g} (decay {config.lr_decay} per epoch), early stopping "
-        f"patience {config.early_stopping_patience}, label smoothing {config.label_smoothing}, class weights "
+        (f"Head only, on pooled features computed once (BatchNormalization fixed to the training features' "
+         f"mean and variance, L2 {config.head_l2:g} on the Dense weights): Adam, batch {config.batch_size}, up "
+         f"to {config.epochs} epochs at {config.learning_rate:g} (decay {config.lr_decay} per epoch), early stopping "
+         if config.head_on_features else
+         f"Adam, batch {config.batch_size}, {config.warmup_epochs} head warm-up epochs + up to {config.epochs} "
+         f"fine-tuning epochs at {config.learning_rate:g} (decay {config.lr_decay} per epoch), early stopping ")
+        + f"patience {config.early_stopping_patience}, label smoothing {config.label_smoothing}, class weights "
         f"{config.class_weight}; augmentation (training only): rotation ±{config.rotation_degrees:g}°, "
         f"horizontal flip {config.horizontal_flip}, zoom {config.zoom:.0%}, brightness {config.brightness:.0%}. "
         f"Best epoch by validation loss: {training.get('best_epoch', '?')} of {training.get('epochs_run', '?')} "

@@ -43,6 +43,15 @@ class TrainConfig:
         fine_tune_layers: how many of the backbone's last layers are trainable; BatchNormalization
             layers among them stay frozen in inference mode.
         dropout: dropout rate of the head.
+        head_on_features: train only the head, on the backbone's pooled features computed once per run
+            (the backbone keeps its ImageNet weights). The head's BatchNormalization becomes a fixed
+            standardisation by the training films' feature mean and variance, so the head is a
+            class-weighted, L2-regularised multinomial logistic regression fitted by Adam. Needs
+            fine_tune_layers 0 and no warm-up; of the augmentation only horizontal_flip applies (each
+            training film's mirror image adds a second feature row), so rotation, zoom and brightness
+            must be 0. The backbone's cost is one forward pass per film and mirror image, not one
+            forward and backward pass per film and epoch.
+        head_l2: L2 penalty on the head's Dense weights (0 = none), added to the mean batch loss.
         batch_size, epochs, learning_rate: Adam training of the fine-tuning phase.
         warmup_epochs, warmup_learning_rate: optional head-only phase before fine-tuning (0 = none).
         lr_decay: the LearningRateScheduler multiplies the rate by this every epoch after the first.
@@ -66,6 +75,8 @@ class TrainConfig:
     weights: str = "imagenet"
     fine_tune_layers: int = 12
     dropout: float = 0.5
+    head_on_features: bool = False
+    head_l2: float = 0.0
     batch_size: int = 32
     epochs: int = 5
     learning_rate: float = 1e-4
@@ -109,6 +120,22 @@ class TrainConfig:
                 raise ValueError(f"Got {name}={getattr(self, name)}; it must be 0 or more.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"Got dropout={self.dropout}; it must be in [0, 1).")
+        if self.head_l2 < 0:
+            raise ValueError(f"Got head_l2={self.head_l2}; it must be 0 or more.")
+        if self.head_on_features:
+            if self.fine_tune_layers or self.warmup_epochs:
+                raise ValueError(
+                    "head_on_features trains only the head: set fine_tune_layers=0 and warmup_epochs=0, "
+                    "or turn head_on_features off to fine-tune the backbone."
+                )
+            if self.rotation_degrees or self.zoom or self.brightness:
+                raise ValueError(
+                    "head_on_features computes each film's features once, so only horizontal_flip "
+                    "augmentation applies: set rotation_degrees, zoom and brightness to 0, or turn "
+                    "head_on_features off."
+                )
+            if self.distribute != "none":
+                raise ValueError("head_on_features runs on one device (it takes seconds); set distribute='none'.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Got label_smoothing={self.label_smoothing}; it must be in [0, 1).")
         if self.learning_rate <= 0 or self.warmup_learning_rate <= 0 or not 0 < self.lr_decay <= 1:
@@ -163,20 +190,28 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # The paper's recipe, faithfully: the dataclass defaults.
     "paper": {},
-    # Paru's own recipe, chosen by experiment on both real sets (bench/accuracy.py): MobileNetV2's native
-    # [-1, 1] scaling, the whole backbone fine-tuned (160 is more than its 153 layers; BatchNormalization
-    # stays frozen) at a low rate, more epochs under early stopping, light label smoothing against the
-    # NLP-mined labels' noise and a lighter dropout. A head-only warm-up at 1e-3 was tried and was worse:
-    # paediatric test accuracy 0.933 against 0.958 for this recipe on seed 42. Up to 16 epochs (patience 5)
-    # rather than 12 (patience 4): paediatric mean test accuracy 0.956 against 0.947 over seeds 42-44.
+    # Paru's own recipe for datasets of hundreds of films, chosen by experiment on both real sets
+    # (bench/accuracy.py, bench/probe.py): the ImageNet backbone kept as it is, with MobileNetV2's native
+    # [-1, 1] scaling, and only the head trained, on features computed once, as an L2-regularised logistic
+    # regression (see head_on_features). Over seeds 42-44 it beat the paper recipe on every seed of both
+    # sets (macro-F1 0.441 against 0.290 on nih-cxr4; accuracy 0.956 against 0.895 on the paediatric set).
+    # The previous recommended recipe (every backbone layer fine-tuned at 5e-5, up to 16 epochs) had the
+    # same paediatric mean with three times the spread (sd 0.041 against 0.013) and macro-F1 0.284 on
+    # nih-cxr4. head_l2 0.1 was the first value tried (NIH seed 42) and was kept. On thousands of films,
+    # fine-tuning is expected to win; that is not measured here.
     "recommended": {
         "scaling": "symmetric",
-        "fine_tune_layers": 160,
-        "learning_rate": 5e-5,
-        "epochs": 16,
-        "early_stopping_patience": 5,
-        "label_smoothing": 0.05,
-        "dropout": 0.3,
+        "fine_tune_layers": 0,
+        "head_on_features": True,
+        "rotation_degrees": 0.0,
+        "zoom": 0.0,
+        "brightness": 0.0,
+        "dropout": 0.0,
+        "head_l2": 0.1,
+        "learning_rate": 1e-3,
+        "lr_decay": 1.0,
+        "epochs": 200,
+        "early_stopping_patience": 20,
     },
 }
 

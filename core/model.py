@@ -96,7 +96,9 @@ def build_model(config: TrainConfig, num_classes: int):
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
     x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    regulariser = keras.regularizers.L2(config.head_l2) if config.head_l2 else None
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32",
+                                 kernel_regularizer=regulariser)(x)
     model = keras.Model(film, outputs, name=f"paru_mobilenetv2_{config.alpha}")
     set_trainable_layers(model, config.fine_tune_layers)
     return model

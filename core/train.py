@@ -288,8 +288,9 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     index = {s: np.flatnonzero(subsets == s) for s in ("train", "val", "test")}
     if len(index["val"]) == 0:
         raise ValueError("The split left no validation films; use a split with a validation fraction above 0.")
-    model, history_rows, best_epoch = _fit(staging, scan.images, labels, index, class_names, config, state,
-                                           log, stop_requested)
+    fit = _fit_head_on_features if config.head_on_features else _fit
+    model, history_rows, best_epoch = fit(staging, scan.images, labels, index, class_names, config, state,
+                                          log, stop_requested)
     train_seconds = time.monotonic() - started
 
     state.update(phase="evaluating")
@@ -388,6 +389,88 @@ def _fit(staging, images, labels, index, class_names, config, state, log, stop_r
     # roughly halves it (the shipped demo run must stay small).
     model = load_model(checkpoint_path)
     model.save(checkpoint_path)
+    return model, rows, best["epoch"]
+
+
+def _fit_head_on_features(staging, images, labels, index, class_names, config, state, log, stop_requested):
+    """Train only the head, on pooled backbone features computed once (config.head_on_features).
+
+    The head's BatchNormalization is set to standardise by the training features' mean and variance and
+    frozen, so what Adam fits is the Dense layer: a class-weighted, L2-regularised (head_l2) logistic
+    regression. The Dense layer is the full model's own, so the returned model is the usual film-to-class
+    model; the best epoch is the one with the lowest validation loss, as in `_fit`.
+    """
+    import keras
+    import tensorflow as tf
+
+    from core.gate import pooled_features
+    from core.model import build_model
+
+    num_classes = len(class_names)
+    model = build_model(config, num_classes)
+    state.update(phase="features")
+    write_progress(staging, state)
+    train_images, train_labels = images[index["train"]], labels[index["train"]]
+    log(f"Computing the pooled features of {len(train_images)} training and {len(index['val'])} validation "
+        "films once" + (", and of the training films' mirror images" if config.horizontal_flip else ""))
+    train_x = pooled_features(model, train_images)
+    if config.horizontal_flip:
+        train_x = np.concatenate([train_x, pooled_features(model, train_images[:, :, ::-1])])
+        train_labels = np.concatenate([train_labels, train_labels])
+    val_x = pooled_features(model, images[index["val"]])
+    if stop_requested():
+        raise TrainingCancelled("Training was cancelled by the user; no model was registered.")
+
+    standardise = model.get_layer("head_bn")
+    gamma, beta, _, _ = standardise.get_weights()
+    standardise.set_weights([np.ones_like(gamma), np.zeros_like(beta), train_x.mean(axis=0),
+                             train_x.var(axis=0)])
+    standardise.trainable = False  # A frozen BatchNormalization layer runs in inference mode.
+    features = keras.Input((train_x.shape[1],), name="pooled_features")
+    head = keras.Model(features, model.get_layer("predictions")(model.get_layer("head_dropout")(
+        standardise(features))))
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                 metrics=["accuracy"])
+
+    def dataset(x, y, training):
+        data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), np.eye(num_classes, dtype=np.float32)[y]))
+        if training:
+            data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+        return data.batch(config.batch_size)
+
+    class_weight = (balanced_class_weights(train_labels, num_classes)
+                    if config.class_weight == "balanced" else None)
+    state.update(phase="head", batches=int(np.ceil(len(train_x) / config.batch_size)))
+    log(f"Phase head: up to {config.epochs} epochs on {len(train_x)} feature rows, learning rate "
+        f"{config.learning_rate:g}, L2 {config.head_l2:g}")
+    best_weights = staging / "best-head.weights.h5"
+    progress = _progress_callback(staging, state, stop_requested)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(best_weights, monitor="val_loss", save_best_only=True, mode="min",
+                                        save_weights_only=True, verbose=0),
+        keras.callbacks.LearningRateScheduler(lambda epoch, _lr: config.learning_rate * config.lr_decay ** epoch),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience, mode="min")
+        if config.early_stopping_patience else None,
+        progress,
+    ]
+    history = head.fit(dataset(train_x, train_labels, True), validation_data=dataset(val_x, labels[index["val"]], False),
+                       epochs=config.epochs, class_weight=class_weight, callbacks=[c for c in callbacks if c],
+                       verbose=0, shuffle=False)
+    rows = [{"epoch": epoch + 1, "phase": "head",
+             **{key: float(values[offset]) for key, values in history.history.items()},
+             **progress.timings.get(epoch + 1, {})} for offset, epoch in enumerate(history.epoch)]
+    _write_history(staging / "history.csv", rows)
+    if state.get("cancelled"):
+        raise TrainingCancelled("Training was cancelled by the user; no model was registered.")
+    if not best_weights.exists():
+        raise RuntimeError("No checkpoint was written (validation loss was never finite).")
+    head.load_weights(best_weights)
+    best_weights.unlink()
+    model.save(staging / "model.keras")
+    best = min(rows, key=lambda row: row.get("val_loss", np.inf))
+    log(f"Best epoch {best['epoch']} of {len(rows)}: validation loss {best['val_loss']:.4f}, accuracy "
+        f"{best.get('val_accuracy', float('nan')):.4f}")
     return model, rows, best["epoch"]
 
 

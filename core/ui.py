@@ -710,6 +710,8 @@ def progress_summary(progress: dict | None) -> tuple[float, str]:
     if phase == "checking":
         done, total = progress.get("files_done", 0), progress.get("files_total") or 0
         return (done / total if total else 0.0), f"Checking films: {done}/{total}"
+    if phase == "features":
+        return 0.0, "Computing the backbone's features of the training and validation films (once)…"
     epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
     epoch, batch = progress.get("epoch", 0), progress.get("batch", 0)
     fraction = min(1.0, max(0.0, ((max(epoch, 1) - 1) * batches + batch) / (epochs * batches)))

@@ -167,6 +167,63 @@ def test_finished_run_has_every_file_and_the_metrics_schema(tiny_run):
     assert history and all(0 < float(row["train_seconds"]) <= float(row["epoch_seconds"]) for row in history)
 
 
+def test_head_on_features_keeps_the_backbone_and_keeps_the_best_epochs_head(tiny_dataset, tmp_path):
+    """The recommended recipe's path: ImageNet backbone untouched, head = standardise + the best epoch's Dense."""
+    import keras
+
+    from core.data import read_split_csv
+    from core.gate import pooled_features
+    from core.imaging import load_image
+    from core.model import build_model, load_model
+    from core.train import train_run
+
+    config = tiny_config(preset="recommended", scaling="symmetric", fine_tune_layers=0, head_on_features=True,
+                         rotation_degrees=0.0, zoom=0.0, brightness=0.0, dropout=0.0, head_l2=0.1,
+                         learning_rate=1e-2, lr_decay=1.0, epochs=30, early_stopping_patience=5)
+    run_dir = train_run(tiny_dataset, config, models_dir=tmp_path, log=lambda line: None)
+    model, fresh = load_model(run_dir / "model.keras"), build_model(config, num_classes=4)
+    for name in ("Conv1", "block_8_expand", "Conv_1", "Conv_1_bn"):
+        for trained, initial in zip(model.get_layer(name).get_weights(), fresh.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(trained, initial, err_msg=name)
+
+    rows = read_split_csv(run_dir / "split.csv")
+    films = {subset: np.stack([load_image(tiny_dataset / row["path"], 64) for row in rows
+                               if row["subset"] == subset]) for subset in ("train", "val")}
+    val_labels = np.array([CLASS_NAMES.index(row["label"]) for row in rows if row["subset"] == "val"])
+    # The head's BatchNormalization standardises by the training films' features and their mirror images.
+    train_features = pooled_features(model, np.concatenate([films["train"], films["train"][:, :, ::-1]]))
+    _, _, mean, variance = model.get_layer("head_bn").get_weights()
+    np.testing.assert_allclose(mean, train_features.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(variance, train_features.var(axis=0), rtol=1e-3, atol=1e-5)
+
+    # The saved head is the best epoch's: its validation loss (cross-entropy plus the L2 term) is the
+    # lowest in history.csv, and training ran past that epoch.
+    with open(run_dir / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert {row["phase"] for row in history} == {"head"}
+    best = min(history, key=lambda row: float(row["val_loss"]))
+    assert len(history) > int(best["epoch"]) > 1
+    probabilities = np.asarray(model.predict(films["val"], verbose=0))
+    cross_entropy = -np.mean(np.log(probabilities[np.arange(len(val_labels)), val_labels]))
+    penalty = 0.1 * np.sum(model.get_layer("predictions").get_weights()[0] ** 2)
+    assert abs(cross_entropy + penalty - float(best["val_loss"])) < 1e-3
+    assert json.loads((run_dir / "metrics.json").read_text())["training"]["best_epoch"] == int(best["epoch"])
+    assert "kept as it is (not fine-tuned)" in (run_dir / "model_card.md").read_text()
+    assert isinstance(model.get_layer("predictions").kernel_regularizer, keras.regularizers.L2)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(fine_tune_layers=12), "set fine_tune_layers=0 and warmup_epochs=0"),
+    (dict(rotation_degrees=10.0), "only horizontal_flip augmentation applies"),
+])
+def test_head_on_features_refuses_settings_it_would_ignore(changes, message):
+    from core.config import preset
+
+    assert preset("recommended").head_on_features
+    with pytest.raises(ValueError, match=message):
+        preset("recommended", **changes)
+
+
 def test_a_failed_training_never_harms_the_previous_run(tiny_run, tmp_path):
     from core.registry import list_runs, load_run
     from core.train import train_run
