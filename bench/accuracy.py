@@ -35,14 +35,20 @@ PAPER_REPORTED = {"accuracy": 1859 / 1881, "mean_ovr_accuracy": 0.9942, "macro_f
 TARGETS = {"pediatric-pneumonia": ("accuracy", 0.95), "nih-cxr4": ("macro_f1", 0.60)}
 
 
-def run_one(preset: str, dataset: str, seed: int, runs_dir: Path) -> dict:
-    """Train one run (or reuse a finished one) and return its test figures."""
+def run_one(preset: str, dataset: str, seed: int, runs_dir: Path, previous: dict) -> dict:
+    """Train one run (or reuse a finished one) and return its test figures.
+
+    `previous` maps (preset, dataset, seed) to the figures of the last results file, for the presets
+    whose recipe has not changed since; they are reused when the run folder is gone.
+    """
     from core.config import preset as make_preset
     from core.registry import is_finished_run
 
     name = f"{preset}-{dataset}-s{seed}"
     out = runs_dir / name
     config = make_preset(preset, seed=seed)
+    if not out.exists() and (preset, dataset, seed) in previous:
+        return {**previous[(preset, dataset, seed)], "reused": "figures from the previous results file"}
     reused = is_finished_run(out) and json.loads((out / "config.json").read_text()) == config.to_dict()
     peak_rss_mb = None
     if not reused:
@@ -68,6 +74,28 @@ def run_one(preset: str, dataset: str, seed: int, runs_dir: Path) -> dict:
         "wall_time_seconds": metrics["training"]["wall_time_seconds"], "peak_rss_mb": peak_rss_mb,
         "ece_test_after_temperature": metrics.get("calibration", {}).get("ece_test_after"),
     }
+
+
+def previous_runs(make_preset) -> dict:
+    """The last results file's runs, keyed (preset, dataset, seed), of presets whose recipe is unchanged.
+
+    A recipe is unchanged when the stored recipe, with fields added since filled by their defaults, equals
+    the current one (the seed aside), so adding a config field does not force a rerun of the paper preset.
+    """
+    from core.config import TrainConfig
+
+    if not RESULTS.is_file():
+        return {}
+    stored = json.loads(RESULTS.read_text())
+    unchanged = set()
+    for name, recipe in stored.get("recipes", {}).items():
+        try:
+            if TrainConfig.from_dict({**recipe, "seed": 0}) == make_preset(name, seed=0):
+                unchanged.add(name)
+        except ValueError:
+            continue
+    return {(run["preset"], run["dataset"], run["seed"]): run for run in stored.get("runs", [])
+            if run["preset"] in unchanged}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -148,10 +176,11 @@ def main() -> int:
     runs_dir.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
     started = time.time()
+    previous = previous_runs(make_preset)
     for seed in args.seeds:
         for dataset in args.datasets:
             for preset in args.presets:
-                runs.append(run_one(preset, dataset, seed, runs_dir))
+                runs.append(run_one(preset, dataset, seed, runs_dir, previous))
                 summary = summarise(runs)
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 RESULTS.write_text(json.dumps({
