@@ -45,18 +45,20 @@ def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, varia
 
     from core.model import load_model
     from core.registry import load_run
+    from core.serving import convert_keras
 
     if variant not in VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {VARIANTS}.")
     model = load_model(load_run(run_dir).model_path)
 
     def convert(variant: str) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        if variant != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if variant == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        return converter.convert()
+        def configure(converter):
+            if variant != "float32":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if variant == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+
+        return convert_keras(model, configure)
 
     flatbuffer = convert(variant)
     if variant == "float16":
@@ -68,14 +70,6 @@ def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, varia
 
 
 _WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
-def _flatbuffer_modules():
-    import importlib
-
-    # `import tensorflow.lite.tools...` resolves to TensorFlow's public API module, which lacks `tools`.
-    return (importlib.import_module("tensorflow.lite.tools.flatbuffer_utils"),
-            importlib.import_module("tensorflow.lite.python.schema_py_generated"))
 
 
 def keep_small_layers_float32(float16: bytes, float32: bytes, share: float = FLOAT32_SHARE) -> bytes:
@@ -90,7 +84,9 @@ def keep_small_layers_float32(float16: bytes, float32: bytes, share: float = FLO
     """
     import warnings
 
-    flatbuffer_utils, schema = _flatbuffer_modules()
+    from core.serving import flatbuffer_modules
+
+    flatbuffer_utils, schema = flatbuffer_modules()
     half = flatbuffer_utils.convert_bytearray_to_object(bytearray(float16))
     full = flatbuffer_utils.convert_bytearray_to_object(bytearray(float32))
 
