@@ -324,6 +324,19 @@ def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_pa
     assert "Last training finished" in texts(at.success)
 
 
+def test_the_recommended_preset_offers_no_fine_tuning_it_would_refuse(monkeypatch, tmp_path, app_dataset):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
+    monkeypatch.setenv("PARU_DATA_ROOT", str(app_dataset.parent))
+    at = open_page("pages/4_Training.py")
+    at.radio(key="train_preset").set_value("recommended").run()
+    assert not at.exception and not at.error, texts(at.error)
+    fine_tuned = at.number_input(key="finetune-recommended")
+    assert fine_tuned.value == 0 and fine_tuned.disabled
+    assert "paper preset to fine-tune" in fine_tuned.help
+    at.radio(key="train_preset").set_value("paper").run()
+    assert at.number_input(key="finetune-paper").value == 12 and not at.number_input(key="finetune-paper").disabled
+
+
 def test_folders_outside_the_data_roots_are_refused(with_run, app_dataset, monkeypatch, tmp_path):
     monkeypatch.setenv("PARU_DATA_ROOT", str(app_dataset.parent))
     at = open_page("pages/2_Evaluation.py")
