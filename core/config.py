@@ -135,7 +135,8 @@ class TrainConfig:
                     "head_on_features off."
                 )
             if self.distribute != "none":
-                raise ValueError("head_on_features runs on one device (it takes seconds); set distribute='none'.")
+                raise ValueError("head_on_features runs on one device (the head's fit takes seconds); "
+                                 "set distribute='none'.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Got label_smoothing={self.label_smoothing}; it must be in [0, 1).")
         if self.learning_rate <= 0 or self.warmup_learning_rate <= 0 or not 0 < self.lr_decay <= 1:

@@ -121,6 +121,7 @@ def _progress_callback(staging: Path, state: dict, stop_requested: Callable[[], 
     class Progress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.started = time.monotonic()
+            self.last_write = -np.inf
             self.batches_done = 0
             self.timings = {}
 
@@ -136,7 +137,10 @@ def _progress_callback(staging: Path, state: dict, stop_requested: Callable[[], 
             remaining = state["batches"] * (state["epochs"] - state["epoch"]) + state["batches"] - batch - 1
             state.update(batch=batch + 1, eta_seconds=round(per_batch * max(remaining, 0), 1),
                          **{k: float(v) for k, v in (logs or {}).items()})
-            write_progress(staging, state)
+            # At most 5 writes a second: a head trained on features takes well under a millisecond a batch.
+            if self.last_batch_ended - self.last_write >= 0.2:
+                write_progress(staging, state)
+                self.last_write = self.last_batch_ended
             if stop_requested():
                 self.model.stop_training = True
                 state["cancelled"] = True
