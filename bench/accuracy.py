@@ -35,6 +35,16 @@ PAPER_REPORTED = {"accuracy": 1859 / 1881, "mean_ovr_accuracy": 0.9942, "macro_f
 TARGETS = {"pediatric-pneumonia": ("accuracy", 0.95), "nih-cxr4": ("macro_f1", 0.60)}
 
 
+def real_sets_ready(datasets: list[str]) -> bool:
+    """True when every named set is under ../shared/data (else says which are not); points KERAS_HOME there."""
+    missing = [d for d in datasets if not (SHARED / "data" / d).is_dir()]
+    if missing:
+        print(f"skipped: {', '.join(missing)} not found under {SHARED / 'data'}")
+        return False
+    os.environ.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
+    return True
+
+
 def run_one(preset: str, dataset: str, seed: int, runs_dir: Path, previous: dict) -> dict:
     """Train one run (or reuse a finished one) and return its test figures.
 
@@ -166,11 +176,8 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
     parser.add_argument("--runs-dir", default="/tmp/paru-bench-runs")
     args = parser.parse_args()
-    missing = [d for d in args.datasets if not (SHARED / "data" / d).is_dir()]
-    if missing:
-        print(f"skipped: {', '.join(missing)} not found under {SHARED / 'data'}")
+    if not real_sets_ready(args.datasets):
         return 0
-    os.environ.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
     from core.config import preset as make_preset
     runs_dir = Path(args.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,8 @@ import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
-SHARED = PROJECT_ROOT.parent / "shared"
+from accuracy import SHARED, real_sets_ready  # noqa: E402 - bench/ is on the path when run as a script.
+
 RESULTS = PROJECT_ROOT / "bench" / "results" / "probe.json"
 LAYERS = ("block_13_expand_relu", "block_16_project_BN", "out_relu")
 STRENGTHS = (0.001, 0.003, 0.01, 0.03, 0.1)
@@ -98,11 +99,8 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=["nih-cxr4", "pediatric-pneumonia"])
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
-    missing = [d for d in args.datasets if not (SHARED / "data" / d).is_dir()]
-    if missing:
-        print(f"skipped: {', '.join(missing)} not found under {SHARED / 'data'}")
+    if not real_sets_ready(args.datasets):
         return 0
-    os.environ.setdefault("KERAS_HOME", str(SHARED / "keras_home"))
     results = {"machine": f"{os.cpu_count()} CPU cores", "layers": list(LAYERS), "folds": FOLDS,
                "repeats": REPEATS, "image_size": args.image_size, "datasets": {}}
     for dataset in args.datasets:
