@@ -75,8 +75,8 @@ def convert(model) -> bytes:
 
     The graph is frozen (its variables made constants) before the converter sees it: 3.4 s for the demo
     model (width 1.0, 224 px) on these 2 cores, against 14 s through `from_keras_model`, which writes and
-    reloads a SavedModel first. A frozen graph has no signature, so the "serving_default" one the engine calls is
-    written into the flatbuffer. Should the frozen path fail, the SavedModel path is used instead.
+    reloads a SavedModel first. A frozen graph has no signature, so the "serving_default" one the engine
+    calls is written into the flatbuffer. Should the frozen path fail, the SavedModel path is used instead.
     """
     import keras
 
