@@ -293,8 +293,8 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     if len(index["val"]) == 0:
         raise ValueError("The split left no validation films; use a split with a validation fraction above 0.")
     fit = _fit_head_on_features if config.head_on_features else _fit
-    model, history_rows, best_epoch = fit(staging, scan.images, labels, index, class_names, config, state,
-                                          log, stop_requested)
+    model, history_rows, best_epoch, features = fit(staging, scan.images, labels, index, class_names, config,
+                                                    state, log, stop_requested)
     train_seconds = time.monotonic() - started
 
     state.update(phase="evaluating")
@@ -310,8 +310,9 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     from core.gate import fit_gate, pooled_features, save_gate
 
     # The "is this a chest film?" gate's statistics: fitted on training films, threshold on validation.
-    save_gate(staging, fit_gate(pooled_features(model, scan.images[index["train"]]),
-                                pooled_features(model, scan.images[index["val"]])))
+    # A head trained on features hands back the ones it computed (the backbone did not change since).
+    features = features or {subset: pooled_features(model, scan.images[index[subset]]) for subset in ("train", "val")}
+    save_gate(staging, fit_gate(features["train"], features["val"]))
     log(f"Test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci95']['accuracy'][0]:.3f}-"
         f"{metrics['ci95']['accuracy'][1]:.3f}), macro-F1 {metrics['macro']['f1']:.4f}, mean one-vs-rest "
         f"accuracy {metrics['mean_ovr_accuracy']:.4f}; best epoch {best_epoch}")
@@ -393,7 +394,7 @@ def _fit(staging, images, labels, index, class_names, config, state, log, stop_r
     # roughly halves it (the shipped demo run must stay small).
     model = load_model(checkpoint_path)
     model.save(checkpoint_path)
-    return model, rows, best["epoch"]
+    return model, rows, best["epoch"], None
 
 
 def _fit_head_on_features(staging, images, labels, index, class_names, config, state, log, stop_requested):
@@ -402,7 +403,9 @@ def _fit_head_on_features(staging, images, labels, index, class_names, config, s
     The head's BatchNormalization is set to standardise by the training features' mean and variance and
     frozen, so what Adam fits is the Dense layer: a class-weighted, L2-regularised (head_l2) logistic
     regression. The Dense layer is the full model's own, so the returned model is the usual film-to-class
-    model; the best epoch is the one with the lowest validation loss, as in `_fit`.
+    model; the best epoch is the one with the lowest validation loss, as in `_fit`. Returns what `_fit`
+    returns, but with the training and validation films' pooled features in place of its None: the backbone
+    did not change, so the gate statistics are fitted on them without a second forward pass.
     """
     import keras
     import tensorflow as tf
@@ -418,10 +421,11 @@ def _fit_head_on_features(staging, images, labels, index, class_names, config, s
     log(f"Computing the pooled features of {len(train_images)} training and {len(index['val'])} validation "
         "films once" + (", and of the training films' mirror images" if config.horizontal_flip else ""))
     train_x = pooled_features(model, train_images)
+    gate_features = {"train": train_x}
     if config.horizontal_flip:
         train_x = np.concatenate([train_x, pooled_features(model, train_images[:, :, ::-1])])
         train_labels = np.concatenate([train_labels, train_labels])
-    val_x = pooled_features(model, images[index["val"]])
+    val_x = gate_features["val"] = pooled_features(model, images[index["val"]])
     if stop_requested():
         raise TrainingCancelled("Training was cancelled by the user; no model was registered.")
 
@@ -475,7 +479,7 @@ def _fit_head_on_features(staging, images, labels, index, class_names, config, s
     best = min(rows, key=lambda row: row.get("val_loss", np.inf))
     log(f"Best epoch {best['epoch']} of {len(rows)}: validation loss {best['val_loss']:.4f}, accuracy "
         f"{best.get('val_accuracy', float('nan')):.4f}")
-    return model, rows, best["epoch"]
+    return model, rows, best["epoch"], gate_features
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
