@@ -52,7 +52,7 @@ def run_one(preset: str, dataset: str, seed: int, runs_dir: Path, previous: dict
     whose recipe has not changed since; they are reused when the run folder is gone.
     """
     from core.config import preset as make_preset
-    from core.registry import is_finished_run
+    from core.runs.registry import is_finished_run
 
     name = f"{preset}-{dataset}-s{seed}"
     out = runs_dir / name

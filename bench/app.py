@@ -233,7 +233,7 @@ def main() -> int:
     models_dir.mkdir()
     (models_dir / Path(args.model).name).symlink_to(Path(args.model).resolve())
     films = write_films(work / "films", args.uploads)
-    # Convert the model for the fast engine first (core.serving; a no-op when a converted copy is cached),
+    # Convert the model for the fast engine first (core.serving.lite; a no-op when a converted copy is cached),
     # so that the timed uploads measure what every upload after the first minutes of an app's life sees.
     subprocess.run([sys.executable, "-m", "core", "predict", "--engine", "lite", "--model", args.model,
                     str(films["512 px PNG"][-1])], cwd=PROJECT_ROOT, env=app_environment(),

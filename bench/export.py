@@ -27,12 +27,12 @@ def main() -> int:
     parser.add_argument("--data", default=str(SHARED_DATA / "nih-cxr4"),
                         help="folder of real films to compare on (every film under it)")
     args = parser.parse_args()
-    from core.export import VARIANTS, export_tflite, parity_report
-    from core.imaging import load_image
-    from core.registry import load_run
+    from core.serving.export import VARIANTS, export_tflite, parity_report
+    from core.imaging.loader import load_image
+    from core.runs.registry import load_run
 
     size = int(load_run(args.model).config.get("image_size", 224))
-    from core.imaging import SUPPORTED_EXTENSIONS
+    from core.imaging.loader import SUPPORTED_EXTENSIONS
 
     files = sorted(path for path in Path(args.data).rglob("*") if path.suffix.lower() in SUPPORTED_EXTENSIONS)
     if not files:

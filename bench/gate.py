@@ -75,7 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
     args = parser.parse_args()
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
 
     predictor = Predictor(args.model)
     real = {"passed": 0, "total": 0, "failed_examples": []}

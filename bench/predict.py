@@ -2,7 +2,7 @@
 
     python bench/predict.py [--model RUN_DIR] [--repeats 50]
 
-Measures, for each engine (core.serving: Keras, and TensorFlow Lite with the closed-form Grad-CAM), warm,
+Measures, for each engine (core.serving.lite: Keras, and TensorFlow Lite with the closed-form Grad-CAM), warm,
 single film unless said: the bare model's forward pass on a ready tensor (the floor);
 bytes -> probabilities for a 1024x1024 8-bit PNG and a 512 px JPEG; the same with Grad-CAM and the rendered
 overlay; batch throughput in films per second from files on disk against the bare batched forward pass.
@@ -57,9 +57,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch-files", type=int, default=192)
     args = parser.parse_args()
-    from core.explain import overlay
-    from core.imaging import load_image
-    from core.predict import Predictor
+    from core.explain.gradcam import overlay
+    from core.imaging.loader import load_image
+    from core.serving.predict import Predictor
 
     engines = {"keras": Predictor(args.model, engine="keras"), "lite": Predictor(args.model, engine="lite")}
     if engines["lite"].engine != "TensorFlow Lite":

@@ -5,7 +5,7 @@
 For each real set, three child processes in turn (so each peak memory is its own):
   1. the bare train step: the paper's model and optimizer on a ready (32, 224, 224, 1) batch already
      in memory, no input pipeline, no augmentation (the floor on this machine);
-  2. the full paper recipe with `core.train.train_run` (decode, split, tf.data with augmentation,
+  2. the full paper recipe with `core.training.run.train_run` (decode, split, tf.data with augmentation,
      5 epochs, callbacks, evaluation), counting every call of the image loader;
   3. the bare step again, so the ratio is taken against the mean of before and after.
 Films per second per epoch come from history.csv's train_seconds (training batches only). The projection for
@@ -57,7 +57,7 @@ def bare_step_films_per_second(config, num_classes: int, images: np.ndarray, ste
 
 
 def sample_films(dataset: str, image_size: int) -> np.ndarray:
-    from core.imaging import load_image
+    from core.imaging.loader import load_image
 
     data_dir = SHARED / "data" / dataset
     files = sorted(data_dir.rglob("*.png"))[:8] or sorted(data_dir.rglob("*.jp*g"))[:8]
@@ -78,21 +78,21 @@ def train_child(dataset: str) -> dict:
     import csv
     import threading
 
-    import core.imaging
+    import core.imaging.loader
     from core.config import preset
-    from core.train import train_run
+    from core.training.run import train_run
 
     config = preset("paper")
     decodes = {"count": 0}
     lock = threading.Lock()
-    original_load_image = core.imaging.load_image
+    original_load_image = core.imaging.loader.load_image
 
     def counting_load_image(*args, **kwargs):
         with lock:
             decodes["count"] += 1
         return original_load_image(*args, **kwargs)
 
-    core.imaging.load_image = counting_load_image  # The loader is imported at call time everywhere.
+    core.imaging.loader.load_image = counting_load_image  # The loader is imported at call time everywhere.
     with tempfile.TemporaryDirectory() as models_dir:
         started = time.perf_counter()
         run_dir = train_run(SHARED / "data" / dataset, config, models_dir=models_dir, log=lambda line: None)

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from core.config import TrainConfig
+from core.settings import keras_home as settings_keras_home
 
 LAST_CONV_LAYER_NAME = "Conv_1"
 BACKBONE_PREFIX_LAYERS = ("film", "gray_to_rgb", "scaling")
@@ -44,7 +45,7 @@ def _local_imagenet_file(alpha: float, image_size: int) -> str | None:
     depend on the input size, so where only the 224 file is cached (as in an offline KERAS_HOME), it is
     used for the other sizes too instead of attempting a download.
     """
-    keras_home = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+    keras_home = settings_keras_home() / "models"
     rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
     name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{}_{}_no_top.h5"
     if (keras_home / name.format(alpha, rows)).is_file():
@@ -130,15 +131,6 @@ def set_trainable_layers(model, fine_tune_layers: int) -> None:
         layer.trainable = index >= boundary and not is_batch_norm
     for name in HEAD_LAYER_NAMES:
         model.get_layer(name).trainable = True
-
-
-def configure_keras_home() -> None:
-    """Use ../shared/keras_home for offline ImageNet weights when KERAS_HOME is unset and it exists."""
-    if os.environ.get("KERAS_HOME"):
-        return
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "keras_home"
-    if (shared / "models").is_dir():
-        os.environ["KERAS_HOME"] = str(shared)
 
 
 def load_model(model_path: str | os.PathLike):

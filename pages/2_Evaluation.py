@@ -123,7 +123,7 @@ with st.expander("External validation"):
     default_folder = str(ui.default_data_root())
     folder = st.text_input("Dataset folder", value=default_folder, key="external_folder")
     if st.button("Evaluate on this folder", key="external_go"):
-        from core.evaluate import evaluate_folder
+        from core.evaluation.evaluate import evaluate_folder
 
         try:
             with st.spinner("Evaluating every film in the folder…"):

@@ -3,7 +3,8 @@
 
 import streamlit as st
 
-from core import review, ui
+from core import ui
+from core.runs import review
 
 run = ui.require_run(ui.page_frame("Review"))
 run_path = str(run.path)

@@ -83,7 +83,7 @@ if start:
     overrides = dict(epochs=int(epochs), alpha=float(alpha), batch_size=int(batch_size),
                      learning_rate=float(learning_rate), fine_tune_layers=int(fine_tune_layers), seed=int(seed),
                      image_size=int(image_size), weights=weights)
-    from core.jobs import TrainingBusyError
+    from core.runs.jobs import TrainingBusyError
 
     try:
         config_path = ui.write_job_config(models_dir, preset_name, overrides)
@@ -113,7 +113,7 @@ def job_panel() -> None:
             for column, figure in zip(st.columns(2), ui.live_curves(history)):
                 column.plotly_chart(figure, key=f"live-{figure.layout.title.text}")
         if st.button("Cancel training", key="cancel_training"):
-            from core.jobs import request_stop
+            from core.runs.jobs import request_stop
 
             request_stop(models_dir)
             st.info("Cancel requested; the training stops after its current batch.")

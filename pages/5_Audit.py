@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core import audit, ui
+from core import ui
+from core.runs import audit
 
 ui.page_frame("Audit log")
 

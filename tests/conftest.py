@@ -47,7 +47,7 @@ def tiny_config(**overrides):
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """Converted models (core.serving) go to a cache of this test session, never the user's own."""
+    """Converted models (core.serving.lite) go to a cache of this test session, never the user's own."""
     os.environ["PARU_CACHE_DIR"] = str(tmp_path_factory.mktemp("paru-cache"))
     yield
 
@@ -60,7 +60,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_dataset):
     """One finished run trained briefly on the tiny dataset, in its own models folder."""
-    from core.train import train_run
+    from core.training.run import train_run
 
     models_dir = tmp_path_factory.mktemp("models")
     run_dir = train_run(tiny_dataset, tiny_config(), models_dir=models_dir, log=lambda line: None)

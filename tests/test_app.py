@@ -42,7 +42,7 @@ def app_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_models_dir(tmp_path_factory, app_dataset) -> Path:
     """A models folder holding one finished tiny run."""
-    from core.train import train_run
+    from core.training.run import train_run
 
     models_dir = tmp_path_factory.mktemp("app-models")
     train_run(app_dataset, tiny_config(epochs=1), models_dir=models_dir, log=lambda line: None)
@@ -52,7 +52,7 @@ def trained_models_dir(tmp_path_factory, app_dataset) -> Path:
 @pytest.fixture
 def with_run(monkeypatch, trained_models_dir):
     monkeypatch.setenv("PARU_MODELS_DIR", str(trained_models_dir))
-    from core.registry import list_runs
+    from core.runs.registry import list_runs
 
     return list_runs(trained_models_dir)[0]
 
@@ -125,7 +125,7 @@ def test_sidebar_menu_calls_the_home_page_home_and_lists_every_page(with_run):
 
 
 def test_core_ui_does_not_import_tensorflow():
-    code = "import sys, core.ui, core.review; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import sys, core.ui, core.runs.review; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 
@@ -230,7 +230,7 @@ def test_external_validation_warns_about_overlap(with_run, app_dataset, monkeypa
 @pytest.fixture
 def review_run(monkeypatch, tmp_path, trained_models_dir):
     """A copy of the tiny run whose first test film is recorded as a Normal film read as Pneumonia."""
-    from core.registry import list_runs
+    from core.runs.registry import list_runs
 
     source = list_runs(trained_models_dir)[0]
     models_dir = tmp_path / "review-models"
@@ -262,7 +262,7 @@ def test_review_tags_persist(review_run):
     at.run()
     assert at.selectbox(key=key).value == "label error"
 
-    from core.review import load_tags
+    from core.runs.review import load_tags
 
     assert load_tags(run.path)[file]["tag"] == "label error"
     # A new session (a browser reload) reads the tag back from the run folder.
@@ -271,7 +271,7 @@ def test_review_tags_persist(review_run):
 
 
 def test_review_tags_reject_unknown_tag(tmp_path):
-    from core.review import save_tag
+    from core.runs.review import save_tag
 
     with pytest.raises(ValueError, match="must be one of"):
         save_tag(tmp_path, "a.png", "maybe")
@@ -283,8 +283,8 @@ def test_review_tags_reject_unknown_tag(tmp_path):
 
 
 def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, app_dataset):
-    from core import jobs
-    from core.registry import list_runs
+    from core.runs import jobs
+    from core.runs.registry import list_runs
 
     models_dir = tmp_path / "train-models"
     monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
@@ -366,7 +366,7 @@ def test_evaluation_draws_reliability_diagrams_for_validation_and_test(with_run)
 
 
 def test_external_validation_counts_resized_copies_of_training_films(with_run, app_dataset, monkeypatch, tmp_path):
-    from core.data import read_split_csv
+    from core.data.scan import read_split_csv
 
     train = [row for row in read_split_csv(with_run.path / "split.csv") if row["subset"] == "train"][:5]
     folder = tmp_path / "copies"
@@ -391,7 +391,7 @@ def test_external_validation_says_when_the_perceptual_check_could_not_run(monkey
                                                                            app_dataset):
     import json
 
-    from core.registry import list_runs
+    from core.runs.registry import list_runs
 
     source = list_runs(trained_models_dir)[0]
     models_dir = tmp_path / "moved-models"
@@ -415,7 +415,7 @@ def test_external_validation_says_when_the_perceptual_check_could_not_run(monkey
 
 
 def test_evaluation_builds_a_mobile_export_once_and_offers_it(monkeypatch, tmp_path, trained_models_dir):
-    from core.registry import list_runs
+    from core.runs.registry import list_runs
 
     source = list_runs(trained_models_dir)[0]
     models_dir = tmp_path / "export-models"

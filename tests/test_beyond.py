@@ -49,7 +49,7 @@ def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_perceptual_hash_is_256_bits_and_rejects_non_images():
-    from core.data import PERCEPTUAL_HASH_BITS, hamming_distances, perceptual_hash
+    from core.data.scan import PERCEPTUAL_HASH_BITS, hamming_distances, perceptual_hash
 
     film = film_with_blob(0, np.random.default_rng(0))
     value = perceptual_hash(film)
@@ -63,7 +63,7 @@ def test_perceptual_hash_is_256_bits_and_rejects_non_images():
 
 
 def test_hamming_distances_count_differing_bits_and_nearest_finds_the_closest():
-    from core.data import PERCEPTUAL_HASH_BITS, hamming_distances, nearest_hashes
+    from core.data.scan import PERCEPTUAL_HASH_BITS, hamming_distances, nearest_hashes
 
     zero = "0" * 64
     one_bit = "0" * 63 + "1"
@@ -84,8 +84,8 @@ def test_threshold_catches_resized_copies_and_never_matches_distinct_real_films(
     original, 128 px JPEG q50 at most 14; the closest distinct nih-cxr4 pair 62 bits apart, so 0 false
     matches in 26,565 pairs (and 0 in 322,803 pediatric-pneumonia pairs, closest 50 bits).
     """
-    from core.data import NEAR_DUPLICATE_DISTANCE, hamming_distances, perceptual_hashes
-    from core.imaging import load_image
+    from core.data.scan import NEAR_DUPLICATE_DISTANCE, hamming_distances, perceptual_hashes
+    from core.imaging.loader import load_image
 
     files = sorted(glob.glob(str(NIH / "*" / "*.png")))
     assert len(files) >= 200
@@ -107,9 +107,9 @@ def test_threshold_catches_resized_copies_and_never_matches_distinct_real_films(
 def test_demo_run_finds_its_training_films_among_the_256_px_samples():
     """samples/ holds 256 px copies of 40 nih-cxr4 films: no byte is identical to the demo run's 512 px
     originals, yet every one the run trained or validated on is found, and none of its test films."""
-    from core.data import decode_in_chunks, perceptual_hashes, read_split_csv
-    from core.evaluate import check_overlap
-    from core.registry import load_run
+    from core.data.scan import decode_in_chunks, perceptual_hashes, read_split_csv
+    from core.evaluation.evaluate import check_overlap
+    from core.runs.registry import load_run
 
     run = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper")
     subset_of = {row["path"]: row["subset"] for row in read_split_csv(run.path / "split.csv")}
@@ -130,7 +130,7 @@ def test_demo_run_finds_its_training_films_among_the_256_px_samples():
 @pytest.fixture(scope="module")
 def copies_folder(tmp_path_factory, tiny_run):
     """Resized JPEG copies of 6 training films and 4 test films of the tiny run, in class folders."""
-    from core.data import read_split_csv
+    from core.data.scan import read_split_csv
 
     root = Path(json.loads((tiny_run / "data_report.json").read_text())["root"])
     rows = read_split_csv(tiny_run / "split.csv")
@@ -143,7 +143,7 @@ def copies_folder(tmp_path_factory, tiny_run):
 
 
 def test_evaluate_folder_counts_resized_copies_of_training_films(tiny_run, copies_folder):
-    from core.evaluate import evaluate_folder
+    from core.evaluation.evaluate import evaluate_folder
 
     folder, train_paths = copies_folder
     overlap = evaluate_folder(tiny_run, folder)["overlap"]
@@ -156,8 +156,8 @@ def test_evaluate_folder_counts_resized_copies_of_training_films(tiny_run, copie
 
 
 def test_run_hashes_are_computed_from_the_split_when_missing(tiny_run, tmp_path):
-    from core.evaluate import HASHES_FILE_NAME, run_hashes
-    from core.registry import load_run
+    from core.evaluation.evaluate import HASHES_FILE_NAME, run_hashes
+    from core.runs.registry import load_run
 
     stored = json.loads((tiny_run / HASHES_FILE_NAME).read_text())
     copy = _copy_run(tiny_run, tmp_path)
@@ -169,8 +169,8 @@ def test_run_hashes_are_computed_from_the_split_when_missing(tiny_run, tmp_path)
 
 
 def test_overlap_says_when_the_perceptual_check_could_not_run(tiny_run, tmp_path):
-    from core.evaluate import HASHES_FILE_NAME, check_overlap
-    from core.registry import load_run
+    from core.evaluation.evaluate import HASHES_FILE_NAME, check_overlap
+    from core.runs.registry import load_run
 
     copy = _copy_run(tiny_run, tmp_path)
     (copy / HASHES_FILE_NAME).unlink()
@@ -206,7 +206,7 @@ def _rows(n_right: int, n_wrong: int) -> list[dict]:
 
 
 def test_select_cam_films_is_bounded_and_balanced():
-    from core.review import select_cam_films
+    from core.runs.review import select_cam_films
 
     assert len(select_cam_films(_rows(5, 2), max_films=10)) == 7  # Small test set: every test film.
     chosen = select_cam_films(_rows(100, 8), max_films=10)
@@ -220,7 +220,7 @@ def test_select_cam_films_is_bounded_and_balanced():
 
 
 def test_summarise_cam_regions_means_and_flags():
-    from core.review import summarise_cam_regions
+    from core.runs.review import summarise_cam_regions
 
     films = [
         {"file": "a", "label": "N", "predicted": "N", "central": 0.8, "border": 0.2, "corners": 0.0},
@@ -235,8 +235,8 @@ def test_summarise_cam_regions_means_and_flags():
 
 
 def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
-    from core.registry import load_run
-    from core.review import CAM_REGIONS_FILE_NAME, compute_cam_regions, load_cam_regions
+    from core.runs.registry import load_run
+    from core.runs.review import CAM_REGIONS_FILE_NAME, compute_cam_regions, load_cam_regions
 
     copy = _copy_run(tiny_run, tmp_path)
     run = load_run(copy)
@@ -257,7 +257,7 @@ def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
 
 
 def test_reliability_before_after_by_hand():
-    from core.metrics import reliability_before_after
+    from core.evaluation.metrics import reliability_before_after
 
     probabilities = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
     curves = reliability_before_after([0, 1, 1, 0], probabilities, temperature=1.0, n_bins=5)
@@ -289,7 +289,7 @@ def _entries():
 
 
 def test_audit_tables_filter_flatten_and_download():
-    from core import audit
+    from core.runs import audit
 
     entries = _entries()
     assert audit.run_ids(entries) == ["run-a", "run-b"]
@@ -310,7 +310,7 @@ def test_audit_tables_filter_flatten_and_download():
 
 
 def test_review_tags_rewrite_the_model_card(tiny_run, tmp_path):
-    from core.review import save_tag
+    from core.runs.review import save_tag
 
     copy = _copy_run(tiny_run, tmp_path)
     before = (copy / "model_card.md").read_text()
@@ -332,7 +332,7 @@ def test_review_tags_rewrite_the_model_card(tiny_run, tmp_path):
 
 
 def test_save_tag_without_a_run_still_saves(tmp_path):
-    from core.review import load_tags, save_tag
+    from core.runs.review import load_tags, save_tag
 
     save_tag(tmp_path, "a.png", "ambiguous", "unclear")
     assert load_tags(tmp_path)["a.png"]["tag"] == "ambiguous"

@@ -26,7 +26,7 @@ PER_CLASS_KEYS = {"precision", "recall", "f1", "ovr_accuracy", "tp", "fp", "fn",
 
 
 def test_folder_names_people_download_map_to_the_paper_classes(tmp_path):
-    from core.data import scan_dataset
+    from core.data.scan import scan_dataset
 
     make_dataset(tmp_path, per_class=3, class_folders=("NORMAL", "PNEUMONIA", "No Finding_extra"))
     # "No Finding_extra" is not an alias: it stays its own class, so aliases must be exact.
@@ -39,7 +39,7 @@ def test_folder_names_people_download_map_to_the_paper_classes(tmp_path):
 
 
 def test_kaggle_presplit_layout_keeps_test_and_carves_validation_from_train(tmp_path):
-    from core.data import assign_subsets, scan_dataset
+    from core.data.scan import assign_subsets, scan_dataset
 
     make_dataset(tmp_path / "train", per_class=10, class_folders=("NORMAL", "PNEUMONIA"), seed=1)
     make_dataset(tmp_path / "test", per_class=4, class_folders=("NORMAL", "PNEUMONIA"), seed=2)
@@ -53,7 +53,7 @@ def test_kaggle_presplit_layout_keeps_test_and_carves_validation_from_train(tmp_
 
 
 def test_corrupt_and_unsupported_files_are_skipped_with_a_reason_not_fatal(tmp_path):
-    from core.data import scan_dataset
+    from core.data.scan import scan_dataset
 
     make_dataset(tmp_path, per_class=4, class_folders=("Normal", "Pneumonia"))
     (tmp_path / "Normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
@@ -68,7 +68,7 @@ def test_corrupt_and_unsupported_files_are_skipped_with_a_reason_not_fatal(tmp_p
 
 
 def test_the_same_bytes_under_two_classes_are_skipped_as_ambiguous(tmp_path):
-    from core.data import scan_dataset
+    from core.data.scan import scan_dataset
 
     make_dataset(tmp_path, per_class=4, class_folders=("Normal", "Pneumonia"))
     source = tmp_path / "Normal" / "Nor_000.png"
@@ -90,7 +90,7 @@ def test_the_same_bytes_under_two_classes_are_skipped_as_ambiguous(tmp_path):
     ids=["missing", "no-class-folders", "empty-class-folders", "single-class", "too-few-for-split"],
 )
 def test_impossible_datasets_fail_before_training_with_a_clear_message(tmp_path, build, message):
-    from core.data import assign_subsets, scan_dataset
+    from core.data.scan import assign_subsets, scan_dataset
 
     root = tmp_path / "data"
     build(root)
@@ -145,7 +145,7 @@ def test_missing_local_weights_file_says_what_to_do(tmp_path):
 
 
 def test_finished_run_has_every_file_and_the_metrics_schema(tiny_run):
-    from core.registry import list_runs, load_run
+    from core.runs.registry import list_runs, load_run
 
     for name in ("model.keras", "config.json", "classes.json", "split.csv", "history.csv", "metrics.json",
                  "predictions.csv", "data_report.json", "model_card.md", "status.json"):
@@ -171,11 +171,11 @@ def test_head_on_features_keeps_the_backbone_and_keeps_the_best_epochs_head(tiny
     """The recommended recipe's path: ImageNet backbone untouched, head = standardise + the best epoch's Dense."""
     import keras
 
-    from core.data import read_split_csv
-    from core.gate import pooled_features
-    from core.imaging import load_image
+    from core.data.scan import read_split_csv
+    from core.serving.gate import pooled_features
+    from core.imaging.loader import load_image
     from core.model import build_model, load_model
-    from core.train import train_run
+    from core.training.run import train_run
 
     config = tiny_config(preset="recommended", scaling="symmetric", fine_tune_layers=0, head_on_features=True,
                          rotation_degrees=0.0, zoom=0.0, brightness=0.0, dropout=0.0, head_l2=0.1,
@@ -225,8 +225,8 @@ def test_head_on_features_refuses_settings_it_would_ignore(changes, message):
 
 
 def test_a_failed_training_never_harms_the_previous_run(tiny_run, tmp_path):
-    from core.registry import list_runs, load_run
-    from core.train import train_run
+    from core.runs.registry import list_runs, load_run
+    from core.training.run import train_run
 
     models_dir = tiny_run.parent
     before = (tiny_run / "model.keras").read_bytes()
@@ -244,7 +244,7 @@ def test_a_failed_training_never_harms_the_previous_run(tiny_run, tmp_path):
 
 
 def test_stale_lock_is_taken_over_but_a_live_one_blocks(tmp_path):
-    from core.jobs import TrainingBusyError, acquire_lock, release_lock
+    from core.runs.jobs import TrainingBusyError, acquire_lock, release_lock
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -261,8 +261,8 @@ def test_stale_lock_is_taken_over_but_a_live_one_blocks(tmp_path):
 
 
 def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_next(tiny_run, tmp_path):
-    from core.jobs import acquire_lock, job_status, release_lock
-    from core.registry import list_runs, load_run
+    from core.runs.jobs import acquire_lock, job_status, release_lock
+    from core.runs.registry import list_runs, load_run
 
     models_dir = tmp_path / "models"
     models_dir.mkdir()
@@ -307,7 +307,7 @@ def _dataset_of(run_dir: Path) -> Path:
 
 
 def test_evaluate_external_folder_has_the_metrics_schema_and_flags_overlap(tiny_run, tmp_path):
-    from core.evaluate import evaluate_folder
+    from core.evaluation.evaluate import evaluate_folder
 
     dataset = _dataset_of(tiny_run)
     out = tmp_path / "external.json"
@@ -364,7 +364,7 @@ def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_p
 
 
 def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_same(tiny_run, tmp_path):
-    from core.data import assign_subsets, read_split_csv, scan_dataset
+    from core.data.scan import assign_subsets, read_split_csv, scan_dataset
 
     out = tmp_path / "laid-out"
     result = subprocess.run([sys.executable, "-m", "core", "split", "--model", str(tiny_run), "--out", str(out)],
@@ -391,9 +391,9 @@ def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_s
 
 
 def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
-    from core.evaluate import read_predictions_csv
-    from core.predict import Predictor
-    from core.registry import load_run
+    from core.evaluation.evaluate import read_predictions_csv
+    from core.serving.predict import Predictor
+    from core.runs.registry import load_run
 
     run = load_run(tiny_run)
     predictor = Predictor(run, calibrated=False)
@@ -413,9 +413,9 @@ def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
 
 @pytest.mark.skipif(not (SHARED_DATA / "samples").is_dir(), reason="../shared/data/samples is absent")
 def test_end_to_end_on_real_films_with_patient_aware_split(tmp_path):
-    from core.data import read_split_csv
-    from core.predict import Predictor
-    from core.train import train_run
+    from core.data.scan import read_split_csv
+    from core.serving.predict import Predictor
+    from core.training.run import train_run
 
     run_dir = train_run(SHARED_DATA / "samples", tiny_config(image_size=96, epochs=1),
                         models_dir=tmp_path, log=lambda line: None)
@@ -432,7 +432,7 @@ def test_end_to_end_on_real_films_with_patient_aware_split(tmp_path):
 
 
 def test_two_quick_starts_launch_one_training(tiny_run, tmp_path):
-    from core.jobs import TrainingBusyError, job_status, request_stop, start_training
+    from core.runs.jobs import TrainingBusyError, job_status, request_stop, start_training
 
     config_path = tmp_path / "config.json"
     tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
@@ -454,7 +454,7 @@ def test_two_quick_starts_launch_one_training(tiny_run, tmp_path):
 
 
 def test_typed_folders_cannot_escape_the_data_roots(tmp_path):
-    from core.data import confine_to_roots
+    from core.data.paths import confine_to_roots
 
     root = tmp_path / "data"
     (root / "nih").mkdir(parents=True)
@@ -472,7 +472,7 @@ def test_full_disk_or_read_only_models_folder_gives_a_clear_message(tiny_dataset
                                                                      error_number, words):
     import tempfile
 
-    from core.train import train_run
+    from core.training.run import train_run
 
     def refuse(*args, **kwargs):
         raise OSError(error_number, words)
@@ -493,7 +493,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, {str(PROJECT_ROOT)!r})
 sys.path.insert(0, {str(PROJECT_ROOT / "tests")!r})
 from conftest import tiny_config
-from core.train import train_run
+from core.training.run import train_run
 lines = []
 run = train_run({str(tiny_dataset)!r}, tiny_config(distribute="mirrored", epochs=1),
                 models_dir={str(tmp_path / "models")!r}, log=lines.append)
@@ -504,7 +504,7 @@ print(json.dumps({{"run": str(run), "log": lines}}))
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert any("mirrored): 2 replicas" in line for line in output["log"])
-    from core.registry import load_run
+    from core.runs.registry import load_run
 
     run = load_run(output["run"])
     assert run.config["distribute"] == "mirrored"

@@ -1,4 +1,4 @@
-"""Tests for core.explain: Grad-CAM on a tiny trained model, the tf-keras-vis reference, overlay and regions.
+"""Tests for core.explain.gradcam: Grad-CAM on a tiny trained model, the tf-keras-vis reference, overlay and regions.
 
 The module fixture trains a MobileNetV2 (alpha 0.35, 96 x 96) for a few seconds to tell apart noise films
 with a bright square in the left half (class 0) from films with the square in the right half (class 1).
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.explain import GradCam, cam_regions, colorbar, grad_cam, grad_cam_vis, overlay
+from core.explain.gradcam import GradCam, cam_regions, colorbar, grad_cam, grad_cam_vis, overlay
 
 IMAGE_SIZE = 96
 SQUARE_SIDE = 24
@@ -166,7 +166,7 @@ def test_uint8_and_float_films_and_a_single_film_agree(trained_model, test_films
 
 
 def test_grad_cam_caches_one_explainer_per_model(trained_model, test_films):
-    from core import explain
+    from core.explain import gradcam as explain
 
     grad_cam(trained_model, test_films[0][:1])
     first = explain._GRAD_CAM_CACHE[trained_model]["Conv_1"]
@@ -189,7 +189,7 @@ def test_a_fully_frozen_model_still_gets_maps(trained_model, explained, test_fil
 
 
 def test_one_pass_with_the_gate_features_gives_the_same_answer(trained_model, explained, test_films):
-    from core.gate import FEATURE_LAYER_NAME, feature_model
+    from core.serving.gate import FEATURE_LAYER_NAME, feature_model
 
     films = test_films[0][:4]
     explainer = GradCam(trained_model, extra_output_name=FEATURE_LAYER_NAME)
@@ -278,7 +278,7 @@ def test_overlay_resizes_the_cam_to_a_non_square_film():
 
 
 def test_overlay_is_the_film_blended_with_the_heatmap_by_opacity_times_cam():
-    from core.explain import _colormap
+    from core.explain.gradcam import _colormap
 
     rng = np.random.default_rng(3)
     gray = rng.integers(0, 256, (48, 40), dtype=np.uint8)
@@ -380,7 +380,7 @@ def test_cam_regions_rejects_a_bad_border_fraction(border_fraction):
 
 
 def test_importing_explain_does_not_import_tensorflow():
-    code = "import sys, core.explain; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = "import sys, core.explain.gradcam; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         cwd=Path(__file__).resolve().parents[1],

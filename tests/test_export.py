@@ -25,15 +25,15 @@ def _export(run_dir, out, variant, *extra):
 
 
 def _run_films(run_dir, size):
-    from core.data import read_split_csv
-    from core.imaging import load_image
+    from core.data.scan import read_split_csv
+    from core.imaging.loader import load_image
 
     root = json.loads((run_dir / "data_report.json").read_text())["root"]
     return np.stack([load_image(f"{root}/{row['path']}", size) for row in read_split_csv(run_dir / "split.csv")])
 
 
 def test_tflite_exports_agree_with_keras_on_the_runs_films(tiny_run, tmp_path):
-    from core.export import parity_report
+    from core.serving.export import parity_report
 
     images = _run_films(tiny_run, 64).astype(np.float32)
     exact = parity_report(tiny_run, _export(tiny_run, tmp_path / "f32.tflite", "float32", "--no-check"), images)
@@ -85,7 +85,7 @@ def test_exports_of_the_demo_are_checked_on_its_real_films(tmp_path):
 def test_the_parity_check_says_what_to_do_when_the_runs_films_have_moved(tiny_run, tmp_path):
     import shutil
 
-    from core.export import run_films
+    from core.serving.export import run_films
 
     moved = tmp_path / "run"
     shutil.copytree(tiny_run, moved)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import PROJECT_ROOT, SHARED_DATA
-from core.gate import GateResult, check, fit_gate, load_gate, save_gate
+from core.serving.gate import GateResult, check, fit_gate, load_gate, save_gate
 
 DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
 
@@ -62,7 +62,7 @@ def _png(array):
 @pytest.mark.skipif(not (SHARED_DATA / "samples").is_dir() or not (DEMO_RUN / "gate.npz").is_file(),
                     reason="needs ../shared/data/samples and the shipped demo run")
 def test_demo_run_passes_real_films_and_refuses_photos_documents_and_noise():
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
 
     predictor = Predictor(DEMO_RUN)
     films = sorted((SHARED_DATA / "samples").rglob("*.png"))
@@ -83,9 +83,9 @@ def test_demo_run_passes_real_films_and_refuses_photos_documents_and_noise():
 
 
 def test_audit_log_records_each_prediction_without_the_image(tmp_path):
-    from core import audit
-    from core.gate import GateResult
-    from core.predict import Prediction
+    from core.runs import audit
+    from core.serving.gate import GateResult
+    from core.serving.predict import Prediction
 
     film = b"\x89PNG fake film bytes"
     prediction = Prediction("../../etc/passwd\x1b[31m", "Normal", 0.9, {"Normal": 0.9, "Pneumonia": 0.1},

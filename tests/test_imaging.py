@@ -1,4 +1,4 @@
-"""Tests for core.imaging: every accepted format, every refusal, DICOM display rules and model input.
+"""Tests for core.imaging.loader: every accepted format, every refusal, DICOM display rules and model input.
 
 Files are built in memory with Pillow and pydicom; one test reads a real film from ../shared/data and
 skips cleanly where that folder is absent.
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import imaging
-from core.imaging import (
+from core.imaging import loader as imaging
+from core.imaging.loader import (
     MAX_ASPECT,
     MAX_PIXELS,
     MIN_SIDE,
@@ -662,7 +662,7 @@ def test_file_objects_are_read_and_their_name_is_a_label_only():
 
 
 def test_module_imports_neither_tensorflow_nor_streamlit():
-    code = ("import sys; import core.imaging; "
+    code = ("import sys; import core.imaging.loader; "
             "print(sorted(m for m in ('tensorflow', 'streamlit', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[1])

@@ -1,4 +1,4 @@
-"""Tests for core.metrics: the paper's numbers, agreement with sklearn, CIs, calibration and validation."""
+"""Tests for core.evaluation.metrics: the paper's numbers, agreement with sklearn, CIs, calibration and validation."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sklearn_metrics
 
-from core.metrics import (
+from core.evaluation.metrics import (
     apply_temperature,
     classification_report,
     confusion_matrix,

@@ -1,4 +1,4 @@
-"""The fast single-film engine (core.serving): same answers as Keras, and Keras whenever it cannot serve."""
+"""The fast single-film engine (core.serving.lite): same answers as Keras, and Keras whenever it cannot serve."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ def _films(run_dir, count=6):
     """Films of the dataset the run was trained on, from every class, as paths and model inputs."""
     import json
 
-    from core.imaging import load_image
-    from core.registry import load_run
+    from core.imaging.loader import load_image
+    from core.runs.registry import load_run
 
     root = json.loads((run_dir / "data_report.json").read_text())["root"]
     paths = sorted(Path(root).rglob("*.png"))[::7][:count]
@@ -22,7 +22,7 @@ def _films(run_dir, count=6):
 
 
 def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run):
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
 
     keras_predictor = Predictor(tiny_run, calibrated=False, engine="keras")
     lite_predictor = Predictor(tiny_run, calibrated=False, engine="lite")
@@ -52,9 +52,9 @@ def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run):
     """Given the same Conv_1 maps, the engine's CAM is GradCam's to float precision, for every class."""
     import keras
 
-    from core.explain import GradCam
+    from core.explain.gradcam import GradCam
     from core.model import load_model
-    from core.serving import ClosedFormGradCam
+    from core.serving.lite import ClosedFormGradCam
 
     model = load_model(tiny_run / "model.keras")
     closed_form = ClosedFormGradCam(model)
@@ -70,7 +70,7 @@ def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run):
 def test_bilinear_matrix_is_tf_image_resize():
     import tensorflow as tf
 
-    from core.serving import bilinear_matrix
+    from core.serving.lite import bilinear_matrix
 
     small = np.random.default_rng(0).random((7, 5)).astype(np.float32)
     expected = tf.image.resize(small[None, :, :, None], (64, 48), method="bilinear").numpy()[0, :, :, 0]
@@ -78,14 +78,14 @@ def test_bilinear_matrix_is_tf_image_resize():
 
 
 def test_a_failed_conversion_leaves_prediction_on_keras(tiny_run, monkeypatch):
-    import core.serving
-    from core.predict import Predictor
+    import core.serving.lite
+    from core.serving.predict import Predictor
 
     def broken(model):
         raise RuntimeError("converter crashed")
 
     monkeypatch.setenv("PARU_CACHE_DIR", str(tiny_run.parent / "empty-cache"))
-    monkeypatch.setattr(core.serving, "convert", broken)
+    monkeypatch.setattr(core.serving.lite, "convert", broken)
     predictor = Predictor(tiny_run, engine="lite")
     assert predictor.engine == "Keras" and "converter crashed" in predictor.engine_note
     paths, _ = _films(tiny_run, count=1)
@@ -96,7 +96,7 @@ def test_a_failed_conversion_leaves_prediction_on_keras(tiny_run, monkeypatch):
 def test_a_model_of_another_shape_is_refused_with_a_reason():
     import keras
 
-    from core.serving import EngineUnavailable, convert
+    from core.serving.lite import EngineUnavailable, convert
 
     film = keras.Input((32, 32, 1))
     x = keras.layers.Conv2D(4, 3, name="Conv_1")(film)
@@ -107,8 +107,8 @@ def test_a_model_of_another_shape_is_refused_with_a_reason():
 
 
 def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path, monkeypatch):
-    from core.predict import Predictor
-    from core.serving import LiteEngine, cached_path
+    from core.serving.predict import Predictor
+    from core.serving.lite import LiteEngine, cached_path
 
     monkeypatch.setenv("PARU_CACHE_DIR", str(tmp_path / "cache"))
     predictor = Predictor(tiny_run, engine="background")
@@ -127,7 +127,7 @@ def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path
 
 
 def test_external_evaluation_on_either_engine_gives_the_same_figures(tiny_run, tiny_dataset):
-    from core.evaluate import evaluate_folder
+    from core.evaluation.evaluate import evaluate_folder
 
     on_keras = evaluate_folder(tiny_run, tiny_dataset, engine="keras")
     on_lite = evaluate_folder(tiny_run, tiny_dataset, engine="lite")

@@ -1,9 +1,9 @@
-"""Tests for core.split: stratification, reproducibility, no leakage across subsets, and validation."""
+"""Tests for core.data.split: stratification, reproducibility, no leakage across subsets, and validation."""
 
 import numpy as np
 import pytest
 
-from core.split import group_ids, split_summary, stratified_group_split
+from core.data.split import group_ids, split_summary, stratified_group_split
 
 CLASS_NAMES = ["Normal", "Pneumonia", "Cardiomegaly", "Pneumothorax"]
 FRACTIONS = (0.70, 0.15, 0.15)

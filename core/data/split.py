@@ -1,7 +1,7 @@
 """The reproducible, stratified, patient- and duplicate-aware train/val/test split.
 
 Pure functions: arrays in, arrays or dicts out, with an explicit ``seed``; no TensorFlow, Streamlit or
-file I/O. ``core.data`` feeds them the scanned films.
+file I/O. ``core.data.scan`` feeds them the scanned films.
 
 Films are split by *group*, never one by one: a group is every film that shares a patient id or an
 identical file content (SHA-256) with another film of the group, so the same patient or the same image

@@ -2,7 +2,7 @@
 
 Pages stay thin views: they read widgets, call one or two functions here or in `core`, and draw. This
 module imports Streamlit, pandas and plotly at the top but never TensorFlow: functions that need a model
-import `core.predict` / `core.explain` inside themselves, so pages that only read metrics open fast.
+import `core.serving.predict` / `core.explain.gradcam` inside themselves, so pages that only read metrics open fast.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.export import EXPORT_FORMAT, PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1
-from core.export import VARIANTS as EXPORT_VARIANTS
-from core.registry import PROJECT_ROOT, Run, default_models_dir, list_runs, load_run, read_json
+from core.serving.export import EXPORT_FORMAT, PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1
+from core.serving.export import VARIANTS as EXPORT_VARIANTS
+from core.runs.registry import Run, list_runs, load_run, read_json
+from core.data.paths import confined_data_folder, dataset_folders
+from core.settings import PROJECT_ROOT, allowed_data_roots, default_data_root, default_models_dir, keras_home_env
 
 DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
 CLINICAL_BAR = 0.90
@@ -174,12 +176,12 @@ keep_keras_session_between_reruns()
 
 @st.cache_resource(show_spinner="Loading the model…")
 def get_predictor(run_path: str):
-    """One loaded core.predict.Predictor per run folder (keyed by the path string, never the model).
+    """One loaded core.serving.predict.Predictor per run folder (keyed by the path string, never the model).
 
-    Single films run on TensorFlow Lite once a converted copy of the model exists (core.serving); the first
+    Single films run on TensorFlow Lite once a converted copy of the model exists (core.serving.lite); the first
     time a model is used on a machine, the conversion runs in the background and Keras serves meanwhile.
     """
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
 
     return Predictor(run_path, engine="background")
 
@@ -187,7 +189,7 @@ def get_predictor(run_path: str):
 @st.cache_data(show_spinner=False)
 def load_predictions(run_path: str, classes: tuple[str, ...]) -> list[dict]:
     """predictions.csv rows of a run ([] when the file is missing)."""
-    from core.evaluate import read_predictions_csv
+    from core.evaluation.evaluate import read_predictions_csv
 
     path = Path(run_path) / "predictions.csv"
     return read_predictions_csv(path, list(classes)) if path.is_file() else []
@@ -204,8 +206,8 @@ def load_history(run_path: str):
 
 @st.cache_data(show_spinner="Checking the dataset folder…")
 def scan_folder(folder: str) -> dict:
-    """core.data.scan_dataset(folder, decode=False) as a report dict, or {"error": message}."""
-    from core.data import scan_dataset
+    """core.data.scan.scan_dataset(folder, decode=False) as a report dict, or {"error": message}."""
+    from core.data.scan import scan_dataset
 
     try:
         scan = scan_dataset(confined_data_folder(folder), decode=False)
@@ -301,7 +303,7 @@ def predict_upload(run_path: str, data: bytes, name: str):
     prediction = get_predictor(run_path).predict(data, name=name, with_cam=True, display=True,
                                                  display_max_side=DISPLAY_MAX_SIDE)
     try:
-        from core.audit import record
+        from core.runs.audit import record
 
         # One audit line per prediction (the file's hash and the output, never the image).
         record(data, Path(run_path).name, prediction, models_dir())
@@ -313,8 +315,8 @@ def predict_upload(run_path: str, data: bytes, name: str):
 @st.cache_data(show_spinner="Computing Grad-CAM++…", max_entries=64)
 def cam_for_method(run_path: str, data: bytes, label: str, method: str):
     """The CAM (S, S) of `label` for one film's bytes by `method` ("gradcam" or "gradcam++")."""
-    from core.explain import grad_cam_vis
-    from core.imaging import load_image
+    from core.explain.gradcam import grad_cam_vis
+    from core.imaging.loader import load_image
 
     predictor = get_predictor(run_path)
     image = load_image(data, predictor.image_size)[np.newaxis]
@@ -323,7 +325,7 @@ def cam_for_method(run_path: str, data: bytes, label: str, method: str):
 
 def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity: float) -> np.ndarray:
     """The film with the chosen method's CAM painted over it (RGB uint8)."""
-    from core.explain import overlay
+    from core.explain.gradcam import overlay
 
     cam = prediction.cam if method == "gradcam" else cam_for_method(run_path, data, prediction.label, method)
     return overlay(prediction.gray, cam, opacity=opacity)
@@ -464,7 +466,7 @@ def roc_figure(rows: list[dict], classes: list[str]):
     """One-vs-rest ROC curves of the test rows of predictions.csv (None when there are none)."""
     import plotly.graph_objects as go
 
-    from core.metrics import roc_curves
+    from core.evaluation.metrics import roc_curves
 
     test = [row for row in rows if row.get("subset") == "test"]
     if not test:
@@ -514,37 +516,6 @@ def external_vs_internal(internal: dict, external: dict):
         return values
 
     return pd.DataFrame({"Internal test": column(internal), "External": column(external)}).astype(str)
-
-
-def default_data_root() -> Path:
-    """$PARU_DATA_ROOT, else ../shared/data beside the project if it exists, else the project's data/."""
-    if os.environ.get("PARU_DATA_ROOT"):
-        return Path(os.environ["PARU_DATA_ROOT"].split(os.pathsep)[0]).expanduser()
-    shared = PROJECT_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else PROJECT_ROOT / "data"
-
-
-def allowed_data_roots() -> list[Path]:
-    """Folders the app may read datasets from: $PARU_DATA_ROOT (several joined by os.pathsep), else the
-    default data root."""
-    configured = os.environ.get("PARU_DATA_ROOT")
-    if configured:
-        return [Path(part).expanduser() for part in configured.split(os.pathsep) if part]
-    return [default_data_root()]
-
-
-def confined_data_folder(folder: str | os.PathLike) -> Path:
-    """A folder typed in the app, resolved and confined to the allowed data roots (ValueError otherwise)."""
-    from core.data import confine_to_roots
-
-    return confine_to_roots(folder, allowed_data_roots())
-
-
-def dataset_folders(root: Path) -> list[str]:
-    """Subfolders of the data root (not hidden), as path strings."""
-    if not root.is_dir():
-        return []
-    return sorted(str(path) for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -611,7 +582,7 @@ def resolve_film_path(root: Path, relative: str) -> Path | None:
 @st.cache_data(show_spinner="Explaining the film…", max_entries=256)
 def review_case(run_path: str, film_path: str, opacity: float = 0.45) -> dict:
     """The film (2-D uint8), its Grad-CAM overlay (RGB uint8) and an error message, for one film path."""
-    from core.explain import overlay
+    from core.explain.gradcam import overlay
 
     prediction = get_predictor(run_path).predict(film_path, with_cam=True, display=True, gate=False)
     if prediction.error:
@@ -666,21 +637,13 @@ def write_job_config(models_dir_path: Path, preset_name: str, overrides: dict) -
     return path
 
 
-def keras_home_env() -> dict:
-    """{"KERAS_HOME": ../shared/keras_home} when KERAS_HOME is unset and that folder exists, else {}."""
-    if os.environ.get("KERAS_HOME"):
-        return {}
-    shared = PROJECT_ROOT.parent / "shared" / "keras_home"
-    return {"KERAS_HOME": str(shared)} if (shared / "models").is_dir() else {}
-
-
 def start_job(folder: str, config_path: Path, models_dir_path: Path) -> int:
     """Start the training process and return its pid.
 
-    core.jobs.start_training holds the training lock for the child from the moment it returns, so a second
+    core.runs.jobs.start_training holds the training lock for the child from the moment it returns, so a second
     Start is refused with TrainingBusyError. The process is kept here so that it is reaped when it ends.
     """
-    from core import jobs
+    from core.runs import jobs
 
     _reap_children()
     process = jobs.start_training(folder, config_path, models_dir_path, extra_env=keras_home_env())
@@ -695,8 +658,8 @@ def _reap_children() -> None:
 
 
 def read_job_status(models_dir_path: Path):
-    """core.jobs.job_status, after reaping this server's finished training processes."""
-    from core import jobs
+    """core.runs.jobs.job_status, after reaping this server's finished training processes."""
+    from core.runs import jobs
 
     _reap_children()
     return jobs.job_status(models_dir_path)
@@ -747,11 +710,11 @@ def reliability_figures(rows: list[dict], classes: list[str], temperature: float
     """{"validation": figure, "test": figure}: reliability diagrams before/after temperature scaling.
 
     rows are predictions.csv rows (ui.load_predictions); a subset without rows maps to None. Points are
-    the confidence bins of core.metrics.reliability_before_after (marker area grows with the bin's films).
+    the confidence bins of core.evaluation.metrics.reliability_before_after (marker area grows with the bin's films).
     """
     import plotly.graph_objects as go
 
-    from core.metrics import reliability_before_after
+    from core.evaluation.metrics import reliability_before_after
 
     figures = {}
     for subset, title in (("val", "validation"), ("test", "test")):

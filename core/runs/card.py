@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.registry import read_json
+from core.runs.registry import read_json
 
 KNOWN_SOURCES = {
     "nih-cxr4": "NIH ChestX-ray14 adult films (subset of 231; NLP-mined labels). Acknowledge the NIH Clinical "
@@ -135,7 +135,7 @@ def review_section(run_dir: Path) -> list[str]:
     Counts per tag (with the mix-ups behind each tag), every note a reviewer wrote, and where Grad-CAM put
     its mass for right and wrong answers. Returns [] when the run has neither file.
     """
-    from core.review import CAM_REGIONS_FILE_NAME, TAGS_FILE_NAME
+    from core.runs.review import CAM_REGIONS_FILE_NAME, TAGS_FILE_NAME
 
     tags = read_json(Path(run_dir) / TAGS_FILE_NAME, {}) or {}
     regions = read_json(Path(run_dir) / CAM_REGIONS_FILE_NAME) or {}

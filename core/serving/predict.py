@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.registry import Run, load_run
+from core.runs.registry import Run, load_run
 
 if TYPE_CHECKING:
-    from core.gate import GateResult
+    from core.serving.gate import GateResult
 
 
 @dataclass
@@ -32,10 +32,10 @@ class Prediction:
         gray: the film for display (2-D uint8, longest side <= the display size asked for, 1024 by default).
         notices: what the loader wants the user to know (for example "Multi-frame DICOM: used frame 1").
         error: a message a person can act on when the film could not be used; then nothing else is set.
-        gate: whether the film plausibly is a chest radiograph (core.gate.GateResult); when it failed,
+        gate: whether the film plausibly is a chest radiograph (core.serving.gate.GateResult); when it failed,
             the label must not be presented as a diagnosis.
         seconds: wall time from bytes to result.
-        engine: what ran the model ("TensorFlow Lite" or "Keras"; see core.serving).
+        engine: what ran the model ("TensorFlow Lite" or "Keras"; see core.serving.lite).
     """
 
     file: str
@@ -78,7 +78,7 @@ class Predictor:
     def __init__(self, run: Run | str | os.PathLike, calibrated: bool = True, engine: str = "cached"):
         """Load a run.
 
-        engine chooses what runs single films (core.serving): "lite" converts the model to TensorFlow Lite
+        engine chooses what runs single films (core.serving.lite): "lite" converts the model to TensorFlow Lite
         now if no converted copy is cached (about 12 s for alpha 1.0, once per model and machine) and uses
         it, about 4x faster than Keras here; "background" uses a cached copy at once, otherwise starts on
         Keras and switches when a background conversion is ready (what the app does); "cached" (default)
@@ -87,8 +87,8 @@ class Predictor:
         """
         import tensorflow as tf
 
-        from core.explain import GradCam
-        from core.gate import FEATURE_LAYER_NAME, feature_model, load_gate
+        from core.explain.gradcam import GradCam
+        from core.serving.gate import FEATURE_LAYER_NAME, feature_model, load_gate
         from core.model import load_model
 
         self.run = run if isinstance(run, Run) else load_run(run)
@@ -129,7 +129,7 @@ class Predictor:
         return self._lite.name if self._lite is not None else "Keras"
 
     def _start_lite(self, mode: str) -> None:
-        from core.serving import cached_path
+        from core.serving.lite import cached_path
 
         if mode == "lite" or cached_path(self.run.model_path).is_file():
             self._build_lite()
@@ -144,7 +144,7 @@ class Predictor:
             self.lite_ready.set()
 
     def _build_lite(self) -> None:
-        from core.serving import load_engine
+        from core.serving.lite import load_engine
 
         self._lite, self.engine_note = load_engine(self.model, self.run.model_path)
         self.lite_ready.set()
@@ -167,7 +167,7 @@ class Predictor:
     def _calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         if not self.calibrated:
             return probabilities
-        from core.metrics import apply_temperature
+        from core.evaluation.metrics import apply_temperature
 
         return apply_temperature(probabilities, self.temperature)
 
@@ -178,10 +178,10 @@ class Predictor:
         with_cam adds a Grad-CAM of the predicted class; display keeps the film for showing, with its longest
         side at most `display_max_side` pixels (default DISPLAY_MAX_SIDE, 1024; a page that shows the film in
         a column passes about 512, which makes the overlay and the image sent to the browser four times
-        smaller); gate checks that the film plausibly is a chest radiograph (see core.gate).
+        smaller); gate checks that the film plausibly is a chest radiograph (see core.serving.gate).
         """
-        from core import gate as film_gate
-        from core.imaging import ImageLoadError, load_image, read_film_and_model_input
+        from core.serving import gate as film_gate
+        from core.imaging.loader import ImageLoadError, load_image, read_film_and_model_input
 
         started = time.perf_counter()
         label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "upload")
@@ -224,7 +224,7 @@ class Predictor:
 
     def predict_files(self, paths: list[str | os.PathLike], batch_size: int = 64) -> list[Prediction]:
         """Classify many files in batches, decoding in parallel; failed files get an error each."""
-        from core.data import decode_in_chunks
+        from core.data.scan import decode_in_chunks
 
         paths = [Path(p) for p in paths]
         results: dict[Path, Prediction] = {}

@@ -18,11 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from core import jobs
+from core.runs import jobs
 from core.config import TrainConfig
-from core.registry import (
-    check_writable, default_models_dir, new_run_id, now_iso, staging_dir_for, write_json_atomic,
-)
+from core.runs.registry import check_writable, new_run_id, now_iso, staging_dir_for, write_json_atomic
+from core.settings import default_models_dir
 
 
 class TrainingCancelled(RuntimeError):
@@ -189,7 +188,7 @@ def train_run(
     """
     config = config or TrainConfig()
     models_dir = Path(models_dir) if models_dir else default_models_dir()
-    from core.data import check_dataset_root
+    from core.data.scan import check_dataset_root
 
     data_root = check_dataset_root(data_dir)
     run_dir = Path(out_dir) if out_dir else models_dir / new_run_id(data_root, config.preset)
@@ -244,7 +243,7 @@ def train_run(
 
 
 def _read(path: Path) -> dict:
-    from core.registry import read_json
+    from core.runs.registry import read_json
 
     return read_json(path, {}) or {}
 
@@ -256,8 +255,8 @@ def _mark(staging: Path, state: str, message: str, details: str = "") -> None:
 
 
 def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_requested) -> None:
-    from core.data import assign_subsets, scan_dataset, write_split_csv
-    from core.split import split_summary
+    from core.data.scan import assign_subsets, scan_dataset, write_split_csv
+    from core.data.split import split_summary
 
     started = time.monotonic()
     config.save(staging / "config.json")
@@ -299,7 +298,7 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
 
     state.update(phase="evaluating")
     write_progress(staging, state)
-    from core.evaluate import write_run_evaluation
+    from core.evaluation.evaluate import write_run_evaluation
 
     metrics = write_run_evaluation(
         staging, model, scan, subsets, class_names, config,
@@ -307,7 +306,7 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
                   "stopped_early": len(history_rows) < config.warmup_epochs + config.epochs,
                   "wall_time_seconds": round(train_seconds, 1), "decode_seconds": round(decode_seconds, 2)},
     )
-    from core.gate import fit_gate, pooled_features, save_gate
+    from core.serving.gate import fit_gate, pooled_features, save_gate
 
     # The "is this a chest film?" gate's statistics: fitted on training films, threshold on validation.
     # A head trained on features hands back the ones it computed (the backbone did not change since).
@@ -410,7 +409,7 @@ def _fit_head_on_features(staging, images, labels, index, class_names, config, s
     import keras
     import tensorflow as tf
 
-    from core.gate import pooled_features
+    from core.serving.gate import pooled_features
     from core.model import build_model
 
     num_classes = len(class_names)

@@ -7,7 +7,7 @@ A finished run folder holds:
     classes.json       ordered class names: output unit i of the model is classes[i]
     split.csv          path, label, subset, patient_id, sha256 for every usable film
     history.csv        one row per epoch (loss, accuracy, val_loss, val_accuracy, learning_rate, phase)
-    metrics.json       test-set metrics (schema in core.metrics.classification_report) + training summary
+    metrics.json       test-set metrics (schema in core.evaluation.metrics.classification_report) + training summary
     predictions.csv    file, label, predicted, one probability column per class, subset (val and test)
     data_report.json   counts per class and subset, skipped files with reasons, duplicates
     model_card.md      what the model is, what it was trained on, how good it is, what it is not for
@@ -27,13 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from core.settings import PROJECT_ROOT, default_models_dir
+
 RUN_FILES = ("model.keras", "config.json", "classes.json", "status.json")
-
-
-def default_models_dir() -> Path:
-    """$PARU_MODELS_DIR if set, else the project's models/ folder."""
-    return Path(os.environ.get("PARU_MODELS_DIR") or PROJECT_ROOT / "models")
 
 
 def now_iso() -> str:

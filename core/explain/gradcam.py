@@ -14,7 +14,7 @@ measures how much of a CAM lies on the image border, to flag a model that reads 
 edges of the film instead of the lungs.
 
 The model takes raw pixels (see core.model), so every function here takes raw films too:
-(n, image_size, image_size, 1) arrays of 0..255, uint8 or float, as made by core.imaging.load_image.
+(n, image_size, image_size, 1) arrays of 0..255, uint8 or float, as made by core.imaging.loader.load_image.
 
 Example::
 
@@ -80,7 +80,7 @@ class GradCam:
         layer_name: the layer whose feature maps are weighted. Any layer with a 4-D output
             (batch, height, width, channels) works; the default is the last convolution.
         extra_output_name: optionally, a layer whose output the same forward pass also returns (see
-            `with_extra_output`), such as the pooled features core.gate needs. None (default) adds nothing.
+            `with_extra_output`), such as the pooled features core.serving.gate needs. None (default) adds nothing.
 
     Raises:
         ValueError: `layer_name` is not a layer of the model, or its output is not a 4-D feature map. The
@@ -173,7 +173,7 @@ class GradCam:
         """Probabilities and Grad-CAMs of a batch of films in one forward pass.
 
         Args:
-            images: (n, S, S, 1) raw films, uint8 or float in 0..255 (core.imaging.load_image output,
+            images: (n, S, S, 1) raw films, uint8 or float in 0..255 (core.imaging.loader.load_image output,
                 stacked); a single (S, S, 1) film is treated as a batch of one.
             class_index: the class to explain for every image, or None (default) to explain each image's
                 own predicted class.
@@ -193,7 +193,7 @@ class GradCam:
         """Probabilities, Grad-CAMs and the `extra_output_name` layer's output, all from ONE forward pass.
 
         Same arguments as calling the explainer. Returns (probabilities (n, k), cams (n, S, S), extra (n, ...)),
-        for example the pooled features that core.gate scores, so a prediction with its explanation and its
+        for example the pooled features that core.serving.gate scores, so a prediction with its explanation and its
         gate check runs the model once.
 
         Raises:
@@ -355,7 +355,7 @@ def overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndar
     if gray.ndim != 2 or gray.dtype != np.uint8 or 0 in gray.shape:
         raise ValueError(
             f"Got a film of shape {gray.shape} and dtype {gray.dtype}; expected a 2-D uint8 grayscale "
-            "image (height, width) such as core.imaging.read_film(...).gray."
+            "image (height, width) such as core.imaging.loader.read_film(...).gray."
         )
     if not 0.0 <= float(opacity) <= 1.0:
         raise ValueError(f"Got opacity={opacity}; it must be in [0, 1] (0 shows only the film).")
@@ -505,7 +505,7 @@ def _as_batch(images, image_shape: tuple) -> np.ndarray:
     if not matches or batch.shape[0] == 0:
         raise ValueError(
             f"Got images of shape {batch.shape}; expected (n, {', '.join(map(str, expected))}) raw films "
-            "in 0..255 with n >= 1. Prepare each film with core.imaging.load_image and stack them."
+            "in 0..255 with n >= 1. Prepare each film with core.imaging.loader.load_image and stack them."
         )
     if not (np.issubdtype(batch.dtype, np.integer) or np.issubdtype(batch.dtype, np.floating)):
         raise ValueError(f"Got images of dtype {batch.dtype}; expected uint8 or float pixels in 0..255.")
@@ -519,7 +519,7 @@ def _warn_if_prescaled(batch: np.ndarray) -> bool:
     if looks_prescaled:
         warnings.warn(
             f"Got films with values in [0, {float(batch.max()):.3g}], which look already scaled; the model "
-            "expects raw pixels in 0..255 and scales them itself. Pass core.imaging.load_image output.",
+            "expects raw pixels in 0..255 and scales them itself. Pass core.imaging.loader.load_image output.",
             UserWarning,
             stacklevel=3,
         )

@@ -10,7 +10,7 @@ Folder names are matched to the paper's classes case- and punctuation-insensitiv
 ``No Finding`` and ``normal`` all become ``Normal``. Other folder names are kept as they are.
 
 Every file is checked: it is read, hashed (SHA-256) and, with ``decode=True``, decoded by the one image
-loader (`core.imaging`). A file that fails is skipped and listed with its reason; it is never fatal.
+loader (`core.imaging.loader`). A file that fails is skipped and listed with its reason; it is never fatal.
 An optional ``labels.csv`` beside the class folders with a ``patient_id`` column makes the split
 patient-aware.
 """
@@ -184,7 +184,7 @@ def list_candidate_files(root: str | os.PathLike) -> tuple[str, list[tuple[Path,
     Returns (layout, [(absolute path, canonical class, given subset or None)], skipped). Files whose
     extension no loader handles are skipped with a reason.
     """
-    from core.imaging import SUPPORTED_EXTENSIONS
+    from core.imaging.loader import SUPPORTED_EXTENSIONS
 
     root = check_dataset_root(root)
     layout, folders = detect_layout(root)
@@ -241,7 +241,7 @@ def scan_dataset(
     Raises:
         ValueError: the folder does not exist, has no class folders, or holds no usable film.
     """
-    from core.imaging import ImageLoadError, load_image
+    from core.imaging.loader import ImageLoadError, load_image
 
     root = check_dataset_root(root)
     layout, candidates, skipped = list_candidate_files(root)
@@ -330,7 +330,7 @@ def assign_subsets(scan: DatasetScan, fractions=(0.70, 0.15, 0.15), seed: int = 
     Raises:
         ValueError: a class has too few films (or patients) for the split; the message says how many.
     """
-    from core.split import group_ids, stratified_group_split
+    from core.data.split import group_ids, stratified_group_split
 
     counts = scan.class_counts()
     empty = [name for name, count in counts.items() if count == 0]
@@ -476,7 +476,7 @@ def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, 
     Yields (chunk_paths, images uint8 (m, S, S, 1), errors {path: reason}, sha256 hex digests) where
     chunk_paths, images and digests hold only the films that decoded, in chunk order.
     """
-    from core.imaging import ImageLoadError, load_image
+    from core.imaging.loader import ImageLoadError, load_image
 
     def decode(path):
         try:
@@ -499,25 +499,6 @@ def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, 
             images = (np.stack([image for _, image, _ in decoded]) if decoded
                       else np.zeros((0, image_size, image_size, 1), np.uint8))
             yield [path for path, _, _ in decoded], images, errors, [digest for _, _, digest in decoded]
-
-
-def confine_to_roots(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path:
-    """Resolve `path` (following symlinks) and insist that it lies inside one of `roots`.
-
-    Used for folders typed into the app, so a browser user cannot point Paru at `..`, `/etc` or a symlink
-    that leads out of the configured data folders.
-
-    Raises:
-        ValueError: the folder is outside every root; the message names the roots and how to add one.
-    """
-    resolved_roots = [Path(root).expanduser().resolve() for root in roots]
-    resolved = Path(path).expanduser().resolve()
-    if any(resolved == root or resolved.is_relative_to(root) for root in resolved_roots):
-        return resolved
-    raise ValueError(
-        f"{path} is outside the data folders this app may read ({', '.join(map(str, resolved_roots))}). "
-        "Move or link the dataset under one of them, or start the app with PARU_DATA_ROOT set to its parent."
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -583,7 +564,7 @@ def perceptual_hash(image: np.ndarray) -> str:
     if array.ndim != 2 or min(array.shape) < 8:
         raise ValueError(
             f"Got an image of shape {array.shape}; expected one decoded grayscale film (height, width) or "
-            "(height, width, 1) of at least 8 x 8 pixels, such as core.imaging.load_image output."
+            "(height, width, 1) of at least 8 x 8 pixels, such as core.imaging.loader.load_image output."
         )
     if array.dtype != np.uint8:
         array = np.clip(np.nan_to_num(array.astype(np.float64)), 0, 255).astype(np.uint8)
@@ -611,7 +592,7 @@ def _hash_words(hashes: list[str]) -> np.ndarray:
             raw = b""
         if len(raw) != PERCEPTUAL_HASH_BITS // 8:
             raise ValueError(f"Got perceptual hash {value!r}; expected {PERCEPTUAL_HASH_BITS // 4} hex characters "
-                             "from core.data.perceptual_hash.")
+                             "from core.data.scan.perceptual_hash.")
         words[row] = np.frombuffer(raw, dtype=">u8")
     return words
 

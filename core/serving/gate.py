@@ -3,7 +3,7 @@
 Two measurable tests, both cheap:
 
 1. Image statistics of the decoded film: a colour photograph (Hasler–Süsstrunk colourfulness of the
-   source, measured by `core.imaging`), or a nearly uniform image, is refused.
+   source, measured by `core.imaging.loader`), or a nearly uniform image, is refused.
 2. Distance of the backbone's pooled features (the `head_pool` layer) from the training films' feature
    distribution: a Mahalanobis distance in the top principal components plus the reconstruction residual,
    both whitened by the training films. The threshold is calibrated at training time on the validation
@@ -137,9 +137,9 @@ def pooled_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarr
 
 def fit_gate_for_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
     """Fit and save gate statistics for an existing run from its split.csv and its dataset folder."""
-    from core.data import decode_in_chunks, read_split_csv
+    from core.data.scan import decode_in_chunks, read_split_csv
     from core.model import load_model
-    from core.registry import load_run
+    from core.runs.registry import load_run
 
     run = load_run(run_dir)
     root = Path(data_dir) if data_dir else run.dataset_root()

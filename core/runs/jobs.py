@@ -15,7 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.registry import PROJECT_ROOT, default_models_dir, now_iso, read_json, write_json_atomic
+from core.runs.registry import now_iso, read_json, write_json_atomic
+from core.settings import PROJECT_ROOT, default_models_dir
 
 LOCK_NAME = ".train.lock"
 LAST_JOB_NAME = ".last_job.json"

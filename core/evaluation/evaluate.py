@@ -1,6 +1,6 @@
 """Evaluation of a run: on its own test split at training time, and on any external dataset folder.
 
-Every figure is computed by `core.metrics.classification_report` (schema documented there), so the run's
+Every figure is computed by `core.evaluation.metrics.classification_report` (schema documented there), so the run's
 `metrics.json`, `python -m core evaluate --json` and the app all show the same numbers.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from core.config import TrainConfig
-from core.data import NEAR_DUPLICATE_DISTANCE, PERCEPTUAL_HASH_METHOD, nearest_hashes, perceptual_hashes
-from core.metrics import apply_temperature, classification_report, expected_calibration_error, fit_temperature
-from core.registry import Run, load_run, now_iso, read_json, write_json_atomic
+from core.data.scan import NEAR_DUPLICATE_DISTANCE, PERCEPTUAL_HASH_METHOD, nearest_hashes, perceptual_hashes
+from core.evaluation.metrics import apply_temperature, classification_report, expected_calibration_error, fit_temperature
+from core.runs.registry import Run, load_run, now_iso, read_json, write_json_atomic
 
 PREDICT_BATCH_SIZE = 64
 HASHES_FILE_NAME = "perceptual_hashes.json"
@@ -95,7 +95,7 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
     write_run_hashes(run_dir, [scan.records[i].path for i in seen],
                      [scan.records[i].sha256 for i in seen], perceptual_hashes(scan.images[seen]),
                      image_size=int(scan.images.shape[1]))
-    from core.card import write_model_card
+    from core.runs.card import write_model_card
 
     write_model_card(run_dir, config, metrics, read_json(run_dir / "data_report.json", {}))
     return metrics
@@ -117,14 +117,14 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
     copies (perceptual hash) and patients (from labels.csv) that the model saw in training or validation
     are counted under "overlap" (see `check_overlap`).
 
-    engine: "keras", "lite" (core.serving: the same probabilities within 1e-5, about 2.8x the films per
+    engine: "keras", "lite" (core.serving.lite: the same probabilities within 1e-5, about 2.8x the films per
     second here) or "auto" (lite when a converted copy is cached or the folder holds at least
     LITE_WORTH_FILMS films; Keras when the fast engine cannot serve the model).
 
     Returns the metrics.json schema plus "data_dir", "skipped", "overlap", "engine" and "predictions" (one
     dict per film: file, label, predicted, probabilities).
     """
-    from core.data import decode_in_chunks, list_candidate_files, read_patient_ids
+    from core.data.scan import decode_in_chunks, list_candidate_files, read_patient_ids
     from core.model import load_model
 
     run = run if isinstance(run, Run) else load_run(run)
@@ -180,7 +180,7 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
 def _scorer(model, run: Run, engine: str, n_films: int, batch_size: int):
     """(images -> probabilities, engine name) for evaluate_folder."""
     if engine != "keras":
-        from core.serving import cached_path, load_engine
+        from core.serving.lite import cached_path, load_engine
 
         if engine == "lite" or n_films >= LITE_WORTH_FILMS or cached_path(run.model_path).is_file():
             lite, _ = load_engine(model, run.model_path)  # None: Keras below, which serves any model.
@@ -198,7 +198,7 @@ def check_overlap(run: Run, files: list[str], digests: list[str], patients: dict
         files: paths relative to the evaluated folder.
         digests: their SHA-256 (from decoding, so no file is read twice).
         patients: labels.csv patient ids of the evaluated folder.
-        film_hashes: their perceptual hashes (core.data.perceptual_hash of the decoded films), or None
+        film_hashes: their perceptual hashes (core.data.scan.perceptual_hash of the decoded films), or None
             to skip the perceptual check.
 
     Returns:
@@ -210,7 +210,7 @@ def check_overlap(run: Run, files: list[str], digests: list[str], patients: dict
         stored in the run nor computable (dataset folder missing). {"checked": False, "reason"} overall
         when the run has no split.csv.
     """
-    from core.data import read_split_csv
+    from core.data.scan import read_split_csv
 
     split_path = run.path / "split.csv"
     if not split_path.exists():
@@ -283,7 +283,7 @@ def run_hashes(run: Run, progress=None) -> tuple[dict | None, str | None]:
         (hashes, None) with the perceptual_hashes.json content, or (None, reason) when they cannot be had
         (no split.csv, or the dataset folder is not on this machine).
     """
-    from core.data import decode_in_chunks, read_split_csv
+    from core.data.scan import decode_in_chunks, read_split_csv
 
     stored = read_json(run.path / HASHES_FILE_NAME)
     image_size = int(run.config.get("image_size", 224))

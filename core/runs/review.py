@@ -17,7 +17,7 @@ import io
 import os
 from pathlib import Path
 
-from core.registry import now_iso, read_json, write_json_atomic
+from core.runs.registry import now_iso, read_json, write_json_atomic
 
 TAGS_FILE_NAME = "review_tags.json"
 TAGS = ("untagged", "label error", "model error", "ambiguous", "image quality")
@@ -72,7 +72,7 @@ def tags_csv(tags: dict[str, dict]) -> bytes:
 
 def _refresh_card(run_dir) -> None:
     """Rewrite the run's model card with the latest review; a card that cannot be written is left as is."""
-    from core.card import refresh_model_card
+    from core.runs.card import refresh_model_card
 
     try:
         refresh_model_card(run_dir)
@@ -114,7 +114,7 @@ def summarise_cam_regions(films: list[dict], flag_share: float = CAM_FLAG_SHARE)
 
     Args:
         films: dicts with "file", "label", "predicted", "central", "border", "corners" (shares from
-            core.explain.cam_regions) and optionally "confidence".
+            core.explain.gradcam.cam_regions) and optionally "confidence".
         flag_share: a film is flagged when its border share is above this. Default CAM_FLAG_SHARE.
 
     Returns:
@@ -152,12 +152,12 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int 
     """Explain a bounded set of the run's test films with Grad-CAM and measure where each map's mass lies.
 
     Films come from `select_cam_films` over predictions.csv and are read from `dataset_root`; each CAM is
-    that of the class the model predicts, split by core.explain.cam_regions into central / border /
+    that of the class the model predicts, split by core.explain.gradcam.cam_regions into central / border /
     corners shares. The result is written to <run>/cam_regions.json (and the model card refreshed), so the
     work is done once per run.
 
     Args:
-        run: a core.registry.Run (or run folder).
+        run: a core.runs.registry.Run (or run folder).
         dataset_root: the folder holding the films named in predictions.csv.
         max_films: bound on the number of films explained (see select_cam_films).
         model: the run's loaded Keras model, to reuse one already in memory; loaded when None.
@@ -174,10 +174,10 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int 
     """
     import numpy as np
 
-    from core.data import decode_in_chunks
-    from core.evaluate import read_predictions_csv
-    from core.explain import GradCam, cam_regions
-    from core.registry import Run, load_run
+    from core.data.scan import decode_in_chunks
+    from core.evaluation.evaluate import read_predictions_csv
+    from core.explain.gradcam import GradCam, cam_regions
+    from core.runs.registry import Run, load_run
 
     run = run if isinstance(run, Run) else load_run(run)
     predictions = run.path / "predictions.csv"

@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from core.registry import default_models_dir, now_iso
+from core.runs.registry import now_iso
+from core.settings import default_models_dir
 
 AUDIT_FILE_NAME = "audit.jsonl"
 
@@ -22,7 +23,7 @@ def audit_path(models_dir: str | os.PathLike | None = None) -> Path:
 
 
 def record(data: bytes, run_id: str, prediction, models_dir: str | os.PathLike | None = None) -> dict:
-    """Append one prediction to the audit log and return the entry. `prediction` is a core.predict.Prediction."""
+    """Append one prediction to the audit log and return the entry. `prediction` is a core.serving.predict.Prediction."""
     entry = {
         "time": now_iso(),
         "sha256": hashlib.sha256(data).hexdigest(),

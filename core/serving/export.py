@@ -44,8 +44,8 @@ def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, varia
     import tensorflow as tf
 
     from core.model import load_model
-    from core.registry import load_run
-    from core.serving import convert_keras
+    from core.runs.registry import load_run
+    from core.serving.lite import convert_keras
 
     if variant not in VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {VARIANTS}.")
@@ -84,7 +84,7 @@ def keep_small_layers_float32(float16: bytes, float32: bytes, share: float = FLO
     """
     import warnings
 
-    from core.serving import flatbuffer_modules
+    from core.serving.lite import flatbuffer_modules
 
     flatbuffer_utils, schema = flatbuffer_modules()
     half = flatbuffer_utils.convert_bytearray_to_object(bytearray(float16))
@@ -206,9 +206,9 @@ class TFLiteClassifier:
 
 def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, images: np.ndarray) -> dict:
     """Compare a .tflite export with the Keras model on films: agreement, largest difference, size, speed."""
-    from core.evaluate import predict_probabilities
+    from core.evaluation.evaluate import predict_probabilities
     from core.model import load_model
-    from core.registry import load_run
+    from core.runs.registry import load_run
 
     keras_probabilities = predict_probabilities(load_model(load_run(run_dir).model_path), images)
     classifier = TFLiteClassifier(tflite_path)
@@ -240,8 +240,8 @@ def run_films(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = N
     Parity is a property of the arithmetic, not of generalisation, so any of the run's own films serve; they
     are the films the export will meet. Raises ValueError (saying what to do) when the films are unreachable.
     """
-    from core.data import decode_in_chunks, read_split_csv, run_dataset_root
-    from core.registry import load_run
+    from core.data.scan import decode_in_chunks, read_split_csv, run_dataset_root
+    from core.runs.registry import load_run
 
     root = run_dataset_root(run_dir, data_dir)
     rows = sorted(read_split_csv(Path(run_dir) / "split.csv"), key=lambda row: row["subset"] != "test")

@@ -18,7 +18,7 @@ after `Conv_1` in a core.model network is elementwise or linear, so that gradien
 
 The Grad-CAM channel weights are the mean of that gradient over positions; the CAM is the positive part of
 the weighted sum of the maps, upsampled bilinearly (half-pixel centres, as tf.image.resize) and divided by
-its maximum: exactly what core.explain.GradCam computes with a gradient tape, in about 1 ms of NumPy.
+its maximum: exactly what core.explain.gradcam.GradCam computes with a gradient tape, in about 1 ms of NumPy.
 
 The engine checks itself when built: the head recomputed from its maps must give its own pooled features
 and probabilities. A model of another shape fails that check and the caller keeps the Keras path.
@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import cache_dir
+
 ENGINE_VERSION = 1
 MAPS_LAYER = "Conv_1"
 HEAD_CHAIN = ("Conv_1", "Conv_1_bn", "out_relu", "head_pool", "head_bn", "head_dropout", "predictions")
@@ -45,14 +47,6 @@ HEAD_CHAIN = ("Conv_1", "Conv_1_bn", "out_relu", "head_pool", "head_bn", "head_d
 
 class EngineUnavailable(RuntimeError):
     """The fast engine cannot serve this model here; the message says why (the Keras path still works)."""
-
-
-def cache_dir() -> Path:
-    """Where converted models are kept: $PARU_CACHE_DIR, else $XDG_CACHE_HOME/paru, else ~/.cache/paru."""
-    if os.environ.get("PARU_CACHE_DIR"):
-        return Path(os.environ["PARU_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "paru"
 
 
 def cached_path(model_path: str | os.PathLike) -> Path:

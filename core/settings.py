@@ -1,0 +1,92 @@
+"""Every environment variable Paru reads, and every default location, resolved in this one module.
+
+| variable            | meaning                                                                  | default |
+|---------------------|--------------------------------------------------------------------------|---------|
+| `PARU_MODELS_DIR`   | the folder of runs (`<run_id>/`), the audit log and the training lock     | `models/` in the project |
+| `PARU_DATA_ROOT`    | the folders the app may read datasets from, joined by `os.pathsep`; when set, it *replaces* the default | `../shared/data` beside the project if it exists, else `data/` in the project |
+| `PARU_CACHE_DIR`    | where derived files (the TensorFlow Lite engines) are cached               | `$XDG_CACHE_HOME/paru`, else `~/.cache/paru` |
+| `KERAS_HOME`        | Keras's own: where `weights="imagenet"` looks before downloading           | Keras's (`~/.keras`); Paru points it at `../shared/keras_home` when that exists and the variable is unset |
+| `PARU_JOB_LOG`      | set by Paru for a background training: the log file of that job           | unset |
+| `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`) | "2" |
+
+Nothing here imports TensorFlow or Streamlit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_ROOT = PROJECT_ROOT.parent / "shared"
+
+
+def default_models_dir() -> Path:
+    """$PARU_MODELS_DIR if set, else the project's models/ folder."""
+    return Path(os.environ.get("PARU_MODELS_DIR") or PROJECT_ROOT / "models")
+
+
+def default_data_root() -> Path:
+    """The first folder of $PARU_DATA_ROOT, else ../shared/data beside the project if it exists, else data/."""
+    configured = data_roots_from_environment()
+    if configured:
+        return configured[0]
+    shared = SHARED_ROOT / "data"
+    return shared if shared.is_dir() else PROJECT_ROOT / "data"
+
+
+def data_roots_from_environment() -> list[Path]:
+    """The folders of $PARU_DATA_ROOT (several joined by os.pathsep), or [] when it is unset or empty."""
+    configured = os.environ.get("PARU_DATA_ROOT") or ""
+    return [Path(part).expanduser() for part in configured.split(os.pathsep) if part]
+
+
+def allowed_data_roots() -> list[Path]:
+    """Folders the app may read datasets from: $PARU_DATA_ROOT if set (it replaces the default), else the
+    default data root."""
+    return data_roots_from_environment() or [default_data_root()]
+
+
+def cache_dir() -> Path:
+    """$PARU_CACHE_DIR, else $XDG_CACHE_HOME/paru, else ~/.cache/paru."""
+    if os.environ.get("PARU_CACHE_DIR"):
+        return Path(os.environ["PARU_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "paru"
+
+
+def shared_keras_home() -> Path | None:
+    """../shared/keras_home beside the project when it holds a models/ folder, else None."""
+    shared = SHARED_ROOT / "keras_home"
+    return shared if (shared / "models").is_dir() else None
+
+
+def keras_home_env() -> dict[str, str]:
+    """{"KERAS_HOME": ../shared/keras_home} when KERAS_HOME is unset and that folder exists, else {}.
+
+    For child processes: merged into their environment so they find the offline ImageNet weights."""
+    if os.environ.get("KERAS_HOME"):
+        return {}
+    shared = shared_keras_home()
+    return {"KERAS_HOME": str(shared)} if shared is not None else {}
+
+
+def configure_keras_home() -> None:
+    """Set KERAS_HOME in this process to ../shared/keras_home when it is unset and that folder exists."""
+    os.environ.update(keras_home_env())
+
+
+def keras_home() -> Path:
+    """The KERAS_HOME Keras will use: the variable if set, else ~/.keras."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up lines (oneDNN notices, CUDA probes on a CPU machine) out of what users
+    see, unless the user chose a level. Must run before TensorFlow is imported to take effect."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def job_log() -> str | None:
+    """The log file of the background training this process runs as, if any ($PARU_JOB_LOG)."""
+    return os.environ.get("PARU_JOB_LOG")
