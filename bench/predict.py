@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch-files", type=int, default=192)
     args = parser.parse_args()
-    from core.explain.gradcam import overlay
+    from core.explain.overlay import overlay
     from core.imaging.loader import load_image
     from core.serving.predict import Predictor
 

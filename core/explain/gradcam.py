@@ -9,9 +9,8 @@ size and divided by its own maximum, so its values are in [0, 1] and an all-zero
 - `grad_cam_vis` uses tf-keras-vis (Grad-CAM or Grad-CAM++). It is slower (eager, and it rebuilds a
   model on every call) and serves as the reference the fast path is tested against.
 
-`overlay` paints a CAM over a film of any size, `colorbar` draws the matching legend, and `cam_regions`
-measures how much of a CAM lies on the image border, to flag a model that reads labels or markers at the
-edges of the film instead of the lungs.
+`cam_regions` measures how much of a CAM lies on the image border, to flag a model that reads labels or
+markers at the edges of the film instead of the lungs. Drawing a CAM over a film is core.explain.overlay.
 
 The model takes raw pixels (see core.model), so every function here takes raw films too:
 (n, image_size, image_size, 1) arrays of 0..255, uint8 or float, as made by core.imaging.loader.load_image.
@@ -20,7 +19,7 @@ Example::
 
     explainer = GradCam(model)                       # once per model (compiles on the first call)
     probabilities, cams = explainer(films)           # (n, k) and (n, S, S)
-    picture = overlay(film.gray, cams[0])            # uint8 RGB at the film's own size
+    picture = core.explain.overlay.overlay(film.gray, cams[0])   # uint8 RGB at the film's own size
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ import warnings
 import weakref
 
 import numpy as np
-from PIL import Image
 
+from core.explain.overlay import clean_cam
 from core.model import LAST_CONV_LAYER_NAME
 
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -43,9 +42,6 @@ CAM_METHODS = ("gradcam", "gradcam++")
 _GRAD_CAM_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _VIS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
-
-# Display: the (n, 256, 3) colour lookup table of the heatmap, built once on first use.
-_COLORMAP: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,86 +317,6 @@ def _cached_visualizer(model, method: str):
 
 
 # --------------------------------------------------------------------------------------------------
-# Display
-# --------------------------------------------------------------------------------------------------
-
-
-def overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndarray:
-    """Paint a CAM over a film as a heatmap that fades out where the CAM is cold.
-
-    The CAM is resized to the film's size (Pillow bilinear), coloured with a turbo colormap (blue = 0,
-    green/yellow = middle, dark red = 1) and blended over the gray film with a per-pixel alpha of
-    `opacity * cam`: hot regions are tinted up to `opacity`, cold regions keep the film as it is.
-
-    Args:
-        gray: 2-D uint8 film (height, width) of any size, such as Film.gray; (height, width, 1) is
-            accepted too.
-        cam: 2-D CAM of any size with values in [0, 1], such as one of GradCam's cams. Values outside are
-            clipped and non-finite values count as 0.
-        opacity: the heatmap's opacity where the CAM is 1, in [0, 1] (default 0.45). 0 returns the film.
-
-    Returns:
-        uint8 RGB array (height, width, 3) at the film's size.
-
-    Raises:
-        ValueError: `gray` is not a 2-D uint8 image, `cam` is not 2-D, or opacity is outside [0, 1].
-
-    Example::
-
-        picture = overlay(film.gray, cams[0])   # st.image(picture)
-    """
-    gray = np.asarray(gray)
-    if gray.ndim == 3 and gray.shape[2] == 1:
-        gray = gray[:, :, 0]
-    if gray.ndim != 2 or gray.dtype != np.uint8 or 0 in gray.shape:
-        raise ValueError(
-            f"Got a film of shape {gray.shape} and dtype {gray.dtype}; expected a 2-D uint8 grayscale "
-            "image (height, width) such as core.imaging.loader.read_film(...).gray."
-        )
-    if not 0.0 <= float(opacity) <= 1.0:
-        raise ValueError(f"Got opacity={opacity}; it must be in [0, 1] (0 shows only the film).")
-    if float(opacity) == 0.0:
-        return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
-    cam = _resize_cam(_clean_cam(cam), gray.shape)
-    # film * (1 - alpha) + heat * alpha, written as film + alpha * (heat - film) in place in one float32
-    # buffer: the same picture with half the full-size temporaries. A convex mix of two values in 0..255
-    # stays in 0..255, so rounding needs no clipping.
-    # np.take on the flat index is about 4x faster than fancy indexing with a 2-D index here.
-    index = np.round(cam * 255).astype(np.intp)
-    blended = np.take(_colormap() * np.float32(255.0), index.ravel(), axis=0).reshape(cam.shape + (3,))
-    film = gray.astype(np.float32)[:, :, np.newaxis]
-    blended -= film
-    blended *= (cam * np.float32(opacity))[:, :, np.newaxis]
-    blended += film
-    np.rint(blended, out=blended)
-    return blended.astype(np.uint8)
-
-
-def colorbar(height: int = 256, width: int = 16) -> np.ndarray:
-    """The overlay's colour legend: uint8 RGB (height, width, 3), CAM value 1 at the top and 0 at the bottom."""
-    if height < 2 or width < 1:
-        raise ValueError(f"Got height={height}, width={width}; expected height >= 2 and width >= 1.")
-    values = np.linspace(1.0, 0.0, int(height))
-    column = _colormap()[np.round(values * 255).astype(np.intp)]
-    return np.round(np.repeat(column[:, np.newaxis, :], int(width), axis=1) * 255).astype(np.uint8)
-
-
-def _colormap() -> np.ndarray:
-    """(256, 3) float32 turbo colours in [0, 1], from Google's polynomial approximation of turbo."""
-    global _COLORMAP
-    if _COLORMAP is None:
-        x = np.linspace(0.0, 1.0, 256)
-        powers = np.stack([np.ones_like(x), x, x**2, x**3, x**4, x**5], axis=1)
-        coefficients = np.array([
-            [0.13572138, 4.61539260, -42.66032258, 132.13108234, -152.94239396, 59.28637943],
-            [0.09140261, 2.19418839, 4.84296658, -14.18503333, 4.27729857, 2.82956604],
-            [0.10667330, 12.64194608, -60.58204836, 110.36276771, -89.90310912, 27.34824973],
-        ])
-        _COLORMAP = np.clip(powers @ coefficients.T, 0.0, 1.0).astype(np.float32)
-    return _COLORMAP
-
-
-# --------------------------------------------------------------------------------------------------
 # Where the CAM lies
 # --------------------------------------------------------------------------------------------------
 
@@ -439,7 +355,7 @@ def cam_regions(cam: np.ndarray, border_fraction: float = 0.15) -> dict:
     """
     if not 0.0 < float(border_fraction) < 0.5:
         raise ValueError(f"Got border_fraction={border_fraction}; it must be in (0, 0.5), for example 0.15.")
-    cam = np.maximum(_clean_cam(cam, clip_top=False), 0.0).astype(np.float64)
+    cam = np.maximum(clean_cam(cam, clip_top=False), 0.0).astype(np.float64)
     height, width = cam.shape
     # At least one row and column of band, but never so wide that the central box is empty.
     band_rows = min(max(1, int(round(border_fraction * height))), (height - 1) // 2)
@@ -540,26 +456,3 @@ def _class_indices(class_index, count: int, num_classes: int) -> np.ndarray:
             f"0..{num_classes - 1} (or None for each image's predicted class)."
         )
     return np.full(count, int(class_index), dtype=np.int32)
-
-
-def _clean_cam(cam, clip_top: bool = True) -> np.ndarray:
-    """A 2-D float32 CAM with non-finite values set to 0 and, when clip_top, values clipped to [0, 1]."""
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.ndim == 3 and cam.shape[2] == 1:
-        cam = cam[:, :, 0]
-    if cam.ndim != 2 or 0 in cam.shape:
-        raise ValueError(
-            f"Got a CAM of shape {cam.shape}; expected one 2-D map (height, width), such as cams[0] "
-            "from GradCam."
-        )
-    cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
-    return np.clip(cam, 0.0, 1.0) if clip_top else cam
-
-
-def _resize_cam(cam: np.ndarray, shape: tuple) -> np.ndarray:
-    """Resize a 2-D float CAM to (height, width) with Pillow's bilinear filter, values kept in [0, 1]."""
-    height, width = shape
-    if cam.shape != (height, width):
-        image = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32))  # mode "F"
-        cam = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
-    return np.clip(cam, 0.0, 1.0)

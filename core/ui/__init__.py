@@ -325,7 +325,7 @@ def cam_for_method(run_path: str, data: bytes, label: str, method: str):
 
 def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity: float) -> np.ndarray:
     """The film with the chosen method's CAM painted over it (RGB uint8)."""
-    from core.explain.gradcam import overlay
+    from core.explain.overlay import overlay
 
     cam = prediction.cam if method == "gradcam" else cam_for_method(run_path, data, prediction.label, method)
     return overlay(prediction.gray, cam, opacity=opacity)
@@ -582,7 +582,7 @@ def resolve_film_path(root: Path, relative: str) -> Path | None:
 @st.cache_data(show_spinner="Explaining the film…", max_entries=256)
 def review_case(run_path: str, film_path: str, opacity: float = 0.45) -> dict:
     """The film (2-D uint8), its Grad-CAM overlay (RGB uint8) and an error message, for one film path."""
-    from core.explain.gradcam import overlay
+    from core.explain.overlay import overlay
 
     prediction = get_predictor(run_path).predict(film_path, with_cam=True, display=True, gate=False)
     if prediction.error:

@@ -1,26 +1,20 @@
-"""Tests for core.explain.gradcam: Grad-CAM on a tiny trained model, the tf-keras-vis reference, overlay and regions.
+"""core.explain.gradcam: Grad-CAM on a tiny trained model, the tf-keras-vis reference, and CAM regions of real maps.
 
-The module fixture trains a MobileNetV2 (alpha 0.35, 96 x 96) for a few seconds to tell apart noise films
-with a bright square in the left half (class 0) from films with the square in the right half (class 1).
-An untrained model gives blank or arbitrary maps; this one must look at the square.
+The module fixture briefly trains a MobileNetV2 (alpha 0.35, 96 x 96) to tell noise films (class 0) from
+noise films holding a bright square (class 1). An untrained model gives blank or arbitrary maps; this one
+must look at the square.
 """
 
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.explain.gradcam import GradCam, cam_regions, colorbar, grad_cam, grad_cam_vis, overlay
+from conftest import WEIGHTS_035
+from core.explain.gradcam import GradCam, cam_regions, grad_cam, grad_cam_vis
 
 IMAGE_SIZE = 96
 SQUARE_SIDE = 24
-WEIGHTS_FILE = (
-    Path(__file__).resolve().parents[2] / "shared" / "keras_home" / "models"
-    / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-)
 
 
 def square_films(count, seed):
@@ -55,8 +49,8 @@ def trained_model():
     from core.config import preset
     from core.model import backbone_layers, build_model, set_trainable_layers
 
-    pretrained = WEIGHTS_FILE.is_file()
-    weights = str(WEIGHTS_FILE) if pretrained else "none"
+    pretrained = WEIGHTS_035.is_file()
+    weights = str(WEIGHTS_035) if pretrained else "none"
     config = preset("paper", alpha=0.35, image_size=IMAGE_SIZE, weights=weights)
     model = build_model(config, 2)
     # With ImageNet weights, the paper's fine-tuning of the last 12 layers learns the square in a few
@@ -262,75 +256,6 @@ def test_unknown_method_raises(trained_model, test_films):
 
 
 # --------------------------------------------------------------------------------------------------
-# overlay and colorbar
-# --------------------------------------------------------------------------------------------------
-
-
-def test_overlay_resizes_the_cam_to_a_non_square_film():
-    gray = np.random.default_rng(0).integers(0, 256, (300, 200), dtype=np.uint8)
-    cam = np.zeros((96, 96), np.float32)
-    cam[40:56, 40:56] = 1.0
-    picture = overlay(gray, cam)
-    assert picture.shape == (300, 200, 3) and picture.dtype == np.uint8
-    # The hot centre is tinted; a cold corner keeps the film's gray.
-    assert np.abs(picture[150, 100].astype(int) - gray[150, 100]).max() > 10
-    assert (picture[5, 5] == gray[5, 5]).all()
-
-
-def test_overlay_is_the_film_blended_with_the_heatmap_by_opacity_times_cam():
-    from core.explain.gradcam import _colormap
-
-    rng = np.random.default_rng(3)
-    gray = rng.integers(0, 256, (48, 40), dtype=np.uint8)
-    cam = rng.random((48, 40), dtype=np.float32)
-    heat = _colormap()[np.round(cam * 255).astype(np.intp)].astype(np.float64) * 255
-    alpha = 0.6 * cam.astype(np.float64)[:, :, np.newaxis]
-    expected = gray[:, :, np.newaxis] * (1 - alpha) + heat * alpha
-    assert np.abs(overlay(gray, cam, opacity=0.6).astype(np.float64) - expected).max() <= 0.5 + 1e-3
-
-
-def test_overlay_of_an_all_zero_cam_is_the_film():
-    gray = np.full((50, 70), 120, np.uint8)
-    picture = overlay(gray, np.zeros((7, 7), np.float32))
-    assert picture.shape == (50, 70, 3)
-    assert (picture == 120).all()
-
-
-def test_overlay_treats_nan_as_cold():
-    gray = np.full((20, 20), 80, np.uint8)
-    cam = np.full((20, 20), np.nan, np.float32)
-    assert (overlay(gray, cam) == 80).all()
-
-
-def test_overlay_with_opacity_zero_returns_the_film_in_rgb():
-    gray = np.random.default_rng(1).integers(0, 256, (40, 60), dtype=np.uint8)
-    picture = overlay(gray, np.ones((10, 10), np.float32), opacity=0.0)
-    np.testing.assert_array_equal(picture, np.stack([gray] * 3, axis=-1))
-
-
-@pytest.mark.parametrize(
-    "gray, cam, opacity, match",
-    [
-        (np.zeros((10, 10), np.float32), np.zeros((10, 10)), 0.5, "2-D uint8"),
-        (np.zeros((10, 10, 3), np.uint8), np.zeros((10, 10)), 0.5, "2-D uint8"),
-        (np.zeros((10, 10), np.uint8), np.zeros((2, 10, 10)), 0.5, "one 2-D map"),
-        (np.zeros((10, 10), np.uint8), np.zeros((10, 10)), 1.5, r"opacity=1.5"),
-    ],
-)
-def test_overlay_rejects_bad_input(gray, cam, opacity, match):
-    with pytest.raises(ValueError, match=match):
-        overlay(gray, cam, opacity)
-
-
-def test_colorbar_runs_from_hot_to_cold():
-    bar = colorbar(height=64, width=8)
-    assert bar.shape == (64, 8, 3) and bar.dtype == np.uint8
-    top, low = bar[0, 0].astype(int), bar[-8, 0].astype(int)
-    assert top[0] > 2 * top[2]  # dark red at CAM 1
-    assert low[2] > 2 * low[0]  # blue near CAM 0
-
-
-# --------------------------------------------------------------------------------------------------
 # cam_regions
 # --------------------------------------------------------------------------------------------------
 
@@ -372,17 +297,3 @@ def test_cam_regions_of_real_maps_are_fractions_that_add_up(explained):
 def test_cam_regions_rejects_a_bad_border_fraction(border_fraction):
     with pytest.raises(ValueError, match=r"must be in \(0, 0.5\)"):
         cam_regions(np.ones((10, 10)), border_fraction=border_fraction)
-
-
-# --------------------------------------------------------------------------------------------------
-# Import cost
-# --------------------------------------------------------------------------------------------------
-
-
-def test_importing_explain_does_not_import_tensorflow():
-    code = "import sys, core.explain.gradcam; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert result.stdout.split() == ["False", "False"]
