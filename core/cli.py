@@ -186,7 +186,7 @@ def _predict(args) -> int:
         if cam_dir and result.error is None:
             from PIL import Image
 
-            from core.explain.gradcam import overlay
+            from core.explain.overlay import overlay
 
             out = cam_dir / f"{Path(file).stem}_gradcam.png"
             Image.fromarray(overlay(result.gray, result.cam)).save(out)
