@@ -1,8 +1,19 @@
-"""Shared fixtures: tiny generated datasets, the offline 0.35 backbone, and one briefly trained run."""
+"""Shared fixtures and the tiers' rules.
+
+Tiers (folders): unit/ imports no TensorFlow, pipeline/ runs TensorFlow in process on ONE session-scoped tiny
+run and session-scoped predictors, app/ drives the pages with AppTest, system/ is marked `slow` (real child
+trainings, real films, the browser). `python -m pytest -m "not slow"` is the inner loop. Unit tests run first.
+
+Every test writes only to temporary folders: the session points PARU_MODELS_DIR and PARU_CACHE_DIR at its
+own, and fails at the end if a tracked file under models/ changed or models/ gained a file.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +21,36 @@ import pytest
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 SHARED = PROJECT_ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"
-WEIGHTS_035 = SHARED / "keras_home" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+WEIGHTS_035_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 CLASS_NAMES = ("Normal", "Pneumonia", "Cardiomegaly", "Pneumothorax")
+METRIC_KEYS = {"classes", "n", "accuracy", "mean_ovr_accuracy", "macro", "weighted", "per_class",
+               "confusion_matrix", "ci95", "clinical_bar"}
+PER_CLASS_KEYS = {"precision", "recall", "f1", "ovr_accuracy", "tp", "fp", "fn", "tn", "support", "roc_auc"}
+TIERS = ("unit", "app", "pipeline", "system")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _find_weights_035() -> Path | None:
+    """The offline ImageNet 0.35 backbone file: ../shared/keras_home, $KERAS_HOME or ~/.keras, else None.
+
+    Tests never download it: without the file they train from random weights (weights="none"), and tests
+    that need a model that has learned the task skip (see `needs_pretrained`)."""
+    homes = [SHARED / "keras_home", os.environ.get("KERAS_HOME"), Path.home() / ".keras"]
+    for home in homes:
+        if home and (Path(home) / "models" / WEIGHTS_035_NAME).is_file():
+            return Path(home) / "models" / WEIGHTS_035_NAME
+    return None
+
+
+WEIGHTS_035 = _find_weights_035()
+needs_pretrained = pytest.mark.skipif(
+    WEIGHTS_035 is None,
+    reason=f"needs the ImageNet backbone {WEIGHTS_035_NAME} (in ../shared/keras_home/models, $KERAS_HOME/models "
+           "or ~/.keras/models): from random weights a few seconds of training cannot learn the task")
 
 
 def film_with_blob(class_index: int, rng: np.random.Generator, size: int = 96) -> np.ndarray:
@@ -41,27 +76,129 @@ def tiny_config(**overrides):
     from core.config import preset
 
     settings = dict(alpha=0.35, image_size=64, epochs=2, batch_size=8,
-                    weights=str(WEIGHTS_035) if WEIGHTS_035.exists() else "none")
+                    weights=str(WEIGHTS_035) if WEIGHTS_035 is not None else "none")
     return preset("paper", **{**settings, **overrides})
 
 
+def dataset_of(run_dir: Path) -> Path:
+    """The dataset folder a run was trained on (from its data report)."""
+    return Path(json.loads((Path(run_dir) / "data_report.json").read_text())["root"])
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of a run (in tmp_path/models/) for tests that change a run's files."""
+    copy = tmp_path / "models" / Path(run_dir).name
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def jpeg_copy(source: Path, target: Path, side: int, quality: int = 85) -> Path:
+    """A resized, re-encoded copy of a film: the near-duplicate that byte hashes cannot see."""
+    image = Image.open(source).convert("L")
+    image = image.resize((side, max(1, side * image.height // image.width)), Image.Resampling.LANCZOS)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target, "JPEG", quality=quality)
+    return target
+
+
+# The tiers ----------------------------------------------------------------------------------------------
+
+
+def tier_of(path) -> str | None:
+    parts = Path(str(path)).resolve().relative_to(TESTS).parts
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """system/ is the slow tier; unit tests run first (so their no-TensorFlow check sees a clean process)."""
+    for item in items:
+        if tier_of(item.path) == "system":
+            item.add_marker(pytest.mark.slow)
+    order = {tier: index for index, tier in enumerate(TIERS)}
+    items.sort(key=lambda item: order.get(tier_of(item.path), len(TIERS)))
+
+
+# Temporary folders only ---------------------------------------------------------------------------------
+
+
+def _models_status() -> str:
+    result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored", "models/"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else ""
+
+
 @pytest.fixture(scope="session", autouse=True)
-def private_cache(tmp_path_factory):
-    """Converted models (core.serving.lite) go to a cache of this test session, never the user's own."""
+def private_folders(tmp_path_factory):
+    """Runs, the audit log and converted models go to folders of this test session, never the user's own;
+    the shipped runs under models/ stay as git has them (tests that read them name the folder explicitly)."""
+    before = _models_status()
+    saved = {name: os.environ.get(name) for name in ("PARU_MODELS_DIR", "PARU_CACHE_DIR")}
+    os.environ["PARU_MODELS_DIR"] = str(tmp_path_factory.mktemp("paru-models"))
     os.environ["PARU_CACHE_DIR"] = str(tmp_path_factory.mktemp("paru-cache"))
     yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    after = _models_status()
+    if after != before:
+        pytest.fail(f"the test session changed models/ (tests must write only to temporary folders):\n"
+                    f"before:\n{before or '(clean)'}\nafter:\n{after}", pytrace=False)
+
+
+# One tiny run and its predictors, shared by the whole session -------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
+    """48 generated films, 12 per class, in class folders. Read-only."""
     return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_dataset):
-    """One finished run trained briefly on the tiny dataset, in its own models folder."""
+def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
+    """One finished run trained briefly on the tiny dataset, alone in its own models folder. Read-only:
+    tests that change a run's files work on `copy_run(tiny_run, tmp_path)`."""
     from core.training.run import train_run
 
     models_dir = tmp_path_factory.mktemp("models")
-    run_dir = train_run(tiny_dataset, tiny_config(), models_dir=models_dir, log=lambda line: None)
-    return run_dir
+    return train_run(tiny_dataset, tiny_config(), models_dir=models_dir, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tiny_run) -> Path:
+    """The models folder that holds exactly the tiny run. Read-only."""
+    return tiny_run.parent
+
+
+@pytest.fixture(scope="session")
+def keras_predictor(tiny_run):
+    """The tiny run's Predictor on the Keras engine, uncalibrated."""
+    from core.serving.predict import Predictor
+
+    return Predictor(tiny_run, calibrated=False, engine="keras")
+
+
+@pytest.fixture(scope="session")
+def lite_predictor(tiny_run):
+    """The tiny run's Predictor on the TensorFlow Lite engine, uncalibrated."""
+    from core.serving.predict import Predictor
+
+    return Predictor(tiny_run, calibrated=False, engine="lite")
+
+
+@pytest.fixture(scope="session")
+def copies_folder(tmp_path_factory, tiny_run):
+    """Resized JPEG copies of 6 training films and 4 test films of the tiny run, in class folders, and the
+    training films' paths."""
+    from core.data.scan import read_split_csv
+
+    root = dataset_of(tiny_run)
+    rows = read_split_csv(tiny_run / "split.csv")
+    folder = tmp_path_factory.mktemp("external") / "copies"
+    train = [row for row in rows if row["subset"] == "train"][:6]
+    test = [row for row in rows if row["subset"] == "test"][:4]
+    for row in train + test:
+        jpeg_copy(root / row["path"], folder / row["label"] / (Path(row["path"]).stem + ".jpg"), 72)
+    return folder, [row["path"] for row in train]

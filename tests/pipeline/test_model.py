@@ -1,0 +1,48 @@
+"""The model: the fine-tuning boundary, pixel scaling inside the model, missing weights files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+
+
+def test_exactly_the_last_12_backbone_layers_are_trainable_and_batch_norm_stays_frozen():
+    import keras
+
+    from core.model import LAST_CONV_LAYER_NAME, backbone_layers, build_model
+
+    model = build_model(tiny_config(weights="none"), num_classes=4)
+    layers = backbone_layers(model)
+    last_12 = layers[-12:]
+    for layer in layers[:-12]:
+        assert not layer.trainable, layer.name
+    for layer in last_12:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        assert layer.trainable is (not is_bn), layer.name
+    assert LAST_CONV_LAYER_NAME in [layer.name for layer in last_12]
+    assert all(model.get_layer(name).trainable for name in ("head_bn", "predictions"))
+    # Flat model: Grad-CAM reaches Conv_1 directly.
+    assert model.get_layer(LAST_CONV_LAYER_NAME) is not None
+
+
+@pytest.mark.parametrize("scaling, expected", [("unit", (0.0, 1.0)), ("symmetric", (-1.0, 1.0))])
+def test_pixel_scaling_lives_inside_the_model(scaling, expected):
+    import keras
+
+    from core.model import build_model
+
+    model = build_model(tiny_config(weights="none", scaling=scaling), num_classes=2)
+    scaled = keras.Model(model.input, model.get_layer("scaling").output)
+    film = np.zeros((1, 64, 64, 1), np.float32)
+    film[:, :, 32:] = 255.0
+    out = np.asarray(scaled(film))
+    assert np.isclose(out.min(), expected[0]) and np.isclose(out.max(), expected[1])
+
+
+def test_missing_local_weights_file_says_what_to_do(tmp_path):
+    from core.model import build_model
+
+    with pytest.raises(ValueError, match="does not exist. Use 'imagenet'"):
+        build_model(tiny_config(weights=str(tmp_path / "nope.h5")), num_classes=2)

@@ -1,0 +1,73 @@
+"""Background training in real child processes: SIGKILL mid-run, and two quick starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PROJECT_ROOT, dataset_of, tiny_config
+
+
+def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_next(tiny_run, tmp_path):
+    from core.runs.jobs import acquire_lock, job_status, release_lock
+    from core.runs.registry import list_runs, load_run
+
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    previous = models_dir / tiny_run.name
+    shutil.copytree(tiny_run, previous)
+    config_path = tmp_path / "config.json"
+    tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core", "train", "--data", str(dataset_of(tiny_run)), "--config", str(config_path), "--models-dir", str(models_dir)],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            progress = job_status(models_dir).progress or {}
+            if progress.get("epoch", 0) >= 1 and progress.get("batch", 0) >= 1:
+                break
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("training never reported progress")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert [r.path.name for r in list_runs(models_dir)] == [previous.name]
+    load_run(previous)
+    assert job_status(models_dir).running is False
+    acquire_lock(models_dir, {"run_id": "next"})  # The dead job's lock does not block the next one.
+    release_lock(models_dir)
+
+
+def test_two_quick_starts_launch_one_training(tiny_run, tmp_path):
+    from core.runs.jobs import TrainingBusyError, job_status, request_stop, start_training
+
+    config_path = tmp_path / "config.json"
+    tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
+    models_dir = tmp_path / "models"
+    first = start_training(dataset_of(tiny_run), config_path, models_dir)
+    try:
+        # No waiting: the lock is held for the child from the moment start_training returns.
+        with pytest.raises(TrainingBusyError, match="already running"):
+            start_training(dataset_of(tiny_run), config_path, models_dir)
+        assert job_status(models_dir).running
+    finally:
+        request_stop(models_dir)
+        try:
+            first.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
+    assert not job_status(models_dir).running
