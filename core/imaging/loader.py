@@ -17,8 +17,10 @@ The model input is made by `to_model_input` (a plain bilinear resize to a square
 `load_image` chains the two. Training, evaluation and prediction must all get model input from
 `load_image`, so that the model sees films prepared exactly as in training.
 
-Importing this module sets Pillow's own decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) to
-`MAX_PIXELS`, so that Pillow's guard and Paru's agree.
+The work is split by stage: `sniff` (format from the bytes), `raster` (Pillow), `dicom` (pydicom) and
+`common` (the Film record, ImageLoadError, the size limits MIN_SIDE / MAX_ASPECT / MAX_PIXELS and the
+one step to uint8). This module is the public API; `Film` and `ImageLoadError` are defined in `common`
+and belong to it.
 
 Example::
 
@@ -28,14 +30,28 @@ Example::
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import re
-from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from core.imaging.common import Film, ImageLoadError, finish
+from core.imaging.dicom import read_dicom
+from core.imaging.raster import read_raster
+from core.imaging.sniff import sniff
+from core.validation import check_int
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "Film",
+    "ImageLoadError",
+    "load_image",
+    "read_film",
+    "read_film_and_model_input",
+    "squeeze_channel",
+    "to_model_input",
+]
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
@@ -43,94 +59,7 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
 """File name extensions (lower-case, with the dot) of files Paru reads. Files with no extension are read
 too (as DICOM when their bytes look like DICOM). The format itself is always sniffed from the bytes."""
 
-MIN_SIDE = 64
-"""Films smaller than this many pixels on either side are refused (thumbnails and icons)."""
 
-MAX_ASPECT = 4.0
-"""Films whose long side is more than this many times the short side are refused."""
-
-MAX_PIXELS = 100_000_000
-"""Films with more pixels than this (width x height) are refused before they are decoded."""
-
-ROBUST_PERCENTILES = (0.5, 99.5)
-"""Films deeper than 8 bits without a DICOM window map these percentiles of their values to 0 and 255."""
-
-COLORFUL_NOTICE_THRESHOLD = 15.0
-"""A colour image whose Hasler–Süsstrunk colourfulness reaches this gets a notice (a radiograph scores ~0)."""
-
-# Pillow refuses images above 2 * MAX_IMAGE_PIXELS and warns above MAX_IMAGE_PIXELS. Paru checks the size
-# itself before decoding, with a clearer message; aligning the two means Pillow's guard only fires for
-# films Paru refuses anyway, and those errors are converted below.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
-# Sample at most this many pixels for percentiles and colourfulness; the estimate is stable well below it.
-_STATISTICS_SAMPLE_PIXELS = 1_000_000
-
-_DICOM_TRANSFER_SYNTAX_HINTS = {
-    # JPEG baseline and extended (8- and 12-bit lossy).
-    "1.2.840.10008.1.2.4.50": ("JPEG", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    "1.2.840.10008.1.2.4.51": ("JPEG", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    # JPEG lossless.
-    "1.2.840.10008.1.2.4.57": ("JPEG Lossless", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    "1.2.840.10008.1.2.4.70": ("JPEG Lossless", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    # JPEG-LS.
-    "1.2.840.10008.1.2.4.80": ("JPEG-LS", "pylibjpeg-libjpeg or pyjpegls: pip install pylibjpeg pylibjpeg-libjpeg"),
-    "1.2.840.10008.1.2.4.81": ("JPEG-LS", "pylibjpeg-libjpeg or pyjpegls: pip install pylibjpeg pylibjpeg-libjpeg"),
-    # JPEG 2000 and High-Throughput JPEG 2000.
-    **{
-        uid: (
-            "JPEG 2000",
-            "pylibjpeg-openjpeg or pillow with openjpeg: pip install pylibjpeg pylibjpeg-openjpeg",
-        )
-        for uid in (
-            "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92",
-            "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-            "1.2.840.10008.1.2.4.203",
-        )
-    },
-}
-# RLE Lossless is decoded by pydicom itself, so RLE data that fails to decode is damaged (no hint needed).
-_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
-# DICOM modalities that hold projection radiographs (or are commonly used for exported ones).
-_RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "OT", "SC"}
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-_AVIF_BRANDS = {b"avif", b"avis"}
-_BIT_DEPTHS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "La": 8, "RGB": 8, "RGBA": 8, "RGBa": 8, "RGBX": 8,
-               "CMYK": 8, "YCbCr": 8, "LAB": 8, "HSV": 8, "I": 32, "F": 32}
-
-
-class ImageLoadError(ValueError):
-    """A file that cannot be used as a film; str(e) is a message a person can act on."""
-
-
-@dataclass(frozen=True)
-class Film:
-    """One decoded film.
-
-    Attributes:
-        gray: 2-D uint8 grayscale array (height, width), for display and the model; downsized (keeping the
-            aspect ratio) so that the longest side is at most `max_side` when `read_film` was given one.
-        notices: things the user should know, in the order they happened, e.g.
-            "Multi-frame DICOM: used frame 1 of 12", "EXIF orientation applied",
-            "16-bit image scaled to 8 bits (...)". Empty when there is nothing to say.
-        meta: facts about the source file:
-            "format" ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "DICOM", ...),
-            "mode" (Pillow mode of the file such as "L", "I;16", "RGB"; the photometric interpretation for
-            DICOM), "bit_depth" (bits per sample in the file; Bits Stored for DICOM),
-            "original_size" ((width, height) in the file, before orientation and downsizing),
-            "colorfulness" (Hasler–Süsstrunk metric of the RGB image before gray conversion, 0.0 for gray
-            sources; a radiograph saved as colour scores near 0, a photo 30 or more), and for DICOM
-            "modality", "photometric" and "view_position" when the file has them.
-    """
-
-    gray: np.ndarray
-    notices: tuple[str, ...] = ()
-    meta: dict = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------------
 
 def read_film(
     source: str | os.PathLike | bytes,
@@ -160,6 +89,18 @@ def read_film(
     return _read_film(source, name=name, max_side=max_side, gray_only=False)
 
 
+def squeeze_channel(image) -> np.ndarray:
+    """`image` as an array, with a trailing channel axis of length 1 dropped: (H, W, 1) -> (H, W).
+
+    Every other shape is returned as it is, for the caller's own shape check. This is the one place that
+    turns a model-input film (H, W, 1), such as `load_image` output, back into a 2-D grayscale film.
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[:, :, 0]
+    return array
+
+
 def to_model_input(gray: np.ndarray, image_size: int = 224) -> np.ndarray:
     """Resize a grayscale film to the model's square input.
 
@@ -177,11 +118,8 @@ def to_model_input(gray: np.ndarray, image_size: int = 224) -> np.ndarray:
     Raises:
         ValueError: `gray` is not a 2-D uint8 image or `image_size` is not a positive integer.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"Got image_size={image_size!r}; expected a positive integer such as 224.")
-    gray = np.asarray(gray)
-    if gray.ndim == 3 and gray.shape[2] == 1:
-        gray = gray[:, :, 0]
+    image_size = _check_image_size(image_size)
+    gray = squeeze_channel(gray)
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ValueError(
             f"Got an array of shape {gray.shape} and dtype {gray.dtype}; expected a 2-D uint8 grayscale "
@@ -189,10 +127,9 @@ def to_model_input(gray: np.ndarray, image_size: int = 224) -> np.ndarray:
         )
     if gray.shape[0] == 0 or gray.shape[1] == 0:
         raise ValueError(f"Got an empty image of shape {gray.shape}; expected at least one pixel per side.")
-    size = int(image_size)
-    if gray.shape != (size, size):
+    if gray.shape != (image_size, image_size):
         resized = Image.fromarray(np.ascontiguousarray(gray), mode="L").resize(
-            (size, size), Image.Resampling.BILINEAR
+            (image_size, image_size), Image.Resampling.BILINEAR
         )
         gray = np.asarray(resized)
     return np.array(gray, dtype=np.uint8, copy=True)[:, :, np.newaxis]
@@ -216,9 +153,8 @@ def load_image(source: str | os.PathLike | bytes, image_size: int = 224) -> np.n
     Raises:
         ImageLoadError: the file cannot be used as a film (see `read_film`).
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"Got image_size={image_size!r}; expected a positive integer such as 224.")
-    film = _read_film(source, name=None, max_side=2 * int(image_size), gray_only=True)
+    image_size = _check_image_size(image_size)
+    film = _read_film(source, name=None, max_side=2 * image_size, gray_only=True)
     return to_model_input(film.gray, image_size)
 
 
@@ -243,38 +179,35 @@ def read_film_and_model_input(
     Raises:
         ImageLoadError: the file cannot be used as a film (see `read_film`); the message names the file.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(f"Got image_size={image_size!r}; expected a positive integer such as 224.")
+    image_size = _check_image_size(image_size)
     data, label = _source_bytes(source, name)
     try:
-        kind = _sniff(data, "The file") if data else None
+        kind = sniff(data, "The file") if data else None
     except ImageLoadError:
         kind = None  # read_film below raises the message that names the file.
     if kind in (None, "JPEG"):
         return read_film(data, name=label, max_side=max_side), load_image(data, image_size)
     full = _read_film(data, name=label, max_side=None, gray_only=False)
-    film = Film(gray=_finish(full.gray, max_side), notices=full.notices, meta=full.meta)
-    return film, to_model_input(_finish(full.gray, 2 * int(image_size)), image_size)
+    film = Film(gray=finish(full.gray, max_side), notices=full.notices, meta=full.meta)
+    return film, to_model_input(finish(full.gray, 2 * image_size), image_size)
 
 
-# --------------------------------------------------------------------------------------------------
-# Source, sniffing and checks shared by all formats
-# --------------------------------------------------------------------------------------------------
+def _check_image_size(image_size) -> int:
+    return check_int("image_size", image_size, expected="a positive integer such as 224")
+
 
 def _read_film(source, *, name: str | None, max_side: int | None, gray_only: bool) -> Film:
-    if max_side is not None and (
-        isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1
-    ):
-        raise ValueError(f"Got max_side={max_side!r}; expected None or a positive integer such as 1024.")
+    if max_side is not None:
+        max_side = check_int("max_side", max_side, expected="None or a positive integer such as 1024")
     data, label = _source_bytes(source, name)
     subject = "The file" + (f" '{label}'" if label else "")
     if not data:
         raise ImageLoadError(f"{subject} is empty (0 bytes). Upload the film again, or check the file on disk.")
-    kind = _sniff(data, subject)
+    kind = sniff(data, subject)
     if kind == "DICOM":
-        film = _read_dicom(data, subject, label, max_side)
+        film = read_dicom(data, subject, label, max_side)
     else:
-        film = _read_raster(data, kind, subject, label, max_side, gray_only)
+        film = read_raster(data, kind, subject, label, max_side, gray_only)
     return film
 
 
@@ -327,551 +260,3 @@ def _display_name(label: str) -> str:
     text = re.sub(r"[\x00-\x1f\x7f]", "", str(label))
     return text if len(text) <= 160 else text[:80] + "…" + text[-79:]
 
-
-def _sniff(data: bytes, subject: str) -> str:
-    """The format of `data` from its magic numbers; raises ImageLoadError for files that are not films."""
-    head = data[:4096]
-    if data[128:132] == b"DICM":
-        return "DICOM"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "TIFF"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    # A BMP starts with "BM" and its info-header size is one of a few known values; checking both keeps a
-    # text file that happens to start with "BM" from being taken for a damaged bitmap.
-    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in (
-        12, 16, 40, 52, 56, 64, 108, 124
-    ):
-        return "BMP"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _HEIF_BRANDS:
-            return "HEIF"
-        if brand in _AVIF_BRANDS:
-            return "AVIF"
-        raise ImageLoadError(
-            f"{subject} is not an image: it looks like a video (MP4/QuickTime). Export a still film as PNG "
-            "or DICOM."
-        )
-
-    not_an_image = [
-        (b"PK\x03\x04", "a ZIP archive", "Unzip it and choose the films inside."),
-        (b"PK\x05\x06", "a ZIP archive (an empty one)", "Choose the film itself."),
-        (b"\x1f\x8b", "a gzip archive", "Decompress it and choose the films inside."),
-        (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "Extract it and choose the films inside."),
-        (b"Rar!\x1a\x07", "a RAR archive", "Extract it and choose the films inside."),
-        (b"\x93NUMPY", "a NumPy array file", "Save the film as PNG instead."),
-        (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image, which Paru does not read",
-         "Export the film as PNG or DICOM."),
-        (b"\xffO\xffQ", "a JPEG 2000 codestream, which Paru does not read", "Export the film as PNG or DICOM."),
-    ]
-    for magic, what, advice in not_an_image:
-        if head.startswith(magic):
-            raise ImageLoadError(f"{subject} is not an image: it looks like {what}. {advice}")
-    if head.startswith(b"%PDF"):
-        raise ImageLoadError(
-            f"{subject} is not an image: it is a PDF document. Export the film from it as PNG, or use the "
-            "original DICOM file."
-        )
-    if len(data) > 257 + 5 and data[257:262] == b"ustar":
-        raise ImageLoadError(
-            f"{subject} is not an image: it looks like a TAR archive. Extract it and choose the films inside."
-        )
-
-    if _looks_like_headerless_dicom(head):
-        return "DICOM"
-
-    text = _as_text(head)
-    if text is not None:
-        lowered = text.lstrip().lower()
-        if "<svg" in lowered[:2048]:
-            raise ImageLoadError(
-                f"{subject} is an SVG file. SVG is a vector drawing, not a radiograph; export the film as PNG "
-                "or DICOM."
-            )
-        if lowered.startswith(("<!doctype html", "<html", "<head", "<body")):
-            raise ImageLoadError(
-                f"{subject} is not an image: it looks like a web page (HTML), which is what some browsers save "
-                "when a download fails. Download the film itself again."
-            )
-        raise ImageLoadError(
-            f"{subject} is not an image: it looks like a text file. Choose the film itself (PNG, JPEG or DICOM)."
-        )
-    raise ImageLoadError(
-        f"{subject} is not an image Paru can read: its first bytes match none of PNG, JPEG, BMP, TIFF, GIF, "
-        "WebP or DICOM. Export the film in one of those formats."
-    )
-
-
-def _looks_like_headerless_dicom(head: bytes) -> bool:
-    """True for a DICOM data set without the 128-byte preamble and 'DICM' (read with force=True).
-
-    Such files start directly with a data element of the file meta group (0002) or the identifying group
-    (0008), in little- or big-endian order.
-    """
-    if len(head) < 8:
-        return False
-    group_little = int.from_bytes(head[0:2], "little")
-    group_big = int.from_bytes(head[0:2], "big")
-    return group_little in (0x0002, 0x0008) or group_big == 0x0008
-
-
-def _as_text(head: bytes) -> str | None:
-    """The start of the file as text when it is mostly printable text, else None."""
-    if b"\x00" in head[:1024]:
-        return None
-    sample = head[:1024]
-    if sample.startswith(b"\xef\xbb\xbf"):
-        sample = sample[3:]
-    printable = sum(1 for byte in sample if 32 <= byte < 127 or byte in (9, 10, 13) or byte >= 128)
-    if not sample or printable / len(sample) < 0.95:
-        return None
-    return sample.decode("utf-8", errors="replace")
-
-
-def _megapixels(pixels: float) -> str:
-    megapixels = pixels / 1e6
-    return f"{megapixels:,.0f}" if megapixels >= 10 else f"{megapixels:.3g}"
-
-
-def _check_dimensions(width: int, height: int, label: str | None, subject: str) -> None:
-    """Refuse films that are too large to decode, too small to read or absurdly elongated."""
-    quoted = f" '{label}'" if label else ""
-    if width * height > MAX_PIXELS:
-        raise ImageLoadError(
-            f"The image{quoted} is {width}x{height} pixels ({_megapixels(width * height)} megapixels); Paru "
-            f"accepts at most {_megapixels(MAX_PIXELS)} megapixels. Downsize it before uploading."
-        )
-    if min(width, height) < MIN_SIDE:
-        raise ImageLoadError(
-            f"{subject} is {width}x{height} pixels; Paru needs films at least {MIN_SIDE} pixels on each side. "
-            "Use the original film rather than a thumbnail or an icon."
-        )
-    aspect = max(width, height) / min(width, height)
-    if aspect > MAX_ASPECT:
-        raise ImageLoadError(
-            f"{subject} is {width}x{height} pixels, an aspect ratio of {aspect:.1f}:1; Paru accepts films up "
-            f"to {MAX_ASPECT:g}:1. Crop it to the chest film or use the original image."
-        )
-
-
-def _bomb_error(error: Exception, label: str | None) -> ImageLoadError:
-    """Convert Pillow's decompression-bomb error or warning into Paru's message."""
-    quoted = f" '{label}'" if label else ""
-    match = re.search(r"\((\d+) pixels\)", str(error))
-    size = f" has {_megapixels(int(match.group(1)))} megapixels;" if match else " is too large;"
-    return ImageLoadError(
-        f"The image{quoted}{size} Paru accepts at most {_megapixels(MAX_PIXELS)} megapixels. "
-        "Downsize it before uploading."
-    )
-
-
-def _damaged(subject: str, error: BaseException) -> ImageLoadError:
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ImageLoadError(
-        f"{subject} could not be decoded: the file looks truncated or damaged ({detail[:200]}). "
-        "Export or download it again."
-    )
-
-
-def _fit(image: Image.Image, max_side: int | None) -> Image.Image:
-    """Downsize `image` (bilinear, antialiased) so its longest side is at most `max_side`."""
-    if max_side is None or max(image.size) <= max_side:
-        return image
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR)
-
-
-def _finish(gray: np.ndarray | Image.Image, max_side: int | None) -> np.ndarray:
-    """The final 2-D uint8 array, downsized to `max_side`."""
-    image = gray if isinstance(gray, Image.Image) else Image.fromarray(np.ascontiguousarray(gray), mode="L")
-    return np.array(_fit(image, max_side), dtype=np.uint8)
-
-
-def _statistics_sample(values: np.ndarray) -> np.ndarray:
-    """A regular subsample of a 2-D or 3-D array with at most about _STATISTICS_SAMPLE_PIXELS pixels."""
-    step = max(1, math.ceil(math.sqrt(values.shape[0] * values.shape[1] / _STATISTICS_SAMPLE_PIXELS)))
-    return values[::step, ::step]
-
-
-def _stretch_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map `low` to 0 and `high` to 255 linearly, clipping outside. `high` may be below `low` (inverts)."""
-    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    np.clip(scaled, 0, 255, out=scaled)
-    return np.rint(scaled).astype(np.uint8)
-
-
-def _robust_to_uint8(values: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Scale a >8-bit 2-D array to uint8 by its 0.5th..99.5th percentiles (see ROBUST_PERCENTILES).
-
-    Returns (uint8 array, is_blank). Non-finite values become 0. When the percentiles coincide (an image
-    that is almost one value) the full min..max is used; a constant image becomes all zeros.
-    """
-    sample = _statistics_sample(values)
-    if np.issubdtype(sample.dtype, np.floating):
-        sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8), True
-    low, high = (float(v) for v in np.percentile(sample, ROBUST_PERCENTILES))
-    if high <= low:
-        low, high = float(sample.min()), float(sample.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8), True
-    result = _stretch_to_uint8(values, low, high)
-    if np.issubdtype(values.dtype, np.floating):
-        result[~np.isfinite(values)] = 0
-    return result, False
-
-
-def _colorfulness(rgb: np.ndarray) -> float:
-    """Hasler & Süsstrunk (2003) colourfulness of an RGB uint8 image; 0.0 for any gray image."""
-    sample = _statistics_sample(rgb).astype(np.float32)
-    red, green, blue = sample[..., 0], sample[..., 1], sample[..., 2]
-    red_green = red - green
-    yellow_blue = 0.5 * (red + green) - blue
-    spread = math.hypot(float(red_green.std()), float(yellow_blue.std()))
-    mean = math.hypot(float(red_green.mean()), float(yellow_blue.mean()))
-    return round(spread + 0.3 * mean, 3)
-
-
-# --------------------------------------------------------------------------------------------------
-# Raster files (Pillow)
-# --------------------------------------------------------------------------------------------------
-
-def _raster_image_class(kind: str, subject: str):
-    """The Pillow image class for `kind`. Using it directly (rather than Image.open) skips Pillow's own
-    open-time size guard, so that Paru's guard can report the exact width and height."""
-    if kind == "PNG":
-        from PIL.PngImagePlugin import PngImageFile as image_class
-    elif kind == "JPEG":
-        from PIL.JpegImagePlugin import JpegImageFile as image_class
-    elif kind == "BMP":
-        from PIL.BmpImagePlugin import BmpImageFile as image_class
-    elif kind == "TIFF":
-        from PIL.TiffImagePlugin import TiffImageFile as image_class
-    elif kind == "GIF":
-        from PIL.GifImagePlugin import GifImageFile as image_class
-    elif kind == "WEBP":
-        from PIL.WebPImagePlugin import WebPImageFile as image_class
-    elif kind == "HEIF":
-        try:
-            import pillow_heif
-        except ImportError:
-            raise ImageLoadError(
-                f"{subject} is a HEIC/HEIF photo, which needs the pillow-heif package: pip install pillow-heif. "
-                "Or export the film as JPEG or PNG."
-            ) from None
-        pillow_heif.register_heif_opener()
-        image_class = None
-    elif kind == "AVIF":
-        from PIL import features
-
-        if not features.check("avif"):
-            raise ImageLoadError(
-                f"{subject} is an AVIF image, which this Pillow cannot decode. Export the film as PNG or JPEG."
-            )
-        image_class = None
-    else:  # pragma: no cover - _sniff only returns the kinds above.
-        raise ImageLoadError(f"{subject} is in a format Paru does not read ({kind}). Export it as PNG.")
-    return image_class
-
-
-def _read_raster(
-    data: bytes, kind: str, subject: str, label: str | None, max_side: int | None, gray_only: bool
-) -> Film:
-    notices: list[str] = []
-    image_class = _raster_image_class(kind, subject)
-    try:
-        image = image_class(io.BytesIO(data)) if image_class else Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise _bomb_error(error, label) from None
-    except ImageLoadError:
-        raise
-    except Exception as error:  # Pillow reports bad headers as SyntaxError, OSError, ValueError, struct.error...
-        raise _damaged(subject, error) from None
-
-    width, height = image.size
-    source_mode = image.mode
-    _check_dimensions(width, height, label, subject)
-
-    try:
-        if kind in ("GIF", "PNG", "WEBP") and getattr(image, "is_animated", False):
-            what = {"GIF": "an animated GIF", "PNG": "an animated PNG", "WEBP": "an animated WebP"}[kind]
-            raise ImageLoadError(
-                f"{subject} is {what}; Paru reads single still films. Export the frame you want as PNG."
-            )
-        if kind == "TIFF":
-            page_count = getattr(image, "n_frames", 1)
-            if page_count > 1:
-                notices.append(f"Multi-page TIFF: used page 1 of {page_count}")
-                image.seek(0)
-
-        if kind == "JPEG" and max_side is not None:
-            # Decode at 1/2, 1/4 or 1/8 scale inside libjpeg (never below max_side on the short side).
-            # Gray output skips colour conversion; read_film keeps colour to measure colourfulness.
-            image.draft("L" if gray_only or image.mode == "L" else None, (max_side, max_side))
-
-        orientation = _exif_orientation(image)
-        image.load()
-        if orientation in range(2, 9):
-            image = ImageOps.exif_transpose(image)
-            notices.append(f"EXIF orientation applied (orientation tag {orientation})")
-    except ImageLoadError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise _bomb_error(error, label) from None
-    except Exception as error:
-        raise _damaged(subject, error) from None
-
-    gray, colorfulness, conversion_notices = _raster_to_gray(image)
-    notices.extend(conversion_notices)
-    if colorfulness >= COLORFUL_NOTICE_THRESHOLD:
-        notices.append(
-            f"The image is in colour (colourfulness {colorfulness:.0f}; a radiograph scores near 0) and was "
-            "converted to grayscale. Check that it is a chest film."
-        )
-    bit_depth = 16 if source_mode.startswith("I;16") else _BIT_DEPTHS.get(source_mode, 8)
-    meta = {
-        "format": kind,
-        "mode": source_mode,
-        "bit_depth": bit_depth,
-        "original_size": (width, height),
-        "colorfulness": colorfulness,
-    }
-    return Film(gray=_finish(gray, max_side), notices=tuple(notices), meta=meta)
-
-
-def _exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1..8; 1 means upright). Unreadable EXIF counts as upright."""
-    try:
-        return int(image.getexif().get(0x0112, 1) or 1)
-    except Exception:  # Damaged EXIF blocks are common in phone exports and must not sink the film.
-        return 1
-
-
-def _raster_to_gray(image: Image.Image) -> tuple[Image.Image | np.ndarray, float, list[str]]:
-    """Convert a loaded Pillow image to 8-bit gray. Returns (gray, colourfulness, notices)."""
-    mode = image.mode
-    if mode == "L":
-        # The fast path: plain 8-bit gray needs no conversion at all.
-        return image, 0.0, []
-    if mode == "1":
-        return image.convert("L"), 0.0, []
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(image)
-        depth = 16 if mode.startswith("I;16") else 32
-        gray, blank = _robust_to_uint8(values)
-        low, high = ROBUST_PERCENTILES
-        notices = [f"{depth}-bit image scaled to 8 bits (contrast stretched between the {low:g}th and "
-                   f"{high:g}th percentiles)"]
-        if blank:
-            notices.append("The image is blank: every pixel has the same value")
-        return gray, 0.0, notices
-
-    notices: list[str] = []
-    if mode == "P":
-        mode_with_alpha = "RGBA" if "transparency" in image.info else "RGB"
-        image = image.convert(mode_with_alpha)
-    elif mode in ("PA", "La", "RGBa"):
-        image = image.convert("RGBA")
-    elif mode not in ("LA", "RGB", "RGBA"):
-        # CMYK, YCbCr, LAB, HSV, RGBX: Pillow converts all of them to RGB.
-        image = image.convert("RGB")
-
-    if image.mode in ("LA", "RGBA"):
-        alpha = image.getchannel("A")
-        base = image.convert("L" if image.mode == "LA" else "RGB")
-        if alpha.getextrema()[0] < 255:
-            # Transparent pixels become black, the way a viewer on a dark background shows them.
-            background = Image.new(base.mode, base.size, 0)
-            background.paste(base, mask=alpha)
-            base = background
-            notices.append("Transparent areas were composited on black")
-        image = base
-    if image.mode == "L":
-        return image, 0.0, notices
-    colorfulness = _colorfulness(np.asarray(image))
-    return image.convert("L"), colorfulness, notices
-
-
-# --------------------------------------------------------------------------------------------------
-# DICOM (pydicom)
-# --------------------------------------------------------------------------------------------------
-
-def _read_dicom(data: bytes, subject: str, label: str | None, max_side: int | None) -> Film:
-    try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    except ImportError:
-        raise ImageLoadError(
-            f"{subject} is a DICOM file, and reading DICOM needs pydicom: pip install pydicom"
-        ) from None
-
-    notices: list[str] = []
-    try:
-        try:
-            dataset = pydicom.dcmread(io.BytesIO(data))
-        except InvalidDicomError:
-            # DICOM written without the 128-byte preamble and 'DICM' prefix.
-            dataset = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception as error:
-        raise _damaged(subject, error) from None
-
-    if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ImageLoadError(
-            f"{subject} is a DICOM file without an image (it has no Pixel Data element); it may be a report or "
-            "a presentation state. Choose the image file of the study."
-        )
-    try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-    except Exception:
-        raise ImageLoadError(
-            f"{subject} could not be decoded: the file looks truncated or damaged (the DICOM header has no "
-            "valid Rows and Columns). Export it again from the PACS."
-        ) from None
-    _check_dimensions(columns, rows, label, subject)
-
-    photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
-    samples_per_pixel = int(dataset.get("SamplesPerPixel", 1) or 1)
-    if samples_per_pixel != 1 or (photometric and photometric not in ("MONOCHROME1", "MONOCHROME2")):
-        raise ImageLoadError(
-            f"{subject} is a colour DICOM image (Photometric Interpretation {photometric or 'not given'}, "
-            f"{samples_per_pixel} samples per pixel); Paru reads grayscale radiographs stored as MONOCHROME1 "
-            "or MONOCHROME2. This is usually a screenshot or secondary capture: export the original film."
-        )
-    if not photometric:
-        dataset.PhotometricInterpretation = photometric = "MONOCHROME2"
-        notices.append("The DICOM file gives no Photometric Interpretation; MONOCHROME2 was assumed")
-
-    # Files read with force=True may lack the file meta information that the pixel decoders need.
-    file_meta = getattr(dataset, "file_meta", None)
-    if file_meta is None or "TransferSyntaxUID" not in file_meta:
-        implicit, little = dataset.original_encoding
-        dataset.ensure_file_meta()
-        dataset.file_meta.TransferSyntaxUID = (
-            ImplicitVRLittleEndian if implicit or implicit is None
-            else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-        )
-    transfer_syntax = dataset.file_meta.TransferSyntaxUID
-
-    frame_count = int(dataset.get("NumberOfFrames", 1) or 1)
-    try:
-        if frame_count > 1:
-            # Decode only the first frame, not the whole cine loop or tomosynthesis stack.
-            dataset.pixel_array_options(index=0)
-            notices.append(f"Multi-frame DICOM: used frame 1 of {frame_count}")
-        pixels = dataset.pixel_array
-    except Exception as error:
-        raise _dicom_decode_error(subject, transfer_syntax, error) from None
-    if pixels.ndim == 3:
-        pixels = pixels[0]
-    if pixels.ndim != 2:
-        raise ImageLoadError(
-            f"{subject} holds pixel data of shape {pixels.shape}; Paru expects one 2-D grayscale film. "
-            "Export a single image from the study."
-        )
-
-    try:
-        values = apply_modality_lut(pixels, dataset)
-        voi_range = _voi_output_range(dataset, apply_voi_lut)
-        if voi_range is not None:
-            values = apply_voi_lut(values, dataset, index=0)
-    except Exception as error:
-        raise ImageLoadError(
-            f"{subject} has a rescale, LUT or window that could not be applied ({error}). Export the film "
-            "again, or as PNG."
-        ) from None
-
-    bits_stored = int(dataset.get("BitsStored", pixels.dtype.itemsize * 8) or pixels.dtype.itemsize * 8)
-    if voi_range is not None and voi_range[0] != voi_range[1]:
-        # The window (or VOI LUT) says how to display the film: its output range maps to 0..255.
-        gray = _stretch_to_uint8(values, *voi_range)
-    elif values.dtype == np.uint8 and bits_stored == 8:
-        # Plain 8-bit DICOM without a window is shown as stored, like an 8-bit PNG.
-        gray = values
-    else:
-        gray, blank = _robust_to_uint8(values)
-        low, high = ROBUST_PERCENTILES
-        notices.append(
-            f"{bits_stored}-bit DICOM without a window scaled to 8 bits (contrast stretched between the "
-            f"{low:g}th and {high:g}th percentiles)"
-        )
-        if blank:
-            notices.append("The image is blank: every pixel has the same value")
-    if photometric == "MONOCHROME1":
-        # MONOCHROME1 shows the lowest value as white; invert so that bone is bright like every other film.
-        gray = 255 - gray
-        notices.append("MONOCHROME1 DICOM inverted so that dense tissue is bright")
-
-    modality = str(dataset.get("Modality", "") or "").strip().upper()
-    if modality and modality not in _RADIOGRAPH_MODALITIES:
-        notices.append(
-            f"The DICOM modality is {modality}; chest radiographs are usually CR or DX. Check that this is a "
-            "chest film."
-        )
-    meta = {
-        "format": "DICOM",
-        "mode": photometric,
-        "bit_depth": bits_stored,
-        "original_size": (columns, rows),
-        "colorfulness": 0.0,
-        "photometric": photometric,
-        "transfer_syntax": str(transfer_syntax),
-    }
-    if modality:
-        meta["modality"] = modality
-    view_position = str(dataset.get("ViewPosition", "") or "").strip().upper()
-    if view_position:
-        meta["view_position"] = view_position
-    return Film(gray=_finish(np.ascontiguousarray(gray, dtype=np.uint8), max_side), notices=tuple(notices),
-                meta=meta)
-
-
-def _voi_output_range(dataset, apply_voi_lut) -> tuple[float, float] | None:
-    """The values that pydicom's VOI LUT or windowing maps the darkest and brightest inputs to.
-
-    None when the file has neither a VOI LUT Sequence nor a Window Center/Width. Probing pydicom's own
-    function keeps the range consistent with it (signed data, rescaled data, SIGMOID windows, LUT depth).
-    """
-    sequence = dataset.get("VOILUTSequence")
-    if sequence and sequence[0].get("LUTDescriptor") is not None and sequence[0].get("LUTData") is not None:
-        entries, first_mapped, _ = (int(value) for value in sequence[0].LUTDescriptor)
-        probe = np.arange(first_mapped, first_mapped + (entries or 2**16), dtype=np.int64)
-        table = apply_voi_lut(probe, dataset, index=0)
-        return float(table.min()), float(table.max())
-    if dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None:
-        with np.errstate(over="ignore"):
-            ends = apply_voi_lut(np.array([-1e30, 1e30]), dataset, index=0)
-        return float(ends[0]), float(ends[1])
-    return None
-
-
-def _dicom_decode_error(subject: str, transfer_syntax, error: Exception) -> ImageLoadError:
-    """The message for pixel data pydicom could not decode: name the compression and the package."""
-    # Object reprs such as "<_io.BytesIO object at 0x7f...>" mean nothing to a person; drop them.
-    detail = re.sub(r"\s*<[^<>]* at 0x[0-9a-f]+>", "", " ".join(str(error).split()))[:200]
-    detail = detail or type(error).__name__
-    uid = str(transfer_syntax)
-    syntax_name = getattr(transfer_syntax, "name", uid) or uid
-    if uid in _DICOM_TRANSFER_SYNTAX_HINTS:
-        family, package = _DICOM_TRANSFER_SYNTAX_HINTS[uid]
-        return ImageLoadError(
-            f"{subject} stores its pixel data as {syntax_name} ({uid}), which could not be decoded here "
-            f"({detail}). {family} pixel data needs {package}. If that is installed, the pixel data is "
-            "probably damaged: export the film again, uncompressed."
-        )
-    if getattr(transfer_syntax, "is_compressed", False) and uid != _RLE_LOSSLESS:
-        return ImageLoadError(
-            f"{subject} stores its pixel data as {syntax_name} ({uid}), which Paru cannot decode ({detail}). "
-            "Export the film uncompressed (Explicit VR Little Endian) or as PNG."
-        )
-    return _damaged(subject, error)

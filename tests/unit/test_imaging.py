@@ -1,4 +1,5 @@
-"""Tests for core.imaging.loader: every accepted format, every refusal, DICOM display rules and model input.
+"""Tests for core.imaging (loader, sniff, raster, dicom): every accepted format, every refusal, DICOM
+display rules and model input.
 
 Files are built in memory with Pillow and pydicom; one test reads a real film from ../shared/data and
 skips cleanly where that folder is absent.
@@ -18,20 +19,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.imaging import loader as imaging
+from core.imaging import common
+from core.imaging.common import MAX_ASPECT, MAX_PIXELS, MIN_SIDE
 from core.imaging.loader import (
-    MAX_ASPECT,
-    MAX_PIXELS,
-    MIN_SIDE,
     SUPPORTED_EXTENSIONS,
     Film,
     ImageLoadError,
     load_image,
     read_film,
+    read_film_and_model_input,
+    squeeze_channel,
     to_model_input,
 )
+from core.imaging.raster import COLORFUL_NOTICE_THRESHOLD
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 requires_pydicom = pytest.mark.skipif(importlib.util.find_spec("pydicom") is None, reason="pydicom not installed")
 
 
@@ -199,7 +201,7 @@ def test_one_call_for_film_and_model_input_equals_the_two_calls(case, max_side):
     """Prediction's single-decode path must give exactly what read_film and load_image give (DICOM too: its
     LUTs and window work at full size anyway)."""
     data = ONE_CALL_CASES[case]()
-    film, model_input = imaging.read_film_and_model_input(data, 48, name="x.img", max_side=max_side)
+    film, model_input = read_film_and_model_input(data, 48, name="x.img", max_side=max_side)
     expected = read_film(data, name="x.img", max_side=max_side)
     np.testing.assert_array_equal(film.gray, expected.gray)
     assert film.notices == expected.notices
@@ -211,7 +213,7 @@ def test_one_call_for_film_and_model_input_equals_the_two_calls(case, max_side):
 
 def test_one_call_refuses_what_read_film_refuses():
     with pytest.raises(ImageLoadError, match="x.png"):
-        imaging.read_film_and_model_input(b"this is text", 48, name="x.png")
+        read_film_and_model_input(b"this is text", 48, name="x.png")
 
 
 def test_path_and_bytes_give_the_same_film(tmp_path):
@@ -279,7 +281,7 @@ def test_colourful_image_is_measured_and_flagged():
     rgb[:, :32] = (255, 0, 0)
     rgb[:, 32:] = (0, 0, 255)
     film = read_film(encode(Image.fromarray(rgb), "PNG"))
-    assert film.meta["colorfulness"] > imaging.COLORFUL_NOTICE_THRESHOLD
+    assert film.meta["colorfulness"] > COLORFUL_NOTICE_THRESHOLD
     assert any("in colour" in notice for notice in film.notices)
     gray_as_rgb = read_film(ACCEPTED["jpeg-rgb"]())
     assert gray_as_rgb.meta["colorfulness"] < 2 and not any("in colour" in n for n in gray_as_rgb.notices)
@@ -422,7 +424,7 @@ def test_bomb_far_beyond_pillows_own_limit_still_gets_paru_message():
 
 
 def test_pixel_limit_follows_max_pixels(monkeypatch):
-    monkeypatch.setattr(imaging, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(common, "MAX_PIXELS", 10_000)
     with pytest.raises(ImageLoadError, match=r"The image is 128x96 pixels \(0\.0123 megapixels\); Paru "
                                              r"accepts at most 0\.01 megapixels"):
         read_film(ACCEPTED["png-8bit"]())
@@ -595,6 +597,22 @@ def test_to_model_input_refuses_a_bad_size():
         to_model_input(gradient(), 0)
 
 
+@pytest.mark.parametrize("image_size", [True, 2.0, "224", None])
+def test_image_size_must_be_an_integer_for_every_entry_point(image_size):
+    data = ACCEPTED["png-8bit"]()
+    for call in (lambda: to_model_input(gradient(), image_size), lambda: load_image(data, image_size),
+                 lambda: read_film_and_model_input(data, image_size)):
+        with pytest.raises(ValueError, match=r"Got image_size=.*; expected a positive integer such as 224\."):
+            call()
+
+
+def test_squeeze_channel_drops_only_a_single_trailing_channel():
+    assert squeeze_channel(np.zeros((4, 5, 1), np.uint8)).shape == (4, 5)
+    assert squeeze_channel(np.zeros((4, 5), np.uint8)).shape == (4, 5)
+    assert squeeze_channel(np.zeros((4, 5, 3), np.uint8)).shape == (4, 5, 3)
+    assert squeeze_channel([[1, 2], [3, 4]]).shape == (2, 2)
+
+
 @requires_pydicom
 def test_load_image_decodes_every_kind_to_model_input():
     for data in (ACCEPTED["png-8bit"](), ACCEPTED["jpeg-rgb"](), ACCEPTED["tiff-16bit"](),
@@ -665,6 +683,6 @@ def test_module_imports_neither_tensorflow_nor_streamlit():
     code = ("import sys; import core.imaging.loader; "
             "print(sorted(m for m in ('tensorflow', 'streamlit', 'keras') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
