@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT, SHARED_DATA
+from conftest import PROJECT_ROOT, SHARED_DATA, needs_pretrained
 
 DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
 
@@ -32,6 +32,7 @@ def _run_films(run_dir, size):
     return np.stack([load_image(f"{root}/{row['path']}", size) for row in read_split_csv(run_dir / "split.csv")])
 
 
+@needs_pretrained
 def test_tflite_exports_agree_with_keras_on_the_runs_films(tiny_run, tmp_path):
     from core.serving.export import parity_report
 

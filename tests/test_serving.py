@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_pretrained
+
 
 def _films(run_dir, count=6):
     """Films of the dataset the run was trained on, from every class, as paths and model inputs."""
@@ -21,6 +23,7 @@ def _films(run_dir, count=6):
     return paths, np.stack([load_image(str(path), size) for path in paths]).astype(np.float32)
 
 
+@needs_pretrained
 def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run):
     from core.serving.predict import Predictor
 

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import WEIGHTS_035
+from conftest import WEIGHTS_035, needs_pretrained
 from core.explain.gradcam import GradCam, cam_regions, grad_cam, grad_cam_vis
 
 IMAGE_SIZE = 96
@@ -49,7 +49,7 @@ def trained_model():
     from core.config import preset
     from core.model import backbone_layers, build_model, set_trainable_layers
 
-    pretrained = WEIGHTS_035.is_file()
+    pretrained = WEIGHTS_035 is not None
     weights = str(WEIGHTS_035) if pretrained else "none"
     config = preset("paper", alpha=0.35, image_size=IMAGE_SIZE, weights=weights)
     model = build_model(config, 2)
@@ -92,6 +92,7 @@ def explained(explainer, test_films):
 # --------------------------------------------------------------------------------------------------
 
 
+@needs_pretrained
 def test_model_learned_the_task(explained, test_films):
     probabilities, _ = explained
     _, labels, _ = test_films
@@ -119,6 +120,7 @@ def test_cams_are_not_blank_where_there_is_evidence(explained, test_films):
     assert np.isin(cams.max(axis=(1, 2)), [0.0, 1.0]).all()
 
 
+@needs_pretrained
 def test_cam_mass_lies_on_the_half_with_the_square(explainer, test_films):
     films, labels, sides = test_films
     with_square = labels == 1
