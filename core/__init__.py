@@ -7,5 +7,5 @@ Streamlit pages that only read metrics open fast.
 __version__ = "0.1.0"
 
 # The paper's classes in the paper's order. Datasets may carry any subset or other classes; this order
-# only decides how known classes are listed (see core.data.scan.order_classes).
+# only decides how known classes are listed (see core.data.layout.order_classes).
 PAPER_CLASSES = ("Normal", "Pneumonia", "Cardiomegaly", "Pneumothorax")

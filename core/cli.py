@@ -218,7 +218,7 @@ def _expand_films(arguments: list[str]):
 
 
 def _split(args) -> int:
-    from core.data.scan import materialise_run_split
+    from core.data.materialise import materialise_run_split
 
     try:
         report = materialise_run_split(args.model, args.out, mode="copy" if args.copy else "link", data_dir=args.data)
