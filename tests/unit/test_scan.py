@@ -83,7 +83,7 @@ def test_impossible_datasets_fail_before_training_with_a_clear_message(tmp_path,
 
 
 def test_perceptual_hash_is_256_bits_and_rejects_non_images():
-    from core.data.scan import PERCEPTUAL_HASH_BITS, hamming_distances, perceptual_hash
+    from core.data.hashes import PERCEPTUAL_HASH_BITS, hamming_distances, perceptual_hash
 
     film = film_with_blob(0, np.random.default_rng(0))
     value = perceptual_hash(film)
@@ -97,7 +97,7 @@ def test_perceptual_hash_is_256_bits_and_rejects_non_images():
 
 
 def test_hamming_distances_count_differing_bits_and_nearest_finds_the_closest():
-    from core.data.scan import PERCEPTUAL_HASH_BITS, hamming_distances, nearest_hashes
+    from core.data.hashes import PERCEPTUAL_HASH_BITS, hamming_distances, nearest_hashes
 
     zero = "0" * 64
     one_bit = "0" * 63 + "1"
