@@ -7,6 +7,9 @@
 | `PARU_CACHE_DIR`    | where derived files (the TensorFlow Lite engines) are cached               | `$XDG_CACHE_HOME/paru`, else `~/.cache/paru` |
 | `KERAS_HOME`        | Keras's own: where `weights="imagenet"` looks before downloading           | Keras's (`~/.keras`); Paru points it at `../shared/keras_home` when that exists and the variable is unset |
 | `PARU_JOB_LOG`      | set by Paru for a background training: the log file of that job           | unset |
+| `PARU_DICOMWEB_URL`  | the DICOMweb root of a PACS (QIDO-RS, WADO-RS, STOW-RS), e.g. `http://127.0.0.1:8042/dicom-web`; the Predict page shows "From PACS" only when it is set | unset |
+| `PARU_DICOMWEB_USER`, `PARU_DICOMWEB_PASSWORD` | HTTP basic credentials for that PACS (from the environment only, never from a page) | unset |
+| `PARU_DICOMWEB_TOKEN` | a bearer token for that PACS instead of a user and password | unset |
 | `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`) | "2" |
 
 Nothing here imports TensorFlow or Streamlit.
@@ -90,3 +93,17 @@ def quiet_tensorflow() -> None:
 def job_log() -> str | None:
     """The log file of the background training this process runs as, if any ($PARU_JOB_LOG)."""
     return os.environ.get("PARU_JOB_LOG")
+
+
+def dicomweb_url() -> str | None:
+    """The DICOMweb root of the PACS ($PARU_DICOMWEB_URL), or None when no PACS is configured."""
+    return (os.environ.get("PARU_DICOMWEB_URL") or "").strip() or None
+
+
+def dicomweb_credentials() -> dict[str, str]:
+    """{"token": ...} or {"user": ..., "password": ...} from the environment, or {} for an open PACS."""
+    if os.environ.get("PARU_DICOMWEB_TOKEN"):
+        return {"token": os.environ["PARU_DICOMWEB_TOKEN"]}
+    if os.environ.get("PARU_DICOMWEB_USER"):
+        return {"user": os.environ["PARU_DICOMWEB_USER"], "password": os.environ.get("PARU_DICOMWEB_PASSWORD", "")}
+    return {}
