@@ -1,8 +1,9 @@
 """Path confinement: the only place that decides whether a path may be read as data.
 
-A folder typed into the app must resolve (following symbolic links) inside one of the allowed data roots
-(core.settings.allowed_data_roots), so a browser user cannot point Paru at `..`, `/etc` or a link that
-leads out of them.
+`confine_to_roots` is the one check. A folder typed into the app must resolve (following symbolic links)
+inside one of the allowed data roots (core.settings.allowed_data_roots), so a browser user cannot point
+Paru at `..`, `/etc` or a link that leads out of them; a film path read from a run's files (relative to
+the run's dataset folder) must stay inside that folder (`film_under_root`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def confine_to_roots(path: str | os.PathLike, roots: Iterable[str | os.PathLike]
 def confined_data_folder(folder: str | os.PathLike) -> Path:
     """A folder typed in the app, resolved and confined to the allowed data roots (ValueError otherwise)."""
     return confine_to_roots(folder, allowed_data_roots())
+
+
+def film_under_root(root: str | os.PathLike, relative: str) -> Path | None:
+    """root / relative, resolved, when it stays inside `root` and is a file; None otherwise.
+
+    For film paths read from a run's files (predictions.csv, split.csv): a path such as "../../etc/passwd"
+    or one through a symbolic link that leads out of the dataset folder is treated as missing, never read.
+    """
+    try:
+        path = confine_to_roots(Path(root) / relative, [root])
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symbolic-link loop (Python 3.11).
+        return None
+    return path if path.is_file() else None
 
 
 def dataset_folders(root: Path) -> list[str]:
