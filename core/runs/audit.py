@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from core.runs.registry import now_iso
+from core.runs.artifacts import now_iso
 from core.settings import default_models_dir
 
 AUDIT_FILE_NAME = "audit.jsonl"

@@ -1,15 +1,26 @@
 """The model card written into every run folder: what the model is, what it saw, how good it is, what
 it must not be used for, and the failure modes a person found in review.
 
-The card is written at training time and rewritten by `refresh_model_card` whenever the review tags
-(review_tags.json) or the Grad-CAM region analysis (cam_regions.json) of the run change."""
+The card is written by training once the run has been evaluated (core.training.run), and rewritten by
+`refresh_model_card` from the run's own files whenever the review tags (review_tags.json) or the Grad-CAM
+region analysis (cam_regions.json) of the run change. It reads files only, so it depends on nothing that
+computes them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.runs.registry import read_json
+from core.evaluation.summary import headline_markdown
+from core.runs.artifacts import (
+    CAM_REGIONS_FILE_NAME,
+    CONFIG_FILE_NAME,
+    MODEL_CARD_FILE_NAME,
+    TAGS_FILE_NAME,
+    read_data_report,
+    read_json,
+    read_metrics,
+)
 
 KNOWN_SOURCES = {
     "nih-cxr4": "NIH ChestX-ray14 adult films (subset of 231; NLP-mined labels). Acknowledge the NIH Clinical "
@@ -29,11 +40,8 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
     source_name = Path(data_report.get("root", "")).name
     counts = data_report.get("subsets", {})
     n_total = data_report.get("n_files_usable", "?")
-    ci = metrics.get("ci95") or {}
     training = metrics.get("training", {})
     calibration = metrics.get("calibration", {})
-    ci_acc = ci.get("accuracy") or [None, None]
-    ci_f1 = ci.get("macro_f1") or [None, None]
     # Cards are written in the hidden staging folder (".<run_id>.partial") before it is renamed.
     run_id = run_dir.name.removeprefix(".").removesuffix(".partial")
     demonstration = (
@@ -91,10 +99,7 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         f"run; wall time {training.get('wall_time_seconds', '?')} s.",
         "",
         f"## Test metrics ({metrics['n']} films)",
-        f"- Overall accuracy: {_pct(metrics['accuracy'])} (95% bootstrap CI {_pct(ci_acc[0])}-{_pct(ci_acc[1])})",
-        f"- Macro-F1: {_pct(metrics['macro']['f1'])} (95% CI {_pct(ci_f1[0])}-{_pct(ci_f1[1])})",
-        f"- Mean one-vs-rest accuracy (the figure the paper reports as \"accuracy\"): "
-        f"{_pct(metrics['mean_ovr_accuracy'])}",
+        *headline_markdown(metrics),
         "",
         "| class | precision | recall | F1 | one-vs-rest accuracy | ROC AUC | support |",
         "|---|---|---|---|---|---|---|",
@@ -124,7 +129,7 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         "",
         *review_section(run_dir),
     ]
-    path = run_dir / "model_card.md"
+    path = run_dir / MODEL_CARD_FILE_NAME
     path.write_text("\n".join(lines))
     return path
 
@@ -135,8 +140,6 @@ def review_section(run_dir: Path) -> list[str]:
     Counts per tag (with the mix-ups behind each tag), every note a reviewer wrote, and where Grad-CAM put
     its mass for right and wrong answers. Returns [] when the run has neither file.
     """
-    from core.runs.review import CAM_REGIONS_FILE_NAME, TAGS_FILE_NAME
-
     tags = read_json(Path(run_dir) / TAGS_FILE_NAME, {}) or {}
     regions = read_json(Path(run_dir) / CAM_REGIONS_FILE_NAME) or {}
     tagged = {file: entry for file, entry in tags.items()
@@ -188,8 +191,17 @@ def refresh_model_card(run_dir: str | Path) -> Path | None:
     review_tags.json, cam_regions.json). Returns the path, or None when config.json or metrics.json is
     missing (the card is then left as it is)."""
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
-    if not (run_dir / "config.json").is_file() or not isinstance(metrics, dict) or "classes" not in metrics:
+    metrics = read_metrics(run_dir)
+    if not (run_dir / CONFIG_FILE_NAME).is_file() or metrics is None or "classes" not in metrics:
         return None
-    config = TrainConfig.from_file(run_dir / "config.json")
-    return write_model_card(run_dir, config, metrics, read_json(run_dir / "data_report.json", {}) or {})
+    config = TrainConfig.from_file(run_dir / CONFIG_FILE_NAME)
+    return write_model_card(run_dir, config, metrics, read_data_report(run_dir) or {})
+
+
+def refresh_model_card_quietly(run_dir: str | Path) -> None:
+    """`refresh_model_card` after a review change; a card that cannot be written is left as it is, since
+    the review files it summarises were saved already."""
+    try:
+        refresh_model_card(run_dir)
+    except (OSError, ValueError):
+        pass

@@ -4,10 +4,6 @@ The file maps a film's path (relative to the dataset root, as in predictions.csv
 {"tag": one of TAGS, "note": free text, "label": true class, "predicted": predicted class, "updated": ISO time}.
 It is written atomically, so a reader never sees half a file. Every change also rewrites the run's
 model card, whose "Failure modes seen in review" section summarises the tags.
-
-The Grad-CAM region analysis (`compute_cam_regions`) measures, for a bounded set of the run's test films,
-how much of each film's Grad-CAM lies in the central lung fields and how much on the border and corners,
-where labels, side markers and devices sit; it is cached in <run>/cam_regions.json.
 """
 
 from __future__ import annotations
@@ -17,18 +13,10 @@ import io
 import os
 from pathlib import Path
 
-from core.runs.registry import now_iso, read_json, write_json_atomic
+from core.runs.artifacts import TAGS_FILE_NAME, now_iso, read_json, write_json_atomic
+from core.runs.card import refresh_model_card_quietly
 
-TAGS_FILE_NAME = "review_tags.json"
 TAGS = ("untagged", "label error", "model error", "ambiguous", "image quality")
-CAM_REGIONS_FILE_NAME = "cam_regions.json"
-CAM_MAX_FILMS = 60
-"""At most this many test films are explained: all of them when the test set is this small, else the
-misclassified ones (up to half) and as many correct ones drawn at random."""
-CAM_BORDER_FRACTION = 0.15
-CAM_FLAG_SHARE = 0.70
-"""A film is flagged when more than this share of its CAM mass lies in the border band (which covers 51%
-of the image with CAM_BORDER_FRACTION 0.15, so a uniform map gives 0.51)."""
 
 
 def load_tags(run_dir: str | os.PathLike) -> dict[str, dict]:
@@ -50,7 +38,7 @@ def save_tag(run_dir: str | os.PathLike, file: str, tag: str, note: str = "", **
     else:
         tags[file] = {**details, "tag": tag, "note": note, "updated": now_iso()}
     save_tags(run_dir, tags)
-    _refresh_card(run_dir)
+    refresh_model_card_quietly(run_dir)
     return tags
 
 
@@ -68,159 +56,3 @@ def tags_csv(tags: dict[str, dict]) -> bytes:
         writer.writerow([file, entry.get("label", ""), entry.get("predicted", ""), entry.get("tag", ""),
                          entry.get("note", ""), entry.get("updated", "")])
     return buffer.getvalue().encode()
-
-
-def _refresh_card(run_dir) -> None:
-    """Rewrite the run's model card with the latest review; a card that cannot be written is left as is."""
-    from core.runs.card import refresh_model_card
-
-    try:
-        refresh_model_card(run_dir)
-    except (OSError, ValueError):
-        pass
-
-
-# --------------------------------------------------------------------------------------------------
-# Where Grad-CAM puts its mass
-# --------------------------------------------------------------------------------------------------
-
-
-def select_cam_films(rows: list[dict], max_films: int = CAM_MAX_FILMS, seed: int = 0) -> list[dict]:
-    """The test rows of predictions.csv to explain, bounded for speed.
-
-    All test films when there are at most `max_films`; otherwise the misclassified ones (most confident
-    first, at most max_films // 2) plus an equal number of correctly classified ones drawn at random with
-    `seed`. Returned in predictions.csv order.
-    """
-    import numpy as np
-
-    if max_films < 2:
-        raise ValueError(f"Got max_films={max_films}; expected at least 2 (one wrong and one right film).")
-    test = [row for row in rows if row.get("subset") == "test"]
-    if len(test) <= max_films:
-        return test
-    wrong = sorted((row for row in test if row["label"] != row["predicted"]),
-                   key=lambda row: -float(row.get("confidence", 0)))[:max_films // 2]
-    right = [row for row in test if row["label"] == row["predicted"]]
-    # As many right answers as wrong ones, so the two means weigh the same; all right ones when none is wrong.
-    count = min(len(right), len(wrong) if wrong else max_films)
-    picked = np.random.default_rng(seed).choice(len(right), size=count, replace=False) if count else []
-    chosen = {id(row) for row in wrong} | {id(right[i]) for i in picked}
-    return [row for row in test if id(row) in chosen]
-
-
-def summarise_cam_regions(films: list[dict], flag_share: float = CAM_FLAG_SHARE) -> dict:
-    """Mean CAM shares for right and wrong answers, and the films whose mass is mostly on the border.
-
-    Args:
-        films: dicts with "file", "label", "predicted", "central", "border", "corners" (shares from
-            core.explain.gradcam.cam_regions) and optionally "confidence".
-        flag_share: a film is flagged when its border share is above this. Default CAM_FLAG_SHARE.
-
-    Returns:
-        {"correct": {"n", "mean_central", "mean_border", "mean_corners"}, "wrong": {...} (means are None
-        for an empty group), "flagged": [films, largest border share first], "n_flagged"}.
-
-    Example::
-
-        summary = summarise_cam_regions(regions["films"])
-        summary["wrong"]["mean_border"] > summary["correct"]["mean_border"]   # a warning sign
-    """
-    def group(items):
-        n = len(items)
-        return {"n": n, **{f"mean_{key}": (sum(float(item[key]) for item in items) / n if n else None)
-                            for key in ("central", "border", "corners")}}
-
-    flagged = sorted((film for film in films if float(film["border"]) > flag_share),
-                     key=lambda film: -float(film["border"]))
-    return {
-        "correct": group([film for film in films if film["label"] == film["predicted"]]),
-        "wrong": group([film for film in films if film["label"] != film["predicted"]]),
-        "flagged": flagged,
-        "n_flagged": len(flagged),
-    }
-
-
-def load_cam_regions(run_dir: str | os.PathLike) -> dict | None:
-    """The cached analysis of <run>/cam_regions.json, or None when it was never computed."""
-    data = read_json(Path(run_dir) / CAM_REGIONS_FILE_NAME)
-    return data if isinstance(data, dict) and "films" in data else None
-
-
-def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int = CAM_MAX_FILMS,
-                        model=None, batch_size: int = 16, progress=None) -> dict:
-    """Explain a bounded set of the run's test films with Grad-CAM and measure where each map's mass lies.
-
-    Films come from `select_cam_films` over predictions.csv and are read from `dataset_root`; each CAM is
-    that of the class the model predicts, split by core.explain.gradcam.cam_regions into central / border /
-    corners shares. The result is written to <run>/cam_regions.json (and the model card refreshed), so the
-    work is done once per run.
-
-    Args:
-        run: a core.runs.registry.Run (or run folder).
-        dataset_root: the folder holding the films named in predictions.csv.
-        max_films: bound on the number of films explained (see select_cam_films).
-        model: the run's loaded Keras model, to reuse one already in memory; loaded when None.
-        batch_size: films per Grad-CAM batch.
-        progress: called as progress(done, total).
-
-    Returns:
-        {"computed", "run_id", "n", "border_fraction", "flag_share", "uniform": shares of a uniform map,
-        "films": [{"file", "label", "predicted", "confidence", "central", "border", "corners"}],
-        "missing": [files not found], "summary": summarise_cam_regions(films)}.
-
-    Raises:
-        ValueError: the run has no test predictions, or none of the chosen films could be read.
-    """
-    import numpy as np
-
-    from core.data.scan import decode_in_chunks
-    from core.evaluation.evaluate import read_predictions_csv
-    from core.explain.gradcam import GradCam, cam_regions
-    from core.runs.registry import Run, load_run
-
-    run = run if isinstance(run, Run) else load_run(run)
-    predictions = run.path / "predictions.csv"
-    rows = read_predictions_csv(predictions, run.classes) if predictions.is_file() else []
-    chosen = select_cam_films(rows, max_films)
-    if not chosen:
-        raise ValueError(f"{predictions} lists no test films; re-evaluate the run first.")
-    root = Path(dataset_root).resolve()
-    by_path, missing = {}, []
-    for row in chosen:
-        path = (root / row["file"]).resolve()
-        if path.is_relative_to(root) and path.is_file():
-            by_path[path] = row
-        else:
-            missing.append(row["file"])
-    if model is None:
-        from core.model import load_model
-
-        model = load_model(run.model_path)
-    explainer = GradCam(model)
-    image_size = int(run.config.get("image_size", 224))
-    films, done = [], 0
-    for paths, images, errors, _ in decode_in_chunks(list(by_path), image_size, chunk_size=batch_size):
-        missing.extend(by_path[path]["file"] for path in errors)
-        if len(images):
-            _, cams = explainer(images)
-            for path, cam in zip(paths, cams):
-                row = by_path[path]
-                films.append({"file": row["file"], "label": row["label"], "predicted": row["predicted"],
-                              "confidence": float(row["confidence"]),
-                              **cam_regions(cam, border_fraction=CAM_BORDER_FRACTION)})
-        done += len(paths) + len(errors)
-        if progress is not None:
-            progress(done, len(by_path))
-    if not films:
-        raise ValueError(f"None of the {len(chosen)} chosen test films could be read under {root}; "
-                         "choose the folder the run was trained on.")
-    result = {
-        "computed": now_iso(), "run_id": run.run_id, "n": len(films), "border_fraction": CAM_BORDER_FRACTION,
-        "flag_share": CAM_FLAG_SHARE,
-        "uniform": cam_regions(np.ones((image_size, image_size), np.float32), border_fraction=CAM_BORDER_FRACTION),
-        "films": films, "missing": missing, "summary": summarise_cam_regions(films),
-    }
-    write_json_atomic(run.path / CAM_REGIONS_FILE_NAME, result)
-    _refresh_card(run.path)
-    return result

@@ -1,0 +1,349 @@
+"""The run folder's schema: every file name, the readers and writers of its CSV and JSON files, the
+`metrics.json` schema, and the one answer to "where are this run's films?".
+
+A finished run folder `models/<run_id>/` holds:
+
+    model.keras             the best epoch's model (lowest validation loss), loadable in Keras safe mode
+    config.json             the TrainConfig it was trained with
+    classes.json            ordered class names: output unit i of the model is classes[i]
+    split.csv               path, label, subset, patient_id, sha256 for every usable film
+    history.csv             one row per epoch (epoch, phase, loss, accuracy, val_loss, val_accuracy, ...)
+    metrics.json            test-set metrics and the training summary (`RunMetrics` below)
+    predictions.csv         file, label, predicted, one p_<class> column per class, subset (val and test)
+    data_report.json        counts per class and subset, skipped files with reasons, duplicates, the root
+    gate.npz                the "is this a chest film?" gate's statistics (core.serving.gate)
+    perceptual_hashes.json  perceptual hashes of the training and validation films (core.evaluation.overlap)
+    model_card.md           what the model is, what it saw, how good it is, what it is not for
+    status.json             {"state": "finished", "started", "finished", "pid"}
+
+and, once a person or the app has worked with the run:
+
+    review_tags.json        a reviewer's tag and note per misclassified test film (core.runs.review)
+    cam_regions.json        where Grad-CAM puts its mass on a bounded set of test films (core.explain.regions)
+    exports/                TensorFlow Lite exports built from the app, <variant>-v<format>.tflite
+
+A run is written in a hidden staging folder (`.<run_id>.partial`, which also holds progress.json and, when a
+stop is requested, STOP) and renamed into place only when it has finished. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, TypedDict
+
+import numpy as np
+
+from core.settings import SHARED_ROOT, allowed_data_roots
+
+MODEL_FILE_NAME = "model.keras"
+CONFIG_FILE_NAME = "config.json"
+CLASSES_FILE_NAME = "classes.json"
+SPLIT_FILE_NAME = "split.csv"
+HISTORY_FILE_NAME = "history.csv"
+METRICS_FILE_NAME = "metrics.json"
+PREDICTIONS_FILE_NAME = "predictions.csv"
+DATA_REPORT_FILE_NAME = "data_report.json"
+GATE_FILE_NAME = "gate.npz"
+HASHES_FILE_NAME = "perceptual_hashes.json"
+MODEL_CARD_FILE_NAME = "model_card.md"
+STATUS_FILE_NAME = "status.json"
+TAGS_FILE_NAME = "review_tags.json"
+CAM_REGIONS_FILE_NAME = "cam_regions.json"
+EXPORTS_DIR_NAME = "exports"
+PROGRESS_FILE_NAME = "progress.json"
+STOP_FILE_NAME = "STOP"
+
+REQUIRED_FILE_NAMES = (MODEL_FILE_NAME, CONFIG_FILE_NAME, CLASSES_FILE_NAME, STATUS_FILE_NAME)
+"""A folder is a finished run only when it holds these (and status.json says "finished")."""
+
+SPLIT_COLUMNS = ("path", "label", "subset", "patient_id", "sha256")
+
+
+# --------------------------------------------------------------------------------------------------
+# The metrics.json schema
+# --------------------------------------------------------------------------------------------------
+
+
+class ClassMetrics(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+    ovr_accuracy: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    support: int
+    roc_auc: float | None  # None without scores, or for a class absent from (or making up) every case.
+
+
+class Averages(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+
+
+class ConfidenceIntervals(TypedDict):
+    accuracy: list[float]  # [low, high], 95% percentile bootstrap over cases
+    macro_f1: list[float]
+    n_bootstrap: int
+    method: str
+
+
+class ClinicalBar(TypedDict):
+    threshold: float
+    per_class: dict[str, dict[str, bool]]  # name -> {"precision", "recall", "f1", "ovr_accuracy"} passed
+    accuracy: bool
+    macro_f1: bool
+    all_passed: bool
+
+
+class Report(TypedDict):
+    """What core.evaluation.metrics.classification_report returns."""
+
+    classes: list[str]
+    n: int
+    accuracy: float  # trace / total
+    mean_ovr_accuracy: float  # mean over classes of (TP + TN) / n: the paper's "accuracy" figure
+    macro: Averages
+    weighted: Averages
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: list[list[int]]  # rows true class, columns predicted class
+    ci95: ConfidenceIntervals | None  # None when no bootstrap was asked for
+    clinical_bar: ClinicalBar
+
+
+class TrainingSummary(TypedDict):
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    wall_time_seconds: float
+    decode_seconds: float
+
+
+class ValidationSummary(TypedDict):
+    n: int
+    accuracy: float
+    macro_f1: float
+    mean_ovr_accuracy: float
+
+
+class Calibration(TypedDict):
+    temperature: float  # fitted on the validation split (core.evaluation.calibration.fit_temperature)
+    fitted_on: str
+    ece_val_before: float
+    ece_val_after: float
+    ece_test_before: float
+    ece_test_after: float
+
+
+class RunMetrics(Report):
+    """metrics.json of a run: the test-set Report plus what the training-time evaluation adds."""
+
+    subset: str  # "test"
+    evaluated: str  # ISO time
+    training: TrainingSummary
+    validation: ValidationSummary
+    calibration: Calibration
+
+
+class ExternalMetrics(Report):
+    """What core.evaluation.evaluate.evaluate_folder returns (and `evaluate --json` writes); never stored
+    in a run folder."""
+
+    subset: str  # "external"
+    data_dir: str
+    run_id: str
+    evaluated: str
+    skipped: list[dict]  # {"path", "reason"}
+    engine: str
+    overlap: dict  # core.evaluation.overlap.check_overlap
+    predictions: list[dict]  # {"file", "label", "predicted", "probabilities": {class: p}}
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> None:
+    """Write JSON so that a reader sees the old or the new file, never half of one."""
+    path = Path(path)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as tmp:
+            json.dump(data, tmp, indent=2, default=_json_default)
+            tmp.write("\n")
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; run files are meant to be shared.
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def read_json(path: str | os.PathLike, default=None):
+    """The parsed file, or `default` when it is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    """status.json of a run or staging folder ({} when missing or unreadable)."""
+    status = read_json(Path(run_dir) / STATUS_FILE_NAME, {})
+    return status if isinstance(status, dict) else {}
+
+
+def read_metrics(run_dir: str | os.PathLike) -> RunMetrics | None:
+    """metrics.json of a run, or None when it is missing or unreadable."""
+    metrics = read_json(Path(run_dir) / METRICS_FILE_NAME)
+    return metrics if isinstance(metrics, dict) else None
+
+
+def read_data_report(run_dir: str | os.PathLike) -> dict | None:
+    """data_report.json of a run, or None when it is missing or unreadable."""
+    report = read_json(Path(run_dir) / DATA_REPORT_FILE_NAME)
+    return report if isinstance(report, dict) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------------
+
+
+def write_split_csv(path: str | os.PathLike, scan, subsets) -> None:
+    """split.csv: one row per usable film of a core.data.scan.DatasetScan, with its subset (SPLIT_COLUMNS)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SPLIT_COLUMNS)
+        for record, subset in zip(scan.records, subsets):
+            writer.writerow([record.path, record.label, subset, record.patient_id or "", record.sha256])
+
+
+def read_split_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of a run's split.csv as dicts (SPLIT_COLUMNS)."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_history_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """history.csv: one row per epoch; columns epoch, phase, then every other key in sorted order."""
+    columns = ["epoch", "phase"] + sorted({key for row in rows for key in row} - {"epoch", "phase"})
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_history_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of history.csv: "epoch" an int, "phase" a string, every other non-empty value a float."""
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({key: (int(value) if key == "epoch" else value if key == "phase" else float(value))
+                         for key, value in row.items() if value not in ("", None)})
+    return rows
+
+
+def write_predictions_csv(path, files: Iterable[str], labels: Iterable[str], probabilities,
+                          class_names: list[str], subsets: Iterable[str]) -> None:
+    """predictions.csv: file, label, predicted, one p_<class> probability column per class, subset."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "predicted", *[f"p_{name}" for name in class_names], "subset"])
+        for file, label, row, subset in zip(files, labels, probabilities, subsets):
+            writer.writerow([file, label, class_names[int(np.argmax(row))],
+                             *[f"{p:.6f}" for p in row], subset])
+
+
+def read_predictions_csv(path: str | os.PathLike, class_names: list[str]) -> list[dict]:
+    """Rows of predictions.csv with probabilities parsed into a `probabilities` dict and the predicted
+    class's probability as `confidence`."""
+    rows = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            row["probabilities"] = {name: float(row.pop(f"p_{name}")) for name in class_names}
+            row["confidence"] = row["probabilities"][row["predicted"]]
+            rows.append(row)
+    return rows
+
+
+def misclassified_test_rows(rows: list[dict]) -> list[dict]:
+    """The test rows of `read_predictions_csv` whose prediction is wrong, most confident first (ties keep
+    the file's order)."""
+    wrong = [row for row in rows if row.get("subset") == "test" and row["label"] != row["predicted"]]
+    return sorted(wrong, key=lambda row: float(row.get("confidence", 0)), reverse=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the run's films are
+# --------------------------------------------------------------------------------------------------
+
+
+def dataset_root_candidates(run_dir: str | os.PathLike) -> list[Path]:
+    """The folders, in order, where a run's films may be on this machine.
+
+    The folder recorded in data_report.json, then a folder of the same name under each allowed data root
+    (core.settings.allowed_data_roots) and under ../shared/data beside the project (how the shipped demo run
+    finds its films on another machine). [] when the run does not record its folder.
+    """
+    recorded = (read_data_report(run_dir) or {}).get("root")
+    if not recorded:
+        return []
+    name = Path(recorded).name
+    candidates = [Path(recorded).expanduser()]
+    for root in [*allowed_data_roots(), SHARED_ROOT / "data"]:
+        if root / name not in candidates:
+            candidates.append(root / name)
+    return candidates
+
+
+def find_dataset_root(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding a run's films (the paths of split.csv and predictions.csv are relative to it).
+
+    `data_dir` when given (the user says where the films are now; None when it is not a folder), else the
+    first existing folder of `dataset_root_candidates`, else None.
+    """
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        return root if root.is_dir() else None
+    return next((path for path in dataset_root_candidates(run_dir) if path.is_dir()), None)
+
+
+def run_dataset_root(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
+    """`find_dataset_root` for a run that must have a split; ValueError saying what to do otherwise.
+
+    Raises ValueError when the run has no split.csv, does not record its folder, or the folder is found
+    nowhere on this machine.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / SPLIT_FILE_NAME).is_file():
+        raise ValueError(f"{run_dir} has no {SPLIT_FILE_NAME}; choose a finished run folder (models/<run_id>).")
+    root = find_dataset_root(run_dir, data_dir)
+    if root is not None:
+        return root
+    if data_dir is None and not dataset_root_candidates(run_dir):
+        raise ValueError(f"{run_dir} does not say where its dataset is; pass the dataset folder (--data).")
+    missing = data_dir if data_dir is not None else (read_data_report(run_dir) or {}).get("root")
+    raise ValueError(f"The run's dataset folder {missing} does not exist on this machine; pass the folder "
+                     "where the same films are now (--data).")
