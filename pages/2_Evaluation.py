@@ -3,6 +3,8 @@
 import streamlit as st
 
 from core import ui
+from core.evaluation.summary import overlap_warning, perceptual_check_note
+from core.runs.artifacts import METRICS_FILE_NAME
 
 run = ui.require_run(ui.page_frame("Evaluation"))
 run_path = str(run.path)
@@ -11,7 +13,7 @@ metrics = run.metrics
 st.title("📊 Evaluation")
 st.caption(f"{run.describe()} · {ui.DISCLAIMER}")
 if not metrics or "confusion_matrix" not in metrics:
-    st.error(f"{run.path / 'metrics.json'} is missing or unreadable; re-evaluate the run with "
+    st.error(f"{run.path / METRICS_FILE_NAME} is missing or unreadable; re-evaluate the run with "
              "`python -m core evaluate --model RUN_DIR --data DIR`.")
     st.stop()
 
@@ -87,7 +89,7 @@ else:
                               key="compare_run")
     st.dataframe(ui.compare_table([run, by_path[other_path]]))
 
-st.download_button("Download metrics.json", ui.bytes_of_json(run.path / "metrics.json"),
+st.download_button(f"Download {METRICS_FILE_NAME}", ui.bytes_of_json(run.path / METRICS_FILE_NAME),
                    file_name=f"{run.run_id}-metrics.json", mime="application/json")
 
 st.subheader("Mobile export (TensorFlow Lite)")
@@ -134,22 +136,15 @@ with st.expander("External validation"):
     if external and external.get("run_id") == run.run_id:
         overlap = external.get("overlap") or {}
         perceptual = overlap.get("perceptual") or {}
-        if overlap.get("identical_files") or overlap.get("shared_patients") or overlap.get("near_duplicates"):
-            st.warning(
-                f"{overlap.get('identical_files', 0)} films are identical to training/validation films, "
-                f"{overlap.get('near_duplicates', 0)} are resized or re-encoded copies of them (perceptual hash) "
-                f"and {overlap.get('shared_patients', 0)} share a patient with them: this is not an independent "
-                f"test. Examples: {', '.join(overlap.get('examples', [])[:5])}"
-            )
+        warning = overlap_warning(overlap)
+        if warning:
+            st.warning(f"{warning} Examples: {', '.join(overlap.get('examples', [])[:5])}")
         if perceptual.get("checked"):
-            st.caption(f"Perceptual check: each film compared with the run's {perceptual['seen_films']} "
-                       f"training/validation films; a Hamming distance of at most {perceptual['threshold']} of "
-                       f"{perceptual['bits']} bits counts as the same film.")
+            st.caption(perceptual_check_note(overlap))
             if perceptual.get("matches"):
                 st.dataframe(ui.near_duplicate_table(perceptual["matches"]), hide_index=True)
         else:
-            st.info(f"The perceptual check (resized or re-encoded copies) could not be run: "
-                    f"{perceptual.get('reason') or overlap.get('reason', 'unknown reason')}.")
+            st.info(perceptual_check_note(overlap))
         st.caption(f"Folder: `{external['data_dir']}` · {len(external.get('skipped', []))} files skipped")
         st.dataframe(ui.external_vs_internal(metrics, external))
         left, right = st.columns(2)

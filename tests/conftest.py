@@ -192,7 +192,7 @@ def lite_predictor(tiny_run):
 def copies_folder(tmp_path_factory, tiny_run):
     """Resized JPEG copies of 6 training films and 4 test films of the tiny run, in class folders, and the
     training films' paths."""
-    from core.data.scan import read_split_csv
+    from core.runs.artifacts import read_split_csv
 
     root = dataset_of(tiny_run)
     rows = read_split_csv(tiny_run / "split.csv")

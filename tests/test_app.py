@@ -366,7 +366,7 @@ def test_evaluation_draws_reliability_diagrams_for_validation_and_test(with_run)
 
 
 def test_external_validation_counts_resized_copies_of_training_films(with_run, app_dataset, monkeypatch, tmp_path):
-    from core.data.scan import read_split_csv
+    from core.runs.artifacts import read_split_csv
 
     train = [row for row in read_split_csv(with_run.path / "split.csv") if row["subset"] == "train"][:5]
     folder = tmp_path / "copies"

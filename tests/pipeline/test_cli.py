@@ -64,7 +64,8 @@ def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_p
 
 
 def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_same(tiny_run, tmp_path, capsys):
-    from core.data.scan import assign_subsets, read_split_csv, scan_dataset
+    from core.data.scan import assign_subsets, scan_dataset
+    from core.runs.artifacts import read_split_csv
 
     out = tmp_path / "laid-out"
     assert main(["split", "--model", str(tiny_run), "--out", str(out)]) == 0

@@ -22,7 +22,8 @@ def test_evaluate_folder_counts_resized_copies_of_training_films(tiny_run, copie
 
 
 def test_run_hashes_are_computed_from_the_split_when_missing(tiny_run, tmp_path):
-    from core.evaluation.evaluate import HASHES_FILE_NAME, run_hashes
+    from core.evaluation.overlap import run_hashes
+    from core.runs.artifacts import HASHES_FILE_NAME
     from core.runs.registry import load_run
 
     stored = json.loads((tiny_run / HASHES_FILE_NAME).read_text())
@@ -35,7 +36,8 @@ def test_run_hashes_are_computed_from_the_split_when_missing(tiny_run, tmp_path)
 
 
 def test_overlap_says_when_the_perceptual_check_could_not_run(tiny_run, tmp_path):
-    from core.evaluation.evaluate import HASHES_FILE_NAME, check_overlap
+    from core.evaluation.overlap import check_overlap
+    from core.runs.artifacts import HASHES_FILE_NAME
     from core.runs.registry import load_run
 
     copy = copy_run(tiny_run, tmp_path)

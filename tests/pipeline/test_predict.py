@@ -8,7 +8,7 @@ from conftest import dataset_of
 
 
 def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
-    from core.evaluation.evaluate import read_predictions_csv
+    from core.runs.artifacts import read_predictions_csv
     from core.serving.predict import Predictor
     from core.runs.registry import load_run
 

@@ -11,7 +11,8 @@ from conftest import copy_run
 
 def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
     from core.runs.registry import load_run
-    from core.runs.review import CAM_REGIONS_FILE_NAME, compute_cam_regions, load_cam_regions
+    from core.explain.regions import compute_cam_regions, load_cam_regions
+    from core.runs.artifacts import CAM_REGIONS_FILE_NAME
 
     copy = copy_run(tiny_run, tmp_path)
     run = load_run(copy)

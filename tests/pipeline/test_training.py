@@ -39,7 +39,7 @@ def test_head_on_features_keeps_the_backbone_and_keeps_the_best_epochs_head(tiny
     """The recommended recipe's path: ImageNet backbone untouched, head = standardise + the best epoch's Dense."""
     import keras
 
-    from core.data.scan import read_split_csv
+    from core.runs.artifacts import read_split_csv
     from core.serving.gate import pooled_features
     from core.imaging.loader import load_image
     from core.model import build_model, load_model

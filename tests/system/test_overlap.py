@@ -30,7 +30,7 @@ def test_threshold_catches_resized_copies_and_never_matches_distinct_real_films(
     original, 128 px JPEG q50 at most 14; the closest distinct nih-cxr4 pair 62 bits apart, so 0 false
     matches in 26,565 pairs (and 0 in 322,803 pediatric-pneumonia pairs, closest 50 bits).
     """
-    from core.data.scan import NEAR_DUPLICATE_DISTANCE, hamming_distances, perceptual_hashes
+    from core.data.hashes import NEAR_DUPLICATE_DISTANCE, hamming_distances, perceptual_hashes
     from core.imaging.loader import load_image
 
     files = sorted(glob.glob(str(NIH / "*" / "*.png")))
@@ -53,8 +53,10 @@ def test_threshold_catches_resized_copies_and_never_matches_distinct_real_films(
 def test_demo_run_finds_its_training_films_among_the_256_px_samples():
     """samples/ holds 256 px copies of 40 nih-cxr4 films: no byte is identical to the demo run's 512 px
     originals, yet every one the run trained or validated on is found, and none of its test films."""
-    from core.data.scan import decode_in_chunks, perceptual_hashes, read_split_csv
-    from core.evaluation.evaluate import check_overlap
+    from core.data.hashes import perceptual_hashes
+    from core.data.scan import decode_in_chunks
+    from core.runs.artifacts import read_split_csv
+    from core.evaluation.overlap import check_overlap
     from core.runs.registry import load_run
 
     run = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper")

@@ -15,7 +15,7 @@ from conftest import CLASS_NAMES, PROJECT_ROOT, SHARED_DATA, tiny_config
 
 @pytest.mark.skipif(not (SHARED_DATA / "samples").is_dir(), reason="../shared/data/samples is absent")
 def test_end_to_end_on_real_films_with_patient_aware_split(tmp_path):
-    from core.data.scan import read_split_csv
+    from core.runs.artifacts import read_split_csv
     from core.serving.predict import Predictor
     from core.training.run import train_run
 

@@ -24,16 +24,23 @@ ROOT = Path(os.environ.get("LAYERING_ROOT") or Path(__file__).resolve().parents[
 # core/__init__.py); it may import from its own layer and the ones before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core", "core.settings", "core.config", "core.validation"),
+    # The run folder's schema (file names, readers, writers) depends only on settings: data lays out a
+    # run's split from it, and everything above reads run files through it.
+    ("core.runs.artifacts",),
     ("core.imaging",),
     ("core.data",),
     ("core.evaluation", "core.evaluation.metrics", "core.evaluation.calibration", "core.evaluation.summary"),
     ("core.model",),
-    ("core.runs", "core.runs.artifacts", "core.runs.registry"),
+    ("core.runs", "core.runs.registry"),
     ("core.explain",),
     ("core.serving",),
     ("core.evaluation.evaluate", "core.evaluation.overlap"),
     ("core.runs.card", "core.runs.review", "core.runs.audit", "core.runs.jobs"),
+    # The Grad-CAM region analysis of a run refreshes the run's model card once it is cached.
+    ("core.explain.regions",),
     ("core.training",),
+    # Hospital I/O (DICOMweb, DICOM SR/SC, FHIR) wraps predictions; only the CLI and the UI call it.
+    ("core.hospital",),
     ("core.cli", "core.__main__"),
     ("core.ui",),
 )

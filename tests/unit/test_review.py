@@ -14,7 +14,7 @@ def _rows(n_right: int, n_wrong: int) -> list[dict]:
 
 
 def test_select_cam_films_is_bounded_and_balanced():
-    from core.runs.review import select_cam_films
+    from core.explain.regions import select_cam_films
 
     assert len(select_cam_films(_rows(5, 2), max_films=10)) == 7  # Small test set: every test film.
     chosen = select_cam_films(_rows(100, 8), max_films=10)
@@ -28,7 +28,7 @@ def test_select_cam_films_is_bounded_and_balanced():
 
 
 def test_summarise_cam_regions_means_and_flags():
-    from core.runs.review import summarise_cam_regions
+    from core.explain.regions import summarise_cam_regions
 
     films = [
         {"file": "a", "label": "N", "predicted": "N", "central": 0.8, "border": 0.2, "corners": 0.0},
