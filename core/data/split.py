@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from core.validation import check_int
+
 SUBSETS = ("train", "val", "test")
 # Fractions may come from arithmetic such as 1 - 0.85, so their sum is compared with this tolerance.
 _FRACTION_SUM_TOLERANCE = 1e-6
@@ -66,9 +68,7 @@ def group_ids(n: int, patient_ids=None, content_hashes=None) -> np.ndarray:
         >>> group_ids(4, patient_ids=["p1", None, "p1", None], content_hashes=["a", "b", "c", "b"]).tolist()
         [0, 1, 0, 1]
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"Got n={n!r}; expected the number of items, an integer of 0 or more.")
-    n = int(n)
+    n = check_int("n", n, minimum=0, expected="the number of items, an integer of 0 or more")
     patients = _check_keys(patient_ids, n, "patient_ids")
     hashes = _check_keys(content_hashes, n, "content_hashes")
 
