@@ -28,20 +28,15 @@ def test_evaluate_external_folder_has_the_metrics_schema_and_flags_overlap(tiny_
     assert evaluate_folder(tiny_run, dataset)["accuracy"] == metrics["accuracy"]
 
 
-def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, tmp_path):
-    """The one real `python -m core` child: exit status 2 and no traceback, as a shell sees them."""
+def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, tmp_path, capsys):
     good = next((dataset_of(tiny_run) / "Normal").glob("*.png"))
     bad = tmp_path / "bad.png"
     bad.write_text("this is a text file")
     cam_dir = tmp_path / "cams"
-    result = subprocess.run(
-        [sys.executable, "-m", "core", "predict", "--model", str(tiny_run), str(good), str(bad),
-         str(tmp_path / "missing.png"), "--json", "--cam-dir", str(cam_dir)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    code = main(["predict", "--model", str(tiny_run), str(good), str(bad), str(tmp_path / "missing.png"), "--json",
+                 "--cam-dir", str(cam_dir)])
+    assert code == 2
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["file"] for line in lines] == [str(good), str(bad), str(tmp_path / "missing.png")]
     assert lines[0]["label"] in CLASS_NAMES
     assert set(lines[0]["probabilities"]) == set(CLASS_NAMES)
@@ -76,14 +71,18 @@ def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_s
     read_back = dict(zip((record.sha256 for record in scan.records), assign_subsets(scan)))
     assert read_back == expected
 
-    # The dataset moved and lost a film: the rest is laid out (copies here), the missing film is named.
+    # The dataset moved and lost a film: the rest is laid out (copies here), the missing film is named. This
+    # is the one real `python -m core` child process: its exit status and stderr as a shell sees them.
     moved = tmp_path / "moved"
     shutil.copytree(dataset_of(tiny_run), moved)
     lost = read_split_csv(tiny_run / "split.csv")[0]["path"]
     (moved / lost).unlink()
-    code = main(["split", "--model", str(tiny_run), "--out", str(tmp_path / "copied"), "--copy", "--data", str(moved)])
-    stderr = capsys.readouterr().err
-    assert code == 2 and "1 films of the split are missing" in stderr and lost in stderr
+    result = subprocess.run([sys.executable, "-m", "core", "split", "--model", str(tiny_run), "--out",
+                             str(tmp_path / "copied"), "--copy", "--data", str(moved)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "1 films of the split are missing" in result.stderr and lost in result.stderr
+    assert "Traceback" not in result.stderr
     copied = [path for path in (tmp_path / "copied").rglob("*.png")]
     assert len(copied) == len(expected) - 1 and not any(path.is_symlink() for path in copied)
 
