@@ -120,14 +120,14 @@ def read_patient_ids(root: Path) -> dict[str, str]:
 def check_dataset_root(root: str | os.PathLike) -> Path:
     """The dataset folder, resolved; ValueError with a next step when it is missing or is a file."""
     root = Path(root).expanduser()
-    if not root.exists():
-        raise ValueError(
-            f"Dataset folder {root} does not exist. Choose a folder with one subfolder per class "
-            "(for example Normal/, Pneumonia/), or with train/, val/ and test/ folders of class folders."
-        )
-    if not root.is_dir():
+    if root.is_dir():
+        return root.resolve()
+    if root.exists():
         raise ValueError(f"{root} is a file, not a folder. Choose the folder that holds the class folders.")
-    return root.resolve()
+    raise ValueError(
+        f"Dataset folder {root} does not exist. Choose a folder with one subfolder per class "
+        "(for example Normal/, Pneumonia/), or with train/, val/ and test/ folders of class folders."
+    )
 
 
 def list_candidate_files(root: str | os.PathLike) -> tuple[str, list[tuple[Path, str, str | None]], list[dict]]:
