@@ -92,4 +92,4 @@ def test_cli_evaluate_prints_the_perceptual_check(tiny_run, copies_folder, capsy
     assert main(["evaluate", "--model", str(tiny_run), "--data", str(folder)]) == 0
     stdout = capsys.readouterr().out
     assert "6 resized or re-encoded copies of them (perceptual hash)" in stdout
-    assert "perceptual check: 6 near-duplicates" in stdout
+    assert "Perceptual check: 6 near-duplicates" in stdout

@@ -1,0 +1,167 @@
+"""Tests for core.runs.artifacts: the run folder's file names, readers and writers, the metrics.json schema,
+and the one answer to "where are this run's films?"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from core.evaluation.metrics import classification_report
+from core.runs import artifacts
+from core.runs.artifacts import (
+    ExternalMetrics,
+    Report,
+    RunMetrics,
+    find_dataset_root,
+    misclassified_test_rows,
+    read_history_csv,
+    read_predictions_csv,
+    read_split_csv,
+    run_dataset_root,
+    write_history_csv,
+    write_predictions_csv,
+    write_split_csv,
+)
+from core.runs.registry import load_run
+
+SHIPPED_RUN = Path(__file__).resolve().parents[2] / "models" / "demo-nih-cxr4-paper"
+
+
+def _run_folder(tmp_path: Path, recorded_root: str | None) -> Path:
+    """A finished run folder with a split, recording `recorded_root` as its dataset folder."""
+    run_dir = tmp_path / "models" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / artifacts.MODEL_FILE_NAME).write_bytes(b"")
+    artifacts.write_json_atomic(run_dir / artifacts.CONFIG_FILE_NAME, {"image_size": 64})
+    artifacts.write_json_atomic(run_dir / artifacts.CLASSES_FILE_NAME, ["Normal", "Pneumonia"])
+    artifacts.write_json_atomic(run_dir / artifacts.STATUS_FILE_NAME, {"state": "finished"})
+    artifacts.write_json_atomic(run_dir / artifacts.DATA_REPORT_FILE_NAME,
+                                {"root": recorded_root} if recorded_root else {})
+    (run_dir / artifacts.SPLIT_FILE_NAME).write_text("path,label,subset,patient_id,sha256\n")
+    return run_dir
+
+
+# --------------------------------------------------------------------------------------------------
+# Where the run's films are
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_dataset_moved_under_the_data_root_is_found_by_review_and_by_the_export_alike(tmp_path, monkeypatch):
+    # The run recorded a folder that no longer exists; a folder of the same name sits under the data root.
+    data_root = tmp_path / "data"
+    (data_root / "chest-set").mkdir(parents=True)
+    monkeypatch.setenv("PARU_DATA_ROOT", str(data_root))
+    run_dir = _run_folder(tmp_path, str(tmp_path / "gone" / "chest-set"))
+    expected = data_root / "chest-set"
+    assert load_run(run_dir).dataset_root() == expected  # What Review uses.
+    assert run_dataset_root(run_dir) == expected  # What the export parity check and `split` use.
+
+
+def test_the_recorded_folder_comes_first_and_an_explicit_folder_wins(tmp_path, monkeypatch):
+    recorded = tmp_path / "recorded" / "chest-set"
+    recorded.mkdir(parents=True)
+    (tmp_path / "data" / "chest-set").mkdir(parents=True)
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
+    run_dir = _run_folder(tmp_path, str(recorded))
+    assert find_dataset_root(run_dir) == recorded
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert run_dataset_root(run_dir, elsewhere) == elsewhere
+    assert find_dataset_root(run_dir, tmp_path / "missing") is None  # A named folder is never second-guessed.
+
+
+def test_unreachable_films_raise_with_the_next_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
+    run_dir = _run_folder(tmp_path, str(tmp_path / "gone" / "chest-set"))
+    assert load_run(run_dir).dataset_root() is None
+    with pytest.raises(ValueError, match=r"does not exist on this machine; pass the folder .*\(--data\)"):
+        run_dataset_root(run_dir)
+    with pytest.raises(ValueError, match=r"does not exist on this machine"):
+        run_dataset_root(run_dir, tmp_path / "missing")
+    unrecorded = _run_folder(tmp_path / "other", None)
+    with pytest.raises(ValueError, match=r"does not say where its dataset is"):
+        run_dataset_root(unrecorded)
+    (run_dir / artifacts.SPLIT_FILE_NAME).unlink()
+    with pytest.raises(ValueError, match=r"has no split.csv"):
+        run_dataset_root(run_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers and writers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_split_csv_round_trip(tmp_path):
+    records = [SimpleNamespace(path="Normal/a.png", label="Normal", patient_id="p1", sha256="0" * 64),
+               SimpleNamespace(path="Pneumonia/b.png", label="Pneumonia", patient_id=None, sha256="1" * 64)]
+    write_split_csv(tmp_path / "split.csv", SimpleNamespace(records=records), np.array(["train", "test"]))
+    assert read_split_csv(tmp_path / "split.csv") == [
+        {"path": "Normal/a.png", "label": "Normal", "subset": "train", "patient_id": "p1", "sha256": "0" * 64},
+        {"path": "Pneumonia/b.png", "label": "Pneumonia", "subset": "test", "patient_id": "", "sha256": "1" * 64},
+    ]
+
+
+def test_predictions_csv_round_trip_and_the_wrong_rows_most_confident_first(tmp_path):
+    path = tmp_path / "predictions.csv"
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3], [0.45, 0.55]], np.float32)
+    write_predictions_csv(path, ["a", "b", "c", "d", "e"], ["Normal", "Normal", "Pneumonia", "Pneumonia", "Normal"],
+                          probabilities, ["Normal", "Pneumonia"], ["val", "test", "test", "test", "test"])
+    assert path.read_text().splitlines()[0] == "file,label,predicted,p_Normal,p_Pneumonia,subset"
+    rows = read_predictions_csv(path, ["Normal", "Pneumonia"])
+    assert [row["predicted"] for row in rows] == ["Normal", "Pneumonia", "Pneumonia", "Normal", "Pneumonia"]
+    assert rows[2]["probabilities"] == {"Normal": 0.2, "Pneumonia": 0.8}
+    assert rows[2]["confidence"] == pytest.approx(0.8)
+    # Validation rows never count; d (0.7) before b (0.6) before e (0.55).
+    assert [row["file"] for row in misclassified_test_rows(rows)] == ["d", "b", "e"]
+
+
+def test_history_csv_round_trip(tmp_path):
+    rows = [{"epoch": 1, "phase": "head", "loss": 0.9, "val_loss": 1.1},
+            {"epoch": 2, "phase": "fine-tune", "loss": 0.5, "val_loss": 0.7, "learning_rate": 1e-4}]
+    write_history_csv(tmp_path / "history.csv", rows)
+    assert (tmp_path / "history.csv").read_text().splitlines()[0] == "epoch,phase,learning_rate,loss,val_loss"
+    assert read_history_csv(tmp_path / "history.csv") == rows
+
+
+def test_json_is_written_atomically_and_read_back(tmp_path):
+    artifacts.write_json_atomic(tmp_path / "x.json", {"value": np.float32(0.5), "shape": np.arange(2)})
+    assert artifacts.read_json(tmp_path / "x.json") == {"value": 0.5, "shape": [0, 1]}
+    assert [path.name for path in tmp_path.iterdir()] == ["x.json"]  # No temporary file left behind.
+    (tmp_path / "broken.json").write_text("{")
+    assert artifacts.read_json(tmp_path / "broken.json", {}) == {}
+    assert artifacts.read_status(tmp_path) == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The schema
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_file_name_is_documented_in_the_schema():
+    names = {value for key, value in vars(artifacts).items() if key.endswith(("_FILE_NAME", "_DIR_NAME"))}
+    assert {"split.csv", "metrics.json", "gate.npz", "perceptual_hashes.json", "exports"} <= names
+    undocumented = sorted(name for name in names if name not in artifacts.__doc__)
+    assert not undocumented
+
+
+def test_the_report_typeddict_matches_classification_report():
+    report = classification_report([0, 1, 1, 0], [0, 1, 0, 0], ["Normal", "Pneumonia"],
+                                   [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1]], n_bootstrap=10)
+    assert set(report) == set(Report.__annotations__)
+    assert set(report["per_class"]["Normal"]) == set(artifacts.ClassMetrics.__annotations__)
+    assert set(report["ci95"]) == set(artifacts.ConfidenceIntervals.__annotations__)
+    assert set(report["clinical_bar"]) == set(artifacts.ClinicalBar.__annotations__)
+    assert set(ExternalMetrics.__annotations__) > set(Report.__annotations__)
+
+
+@pytest.mark.skipif(not (SHIPPED_RUN / "metrics.json").is_file(), reason="the shipped demo run is not here")
+def test_the_shipped_run_metrics_follow_the_run_metrics_typeddict():
+    metrics = json.loads((SHIPPED_RUN / "metrics.json").read_text())
+    assert set(metrics) == set(RunMetrics.__annotations__)
+    for section, schema in (("training", artifacts.TrainingSummary), ("validation", artifacts.ValidationSummary),
+                            ("calibration", artifacts.Calibration)):
+        assert set(metrics[section]) == set(schema.__annotations__), section
