@@ -24,28 +24,27 @@ from core.imaging.common import (
     stretch_to_uint8,
 )
 
+# The decoder packages of each compression family; requirements.txt pins them, so these syntaxes decode
+# out of the box and the hint only matters where someone installed Paru without them.
+_DECODERS = {
+    "JPEG": "pylibjpeg with pylibjpeg-libjpeg",
+    "JPEG Lossless": "pylibjpeg with pylibjpeg-libjpeg",
+    "JPEG-LS": "pyjpegls (or pylibjpeg with pylibjpeg-libjpeg)",
+    "JPEG 2000": "pylibjpeg with pylibjpeg-openjpeg",
+}
 _DICOM_TRANSFER_SYNTAX_HINTS = {
-    # JPEG baseline and extended (8- and 12-bit lossy).
-    "1.2.840.10008.1.2.4.50": ("JPEG", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    "1.2.840.10008.1.2.4.51": ("JPEG", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    # JPEG lossless.
-    "1.2.840.10008.1.2.4.57": ("JPEG Lossless", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    "1.2.840.10008.1.2.4.70": ("JPEG Lossless", "pylibjpeg-libjpeg: pip install pylibjpeg pylibjpeg-libjpeg"),
-    # JPEG-LS.
-    "1.2.840.10008.1.2.4.80": ("JPEG-LS", "pylibjpeg-libjpeg or pyjpegls: pip install pylibjpeg pylibjpeg-libjpeg"),
-    "1.2.840.10008.1.2.4.81": ("JPEG-LS", "pylibjpeg-libjpeg or pyjpegls: pip install pylibjpeg pylibjpeg-libjpeg"),
-    # JPEG 2000 and High-Throughput JPEG 2000.
-    **{
-        uid: (
-            "JPEG 2000",
-            "pylibjpeg-openjpeg or pillow with openjpeg: pip install pylibjpeg pylibjpeg-openjpeg",
-        )
-        for uid in (
-            "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92",
-            "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-            "1.2.840.10008.1.2.4.203",
-        )
-    },
+    uid: (family, f"{_DECODERS[family]}, pinned in Paru's requirements.txt: pip install -r requirements.txt")
+    for family, uids in (
+        # JPEG baseline and extended (8- and 12-bit lossy).
+        ("JPEG", ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")),
+        ("JPEG Lossless", ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")),
+        ("JPEG-LS", ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")),
+        # JPEG 2000 and High-Throughput JPEG 2000.
+        ("JPEG 2000", ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.92",
+                       "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                       "1.2.840.10008.1.2.4.203")),
+    )
+    for uid in uids
 }
 # RLE Lossless is decoded by pydicom itself, so RLE data that fails to decode is damaged (no hint needed).
 _RLE_LOSSLESS = "1.2.840.10008.1.2.5"

@@ -525,7 +525,7 @@ def test_dicom_jpeg2000_that_cannot_be_decoded_names_syntax_and_package():
     data = make_dicom(transfer_syntax=JPEG2000Lossless)
     with pytest.raises(ImageLoadError, match=(
         r"stores its pixel data as JPEG 2000 .*\(1\.2\.840\.10008\.1\.2\.4\.90\).*JPEG 2000 pixel data needs "
-        r"pylibjpeg-openjpeg or pillow with openjpeg: pip install pylibjpeg pylibjpeg-openjpeg"
+        r"pylibjpeg with pylibjpeg-openjpeg, pinned in Paru's requirements.txt: pip install -r requirements.txt"
     )):
         read_film(data, name="study.dcm")
 
