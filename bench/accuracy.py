@@ -52,6 +52,7 @@ def run_one(preset: str, dataset: str, seed: int, runs_dir: Path, previous: dict
     whose recipe has not changed since; they are reused when the run folder is gone.
     """
     from core.config import preset as make_preset
+    from core.runs.artifacts import CONFIG_FILE_NAME, METRICS_FILE_NAME
     from core.runs.registry import is_finished_run
 
     name = f"{preset}-{dataset}-s{seed}"
@@ -59,7 +60,7 @@ def run_one(preset: str, dataset: str, seed: int, runs_dir: Path, previous: dict
     config = make_preset(preset, seed=seed)
     if not out.exists() and (preset, dataset, seed) in previous:
         return {**previous[(preset, dataset, seed)], "reused": "figures from the previous results file"}
-    reused = is_finished_run(out) and json.loads((out / "config.json").read_text()) == config.to_dict()
+    reused = is_finished_run(out) and json.loads((out / CONFIG_FILE_NAME).read_text()) == config.to_dict()
     peak_rss_mb = None
     if not reused:
         if out.exists():
@@ -73,7 +74,7 @@ def run_one(preset: str, dataset: str, seed: int, runs_dir: Path, previous: dict
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"training {name} failed; see {log}")
         peak_rss_mb = usage.ru_maxrss / 1024
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / METRICS_FILE_NAME).read_text())
     return {
         "preset": preset, "dataset": dataset, "seed": seed, "run": str(out), "reused": reused,
         "n_test": metrics["n"],

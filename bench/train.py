@@ -80,6 +80,7 @@ def train_child(dataset: str) -> dict:
 
     import core.imaging.loader
     from core.config import preset
+    from core.runs.artifacts import DATA_REPORT_FILE_NAME, HISTORY_FILE_NAME, METRICS_FILE_NAME
     from core.training.run import train_run
 
     config = preset("paper")
@@ -97,10 +98,10 @@ def train_child(dataset: str) -> dict:
         started = time.perf_counter()
         run_dir = train_run(SHARED / "data" / dataset, config, models_dir=models_dir, log=lambda line: None)
         wall_seconds = time.perf_counter() - started
-        with open(run_dir / "history.csv") as handle:
+        with open(run_dir / HISTORY_FILE_NAME) as handle:
             history = list(csv.DictReader(handle))
-        report = json.loads((run_dir / "data_report.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        report = json.loads((run_dir / DATA_REPORT_FILE_NAME).read_text())
+        metrics = json.loads((run_dir / METRICS_FILE_NAME).read_text())
     return {"history": history, "report": report, "training": metrics["training"],
             "test_accuracy": metrics["accuracy"], "wall_seconds": wall_seconds, "loader_calls": decodes["count"],
             "image_size": config.image_size}
