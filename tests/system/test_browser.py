@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 DOCS_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -88,14 +89,16 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def app_url():
-    """`streamlit run streamlit_app.py` on a free loopback port; terminated (process group) afterwards."""
+def app_url(tmp_path_factory):
+    """`streamlit run streamlit_app.py` on a free loopback port, serving a copy of the shipped demo run (so the
+    audit log of the uploads lands in a temporary folder); terminated (process group) afterwards."""
+    models_dir = tmp_path_factory.mktemp("browser-models")
+    shutil.copytree(DEMO_RUN, models_dir / DEMO_RUN.name)
     ARTIFACTS.mkdir(exist_ok=True)
     port = _free_port()
     log_path = ARTIFACTS / "browser_streamlit.log"
     log = open(log_path, "w")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("PARU_MODELS_DIR", None)  # serve the shipped demo run
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PARU_MODELS_DIR": str(models_dir)}
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                "--browser.gatherUsageStats", "false",
