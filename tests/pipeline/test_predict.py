@@ -7,13 +7,12 @@ import pytest
 from conftest import dataset_of
 
 
-def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run):
+def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run, keras_predictor):
     from core.runs.artifacts import read_predictions_csv
-    from core.serving.predict import Predictor
     from core.runs.registry import load_run
 
     run = load_run(tiny_run)
-    predictor = Predictor(run, calibrated=False)
+    predictor = keras_predictor
     rows = read_predictions_csv(tiny_run / "predictions.csv", run.classes)[:6]
     paths = [dataset_of(tiny_run) / row["file"] for row in rows]
     singles = [predictor.predict(path, with_cam=True) for path in paths]
