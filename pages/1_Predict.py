@@ -2,27 +2,28 @@
 
 import streamlit as st
 
-from core import ui
+from core.ui import cached, figures, frame, navigation, panels, tables
 
-run = ui.require_run(ui.page_frame("Predict"))
+navigation.require_shell()
+run = frame.require_run()
 run_path = str(run.path)
 
 st.title("🔍 Predict")
-st.caption(ui.DISCLAIMER)
+st.caption(frame.DISCLAIMER)
 
-uploads = st.file_uploader("Chest X-ray films", type=ui.UPLOAD_TYPES, accept_multiple_files=True,
-                           help="PNG, JPEG, BMP, TIFF or DICOM. Files are read in memory only.")
+uploads = st.file_uploader("Chest X-ray films", type=panels.UPLOAD_TYPES, accept_multiple_files=True,
+                           help="PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM. Files are read in memory only.")
 controls = st.columns(2)
-method_label = controls[0].radio("Explanation", list(ui.CAM_METHOD_LABELS), horizontal=True, key="cam_method")
+method_label = controls[0].radio("Explanation", list(panels.CAM_METHOD_LABELS), horizontal=True, key="cam_method")
 opacity = controls[1].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
-method = ui.CAM_METHOD_LABELS[method_label]
+method = panels.CAM_METHOD_LABELS[method_label]
 
 if not uploads:
     st.info("Upload one or more films to classify them.")
     st.stop()
 
 try:
-    ui.get_predictor(run_path)
+    predictor = cached.get_predictor(run_path)
 except ValueError as error:
     st.error(str(error))
     st.stop()
@@ -30,12 +31,12 @@ except ValueError as error:
 results = []
 for upload in uploads:
     data = upload.getvalue()
-    prediction = ui.predict_upload(run_path, data, upload.name)
+    prediction = cached.predict_upload(run_path, data, upload.name)
     results.append(prediction)
     with st.container(border=True):
         st.markdown(f"**{prediction.file}**")
         if prediction.error:
-            st.error(ui.with_file_name(prediction.file, prediction.error))
+            st.error(panels.with_file_name(prediction.file, prediction.error))
             continue
         if prediction.gate is not None and not prediction.gate.passed:
             st.warning(f"No diagnosis shown: this may not be a frontal chest radiograph. {prediction.gate.reason}")
@@ -46,24 +47,23 @@ for upload in uploads:
         film_column, cam_column, result_column = st.columns([1, 1, 1.2])
         film_column.image(prediction.gray, caption="Film", width="stretch")
         try:
-            picture = ui.explain_overlay(run_path, prediction, data, method, opacity)
-            cam_column.image(picture, caption=method_label, width="stretch")
+            cam_column.image(panels.explain_overlay(run_path, prediction, data, method, opacity),
+                             caption=method_label, width="stretch")
         except (ValueError, ImportError) as error:
             cam_column.error(f"No {method_label} for this film: {error}")
         result_column.metric("Predicted", prediction.label, f"{prediction.confidence:.1%} probability",
                              delta_color="off")
         # No mode bar: in a column this narrow it sits over the bars' labels, and a four-bar chart needs no zoom.
-        result_column.plotly_chart(ui.probability_chart(prediction.probabilities),
+        result_column.plotly_chart(figures.probability_chart(prediction.probabilities),
                                    key=f"probabilities-{len(results)}", config={"displayModeBar": False})
         result_column.caption(
             f"{prediction.seconds * 1000:.0f} ms on {prediction.engine}"
-            + (" (a faster engine is being prepared for this model). " if ui.get_predictor(run_path).converting
-               else ". ")
+            + (" (a faster engine is being prepared for this model). " if predictor.converting else ". ")
             + ("Probabilities are temperature-calibrated on the validation split."
                if prediction.calibrated else "Probabilities are the model's raw softmax (not calibrated).")
         )
         for notice in prediction.notices:
             st.info(notice)
 
-st.download_button("Download all results (CSV)", ui.predictions_csv(results), file_name="paru-predictions.csv",
+st.download_button("Download all results (CSV)", tables.predictions_csv(results), file_name="paru-predictions.csv",
                    mime="text/csv")

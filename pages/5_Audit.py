@@ -2,20 +2,20 @@
 
 import streamlit as st
 
-from core import ui
 from core.runs import audit
+from core.ui import frame, navigation
 
-ui.page_frame("Audit log")
+navigation.require_shell()
 
 st.title("🧾 Audit log")
-st.caption(ui.DISCLAIMER)
+st.caption(frame.DISCLAIMER)
 st.info("Each prediction made in this app adds one line to the log: the time, the SHA-256 fingerprint of the "
         "uploaded bytes, the run, the output and the gate result. **Images are never stored**, neither in the "
         "log nor anywhere else; the fingerprint only lets you check later whether a given file was the one "
         "classified.", icon="🔒")
 
-log_path = audit.audit_path(ui.models_dir())
-entries = audit.read(ui.models_dir())
+log_path = audit.audit_path(frame.models_dir())
+entries = audit.read(frame.models_dir())
 if not entries:
     st.warning(f"No prediction recorded yet in `{log_path}`. Classify a film on the Predict page.")
     st.stop()

@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from core.runs.registry import now_iso, read_json, write_json_atomic
-from core.settings import PROJECT_ROOT, default_models_dir
+from core.config import preset
+from core.settings import PROJECT_ROOT, default_models_dir, keras_home_env
 
 LOCK_NAME = ".train.lock"
 LAST_JOB_NAME = ".last_job.json"
@@ -173,3 +175,69 @@ def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
 def record_last_job(models_dir: Path, outcome: dict) -> None:
     write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(),
                                                    "log": os.environ.get("PARU_JOB_LOG")})
+
+
+# --------------------------------------------------------------------------------------------------
+# Jobs started by a long-lived process (the app's server): their recipe, their start, their reaping
+# --------------------------------------------------------------------------------------------------
+
+# Training processes this process started; polled so that finished ones are reaped (no zombies).
+_STARTED: list[subprocess.Popen] = []
+
+
+def write_job_config(models_dir: str | os.PathLike, preset_name: str, overrides: dict) -> Path:
+    """Validate the recipe (core.config.preset) and write it to models_dir/.jobs/config-<time>.json.
+
+    Returns the written path; ValueError (from the preset) when the recipe is invalid.
+    """
+    config = preset(preset_name, **overrides)
+    jobs_dir = Path(models_dir) / ".jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    path = jobs_dir / f"config-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}.json"
+    config.save(path)
+    return path
+
+
+def start_job(data_dir: str | os.PathLike, config_path: str | os.PathLike, models_dir: str | os.PathLike) -> int:
+    """`start_training` with the offline ImageNet weights' KERAS_HOME, remembered for reaping; returns the pid.
+
+    start_training holds the training lock for the child from the moment it returns, so a second start is
+    refused with TrainingBusyError.
+    """
+    _reap_started()
+    process = start_training(data_dir, config_path, models_dir, extra_env=keras_home_env())
+    _STARTED.append(process)
+    return process.pid
+
+
+def _reap_started() -> None:
+    for process in list(_STARTED):
+        if process.poll() is not None:
+            _STARTED.remove(process)
+
+
+def read_job_status(models_dir: str | os.PathLike) -> JobStatus:
+    """`job_status`, after reaping the finished training processes this process started."""
+    _reap_started()
+    return job_status(models_dir)
+
+
+def progress_fraction(progress: dict | None) -> float:
+    """The share of a job done, in [0, 1], from its progress.json.
+
+    "checking": files checked of all files; "features": 0 (computed once, before the first epoch);
+    "evaluating" and "done": 1; a training phase: batches done over `epochs` x `batches`.
+    """
+    if not progress:
+        return 0.0
+    phase = progress.get("phase")
+    if phase == "checking":
+        done, total = progress.get("files_done", 0), progress.get("files_total") or 0
+        return done / total if total else 0.0
+    if phase == "features":
+        return 0.0
+    if phase in ("evaluating", "done"):
+        return 1.0
+    epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
+    epoch, batch = progress.get("epoch", 0), progress.get("batch", 0)
+    return min(1.0, max(0.0, ((max(epoch, 1) - 1) * batches + batch) / (epochs * batches)))

@@ -22,10 +22,15 @@ and returns softmax probabilities.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from core.runs.artifacts import EXPORTS_DIR_NAME, read_json
+from core.settings import PROJECT_ROOT, keras_home_env
 
 VARIANTS = ("float16", "dynamic", "float32")
 # Bumped when an export's contents change for the same model (2: float16 keeps biases and small layers
@@ -256,3 +261,68 @@ def run_films(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = N
 def meets_parity_bar(report: dict) -> bool:
     """Whether an export keeps the Keras model's answers: the issue's bar, top-1 >= 99% and |dp| <= 0.02."""
     return report["top1_agreement"] >= PARITY_MIN_TOP1 and report["max_abs_difference"] <= PARITY_MAX_DIFFERENCE
+
+
+# --------------------------------------------------------------------------------------------------
+# The app's exports: built once per run and variant in a child process, kept in the run's exports/ folder
+# --------------------------------------------------------------------------------------------------
+
+EXPORT_TIMEOUT_SECONDS = 900
+
+
+def export_path(run_dir: str | os.PathLike, variant: str) -> Path:
+    """Where a run's TFLite export of one variant is kept: <run>/exports/<variant>-v<EXPORT_FORMAT>.tflite.
+
+    The format number in the name means an export built under an older format is never offered as current.
+    ValueError for a variant not in VARIANTS.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Got variant={variant!r}; must be one of {VARIANTS}.")
+    return Path(run_dir) / EXPORTS_DIR_NAME / f"{variant}-v{EXPORT_FORMAT}.tflite"
+
+
+def export_parity_path(run_dir: str | os.PathLike, variant: str) -> Path:
+    """Where the parity check of a run's export is kept, beside it: <run>/exports/<variant>-v<format>.parity.json."""
+    return export_path(run_dir, variant).with_suffix(".parity.json")
+
+
+def read_export_parity(run_dir: str | os.PathLike, variant: str) -> dict | None:
+    """The parity report (`parity_report`'s dict) of a run's export, or None when it was not checked."""
+    return read_json(export_parity_path(run_dir, variant), None) or None
+
+
+def build_export(run_dir: str | os.PathLike, variant: str, timeout: float = EXPORT_TIMEOUT_SECONDS) -> Path:
+    """Build the run's TFLite export in a child process (`python -m core export`), once per variant.
+
+    The TensorFlow converter runs outside the calling process (the app's server), so its memory is returned
+    when it ends. The file is written under a temporary name and renamed into place, so a half-written export
+    is never offered; the parity check's JSON is kept beside it (`export_parity_path`). Returns the path;
+    RuntimeError (with the converter's last message) when the export fails or takes longer than `timeout` s.
+    """
+    target = export_path(run_dir, variant)
+    if target.is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RuntimeError(f"Cannot write exports into {target.parent} ({error.strerror or error}).") from None
+    partial = target.with_name(f".{variant}-{os.getpid()}-{time.time_ns()}.tflite.partial")
+    parity = partial.with_suffix(".json")
+    command = [sys.executable, "-m", "core", "export", "--model", str(run_dir), "--tflite", str(partial),
+               "--variant", variant, "--parity-json", str(parity)]
+    try:
+        result = subprocess.run(command, cwd=PROJECT_ROOT, env={**os.environ, **keras_home_env()},
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        partial.unlink(missing_ok=True)
+        parity.unlink(missing_ok=True)
+        raise RuntimeError(f"The {variant} export took longer than {timeout:.0f} s and was stopped.") from None
+    if result.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        parity.unlink(missing_ok=True)
+        last = (result.stderr or result.stdout or "").strip().splitlines()[-3:]
+        raise RuntimeError(f"The {variant} export failed: {' '.join(last) or 'no message'}")
+    if parity.is_file():
+        os.replace(parity, export_parity_path(run_dir, variant))
+    os.replace(partial, target)
+    return target

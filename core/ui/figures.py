@@ -1,0 +1,185 @@
+"""Plotly figures of the app, pure: data in (metrics.json dicts, predictions.csv rows, history), figure out.
+
+Nothing here draws, reads files or touches Streamlit, so each builder is tested on its own. plotly is
+imported inside the builders, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.evaluation.calibration import reliability_before_after
+from core.evaluation.metrics import roc_curves
+
+PALETTE = {"train": "#2a9d8f", "val": "#e76f51", "right": "#2a9d8f", "wrong": "#e76f51"}
+# The clinical bar drawn on the per-class chart when metrics.json does not record its own.
+CLINICAL_BAR = 0.90
+
+
+def probability_chart(probabilities: dict[str, float], height: int = 220):
+    """A horizontal bar chart of class probabilities, first class on top."""
+    import plotly.graph_objects as go
+
+    names = list(probabilities)[::-1]
+    values = [probabilities[name] for name in names]
+    figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=PALETTE["right"],
+                              text=[f"{value:.1%}" for value in values], textposition="auto"))
+    figure.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
+                         xaxis=dict(range=[0, 1], tickformat=".0%", title="Probability"))
+    return figure
+
+
+def training_curves(history, best_epoch: int | None):
+    """Two figures (accuracy, loss): train vs validation per epoch, the best epoch marked.
+
+    history: history.csv as a DataFrame, or any mapping of column name -> values ("epoch", "accuracy",
+    "val_accuracy", "loss", "val_loss"); without an "epoch" column the figures are empty.
+    """
+    import plotly.graph_objects as go
+
+    figures = []
+    for metric, title in (("accuracy", "Accuracy"), ("loss", "Loss")):
+        figure = go.Figure()
+        if "epoch" in history and len(history["epoch"]):
+            for prefix, subset in (("", "train"), ("val_", "val")):
+                if prefix + metric in history:
+                    figure.add_trace(go.Scatter(x=list(history["epoch"]), y=list(history[prefix + metric]),
+                                                mode="lines+markers",
+                                                name="train" if subset == "train" else "validation",
+                                                line=dict(color=PALETTE[subset])))
+        if best_epoch:
+            figure.add_vline(x=best_epoch, line_dash="dash", line_color="#555",
+                             annotation_text=f"best epoch {best_epoch}")
+        figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="Epoch",
+                             yaxis_title=title)
+        figures.append(figure)
+    return figures
+
+
+def live_curves(history: list[dict]):
+    """Two figures (loss, accuracy) of a running job's finished epochs (progress.json's "history" rows)."""
+    rows = history or []
+    columns = {key: [row.get(key) for row in rows] for key in dict.fromkeys(key for row in rows for key in row)}
+    accuracy, loss = training_curves(columns, None)
+    return loss, accuracy
+
+
+def confusion_figures(metrics: dict):
+    """Two heatmaps: counts and row percentages (rows the true class, columns the predicted one)."""
+    import plotly.graph_objects as go
+
+    classes = metrics["classes"]
+    counts = np.asarray(metrics["confusion_matrix"], dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    percent = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) * 100
+    figures = []
+    for values, title, text in ((counts, "Counts", counts.astype(int).astype(str)),
+                                (percent, "Row percentages (recall on the diagonal)",
+                                 np.char.add(np.round(percent, 1).astype(str), "%"))):
+        figure = go.Figure(go.Heatmap(z=values, x=classes, y=classes, colorscale="Teal", text=text,
+                                      texttemplate="%{text}",
+                                      hovertemplate="true %{y}<br>predicted %{x}: %{text}<extra></extra>"))
+        figure.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10),
+                             xaxis_title="Predicted class", yaxis_title="True class",
+                             yaxis=dict(autorange="reversed"))
+        figures.append(figure)
+    return figures
+
+
+def per_class_chart(metrics: dict):
+    """Grouped bars of precision, recall, F1 and one-vs-rest accuracy per class, with the clinical bar."""
+    import plotly.graph_objects as go
+
+    classes = list(metrics["per_class"])
+    figure = go.Figure()
+    for key, name in (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
+                      ("ovr_accuracy", "One-vs-rest accuracy")):
+        figure.add_trace(go.Bar(name=name, x=classes, y=[metrics["per_class"][c][key] for c in classes]))
+    threshold = (metrics.get("clinical_bar") or {}).get("threshold", CLINICAL_BAR)
+    figure.add_hline(y=threshold, line_dash="dash", line_color="#b00020",
+                     annotation_text=f"clinical bar {threshold:.0%}")
+    figure.update_layout(barmode="group", height=360, yaxis=dict(range=[0, 1.05], tickformat=".0%"),
+                         margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def _scores(rows: list[dict], classes: list[str]) -> tuple[list[int], list[list[float]]]:
+    """(true class indices, probability rows in `classes` order) of predictions.csv rows."""
+    return ([classes.index(row["label"]) for row in rows],
+            [[row["probabilities"][name] for name in classes] for row in rows])
+
+
+def roc_figure(rows: list[dict], classes: list[str]):
+    """One-vs-rest ROC curves of the test rows of predictions.csv, or None when there are none.
+
+    ValueError (from core.evaluation.metrics) when a row's label is not one of `classes`.
+    """
+    import plotly.graph_objects as go
+
+    test = [row for row in rows if row.get("subset") == "test"]
+    if not test:
+        return None
+    curves = roc_curves(*_scores(test, classes), classes)
+    figure = go.Figure()
+    for name, curve in curves.items():
+        if curve["fpr"]:
+            auc = f"{curve['auc']:.3f}" if curve["auc"] is not None else "n/a"
+            figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{name} (AUC {auc})"))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                                line=dict(dash="dot", color="#999")))
+    figure.update_layout(height=400, xaxis_title="False positive rate", yaxis_title="True positive rate",
+                         margin=dict(l=10, r=10, t=30, b=10))
+    return figure
+
+
+def reliability_figures(rows: list[dict], classes: list[str], temperature: float) -> dict:
+    """{"validation": figure, "test": figure}: reliability diagrams before/after temperature scaling.
+
+    rows are predictions.csv rows; a subset without rows maps to None. Points are the confidence bins of
+    core.evaluation.calibration.reliability_before_after (marker area grows with the bin's films).
+    """
+    import plotly.graph_objects as go
+
+    figures = {}
+    for subset, title in (("val", "validation"), ("test", "test")):
+        chosen = [row for row in rows if row.get("subset") == subset]
+        if not chosen:
+            figures[title] = None
+            continue
+        curves = reliability_before_after(*_scores(chosen, classes), temperature)
+        figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                      line=dict(dash="dot", color="#999")))
+        for name, color in (("before", PALETTE["wrong"]), ("after", PALETTE["right"])):
+            curve = curves[name]
+            points = [(c, a, n) for c, a, n in zip(curve["confidence"], curve["accuracy"], curve["count"]) if n]
+            figure.add_trace(go.Scatter(
+                x=[c for c, _, _ in points], y=[a for _, a, _ in points], mode="lines+markers",
+                name=f"{name} T (ECE {curve['ece']:.3f})", line=dict(color=color),
+                marker=dict(size=[6 + 3 * np.sqrt(n) for _, _, n in points]),
+                customdata=[n for _, _, n in points],
+                hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} films<extra></extra>"))
+        figure.update_layout(title=f"Reliability, {title} ({len(chosen)} films, T = {temperature:.2f})",
+                             height=340, margin=dict(l=10, r=10, t=40, b=10),
+                             xaxis=dict(title="Mean top-1 confidence", range=[0, 1]),
+                             yaxis=dict(title="Accuracy", range=[0, 1.02]),
+                             legend=dict(orientation="h", y=-0.25))
+        figures[title] = figure
+    return figures
+
+
+def confidence_histogram(rows: list[dict]):
+    """Histogram of the confidence of right vs wrong test answers, or None without test rows."""
+    import plotly.graph_objects as go
+
+    test = [row for row in rows if row.get("subset") == "test"]
+    if not test:
+        return None
+    figure = go.Figure()
+    for outcome, keep in (("right", lambda r: r["label"] == r["predicted"]),
+                          ("wrong", lambda r: r["label"] != r["predicted"])):
+        figure.add_trace(go.Histogram(x=[r["confidence"] for r in test if keep(r)], name=outcome,
+                                      marker_color=PALETTE[outcome], opacity=0.7,
+                                      xbins=dict(start=0, end=1, size=0.05)))
+    figure.update_layout(barmode="overlay", height=300, xaxis_title="Confidence of the predicted class",
+                         yaxis_title="Test films", margin=dict(l=10, r=10, t=30, b=10))
+    return figure

@@ -1,0 +1,141 @@
+"""The frame around every page: the page config, the sidebar (menu, disclaimer, run selector), the guidance
+shown when there is no run yet, and the message of the app's error boundary.
+
+streamlit_app.py draws the frame once per script run, before the chosen page runs; the page then asks for
+the chosen run with `require_run()` (or `current_run()`). The choice lives in st.session_state["run_path"],
+so every page shows the same run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from core.runs.registry import Run, list_runs
+from core.settings import default_models_dir
+from core.ui import navigation
+
+DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
+PAPER_NOTE = (
+    "The paper reports **99.42% 'accuracy'**: that is the *mean of the four one-vs-rest accuracies*, "
+    "which counts every true negative of every class and so always looks higher. The paper's own "
+    "confusion matrix gives an **overall accuracy of 98.83%** (1859 of 1881 test films right). Paru "
+    "shows both, each under its own name."
+)
+NO_RUN_GUIDANCE = (
+    "No trained model yet in `{models_dir}`. Train one on the **Training** page, or from a terminal with "
+    "`python -m core train --data DIR`, then come back here."
+)
+
+_current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar("paru_current_run", default=None)
+
+
+def models_dir() -> Path:
+    """Where runs live: $PARU_MODELS_DIR, else the project's models/ folder (read on every call)."""
+    return default_models_dir()
+
+
+def available_runs() -> list[Run]:
+    """Finished runs, newest first. Not cached: it reads a few small JSON files, and a run that a
+    terminal or the Training page just finished must appear at once."""
+    return list_runs(models_dir())
+
+
+def set_page(title: str) -> None:
+    """The page config of the page being shown: tab title "<title> · Paru", the lungs icon, wide layout."""
+    st.set_page_config(page_title=f"{title} · Paru", page_icon=navigation.PAGE_ICON, layout="wide")
+
+
+def draw_sidebar(pages: list) -> Run | None:
+    """The page menu, the disclaimer and the shared run selector in the sidebar.
+
+    Returns the chosen Run (also what `current_run()` returns during this script run), or None when there
+    is no finished run (the sidebar then says so).
+    """
+    runs = available_runs()
+    with st.sidebar:
+        navigation.sidebar_menu(pages)
+        st.divider()
+        st.caption(f"⚠️ {DISCLAIMER}")
+        run = run_selector(runs)
+    _current_run.set(run)
+    return run
+
+
+def current_run() -> Run | None:
+    """The run chosen in the sidebar in this script run (None when there is none)."""
+    return _current_run.get()
+
+
+def run_selector(runs: list[Run]) -> Run | None:
+    """The sidebar selectbox of runs; defaults to the newest finished run."""
+    if not runs:
+        st.session_state.run_path = None
+        st.info("No trained model yet.")
+        return None
+    paths = [str(run.path) for run in runs]
+    by_path = {str(run.path): run for run in runs}
+    # The widget's own value wins (the user just changed it); after a page switch only run_path is left.
+    chosen = st.session_state.get("run_selector") or st.session_state.get("run_path")
+    if chosen not in by_path:
+        chosen = paths[0]
+    # The widget has its own key; run_path is copied from it so that the choice survives page switches
+    # (Streamlit forgets a widget's key when a page without that widget runs).
+    st.session_state.run_selector = chosen
+    chosen = st.selectbox("Model (run)", paths, key="run_selector",
+                          format_func=lambda path: by_path[path].describe())
+    st.session_state.run_path = chosen
+    return by_path[chosen]
+
+
+def show_no_run_guidance() -> None:
+    """What to do when no model exists yet, with a link to the Training page."""
+    st.warning(NO_RUN_GUIDANCE.format(models_dir=models_dir()))
+    st.page_link(navigation.TRAINING.script, label="Open the Training page", icon="🏋️")
+
+
+def require_run() -> Run:
+    """The run chosen in the sidebar; without one, the guidance is shown and the page stops."""
+    run = current_run()
+    if run is None:
+        show_no_run_guidance()
+        st.stop()
+    return run
+
+
+def show_page_error(error: Exception) -> None:
+    """The error boundary's message: what happened and what to try, with the details folded away."""
+    st.error(f"This page stopped on an unexpected error: {error}. Reload the page; if it happens again, "
+             "the details below say where.", icon=":material/error:")
+    with st.expander("Details"):
+        st.exception(error)
+
+
+def keep_keras_session_between_reruns() -> None:
+    """Stop Streamlit from calling keras.backend.clear_session() after every script run.
+
+    Streamlit (1.x, `script_runner._clean_problem_modules`) clears the Keras session after each rerun of
+    every page once Keras is imported. That runs a full garbage collection and empties TensorFlow's kernel
+    cache, so the next prediction of the cached model rebuilds its kernels. Paru keeps its models in
+    st.cache_resource and builds none in page code, so the clearing buys nothing. The replacement keeps
+    Streamlit's other clean-up (closing pyplot figures). Called by streamlit_app.py on every script run;
+    does nothing once installed, or when Streamlit no longer has that hook.
+    """
+    try:
+        from streamlit.runtime.scriptrunner import script_runner
+    except ImportError:
+        return
+    original = getattr(script_runner, "_clean_problem_modules", None)
+    if original is None or getattr(original, "keeps_keras_session", False):
+        return
+
+    def clean_problem_modules_except_keras() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close("all")
+
+    clean_problem_modules_except_keras.keeps_keras_session = True
+    script_runner._clean_problem_modules = clean_problem_modules_except_keras

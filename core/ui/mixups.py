@@ -1,0 +1,116 @@
+"""The Review page's sections: where the run's films are, the Grad-CAM region analysis, and one card per
+misclassified film with its tag and note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+
+from core.data.paths import confine_to_roots, confined_data_folder
+from core.explain import regions as cam_regions
+from core.runs.review import TAGS
+from core.ui import cached, figures, tables
+
+
+def resolve_film_path(root: Path, relative: str) -> Path | None:
+    """root / relative when it stays inside root and is a file; None otherwise (never escapes the root)."""
+    try:
+        path = confine_to_roots(Path(root) / relative, [root])
+    except (ValueError, OSError):
+        return None
+    return path if path.is_file() else None
+
+
+def films_root(run) -> Path | None:
+    """The run's dataset folder, or the one the user types (confined to the data roots) when the recorded
+    one is not on this machine; None while there is none."""
+    dataset_root = run.dataset_root()
+    st.session_state.review_root = st.session_state.get("review_root", "")
+    if dataset_root is not None:
+        return dataset_root
+    recorded = (run.data_report or {}).get("root", "?")
+    st.warning(f"The run's dataset folder `{recorded}` is not on this machine. Type where the films are.")
+    typed = st.text_input("Dataset folder", key="review_root")
+    try:
+        dataset_root = confined_data_folder(typed) if typed else None
+    except ValueError as error:
+        st.error(str(error))
+        return None
+    if dataset_root is not None and not dataset_root.is_dir():
+        st.error(f"{typed} is not a folder.")
+        return None
+    return dataset_root
+
+
+def cam_regions_section(run, dataset_root: Path | None) -> dict | None:
+    """The saved Grad-CAM region analysis, or a button that computes it once; returns the analysis or None."""
+    regions = cam_regions.load_cam_regions(run.path)
+    if regions is None:
+        st.caption(f"Explains up to {cam_regions.CAM_MAX_FILMS} test films (the misclassified ones and as many "
+                   "right ones) and measures how much of each Grad-CAM lies in the central lung fields and how "
+                   "much on the border and corners, where labels, side markers and devices sit. Computed once, "
+                   f"saved in `{cam_regions.CAM_REGIONS_FILE_NAME}` in the run folder.")
+        if st.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=dataset_root is None):
+            try:
+                with st.spinner("Explaining test films…"):
+                    regions = cam_regions.compute_cam_regions(run, dataset_root,
+                                                              model=cached.get_predictor(str(run.path)).model)
+            except ValueError as error:
+                st.error(str(error))
+    if regions is not None:
+        show_cam_regions(regions)
+    return regions
+
+
+def show_cam_regions(regions: dict) -> None:
+    """Draw a cam_regions.json analysis: mean shares for right vs wrong answers, and the flagged films."""
+    st.dataframe(tables.cam_region_table(regions), hide_index=True)
+    flagged = (regions.get("summary") or {}).get("flagged") or []
+    share = regions.get("flag_share", 0.7)
+    if flagged:
+        st.warning(f"{len(flagged)} of {regions.get('n')} films have more than {share:.0%} of their Grad-CAM mass "
+                   "on the border band, outside the lung fields: check whether the model reads labels, markers "
+                   "or devices there.")
+        st.dataframe(tables.flagged_films_table(flagged), hide_index=True)
+    else:
+        st.success(f"No film has more than {share:.0%} of its Grad-CAM mass on the border band.")
+    missing = regions.get("missing") or []
+    st.caption(f"{regions.get('n')} test films explained on {regions.get('computed', '?')}"
+               + (f"; {len(missing)} not found" if missing else "") + ".")
+
+
+def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict, shares: dict | None,
+              save: Callable[[str, dict], None]) -> None:
+    """One misclassified film: the film and its Grad-CAM, the probabilities, its Grad-CAM mass shares, and
+    the tag and note widgets (keys tag-<run>-<file>, note-<run>-<file>; `save(file, row)` on change)."""
+    file = row["file"]
+    percent = tables.percent
+    with st.container(border=True):
+        st.markdown(f"**{file}** — true **{row['label']}**, predicted **{row['predicted']}** "
+                    f"({row['confidence']:.1%})")
+        film_column, cam_column, info_column = st.columns([1, 1, 1.2])
+        film_path = resolve_film_path(dataset_root, file) if dataset_root else None
+        if film_path is None:
+            film_column.info("Film not found on this machine.")
+        else:
+            case = cached.review_case(str(run.path), str(film_path))
+            if case.get("error"):
+                film_column.error(case["error"])
+            else:
+                film_column.image(case["gray"], caption="Film", width="stretch")
+                cam_column.image(case["overlay"], caption="Grad-CAM", width="stretch")
+        info_column.plotly_chart(figures.probability_chart(row["probabilities"], height=180), key=f"probs-{number}",
+                                 config={"displayModeBar": False})
+        if shares:
+            info_column.caption(f"Grad-CAM mass: {percent(shares['central'])} central, {percent(shares['border'])} "
+                                f"border band ({percent(shares['corners'])} corners)"
+                                + (" — mostly outside the lung fields"
+                                   if shares["border"] > cam_regions.CAM_FLAG_SHARE else ""))
+        tag_key, note_key = f"tag-{run.run_id}-{file}", f"note-{run.run_id}-{file}"
+        st.session_state[tag_key] = st.session_state.get(tag_key, tag.get("tag", "untagged"))
+        st.session_state[note_key] = st.session_state.get(note_key, tag.get("note", ""))
+        info_column.selectbox("Tag", TAGS, key=tag_key, on_change=save, args=(file, row))
+        info_column.text_input("Note", key=note_key, on_change=save, args=(file, row))

@@ -1,0 +1,303 @@
+"""Sections the pages draw: headline cards, the Evaluation page's export and external-validation sections,
+the Training page's folder check, recipe form and job panel, and small helpers of Predict (core.ui.mixups
+holds the Review page's).
+
+Each function draws with Streamlit and returns only what the page needs next (a widget value, a scan
+report); figures come from core.ui.figures, tables from core.ui.tables, cached work from core.ui.cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.config import preset
+from core.data.paths import confined_data_folder
+from core.evaluation.evaluate import evaluate_folder
+from core.evaluation.summary import headline_figures, overlap_warning, perceptual_check_note, percent
+from core.explain.gradcam import CAM_METHODS
+from core.explain.overlay import overlay
+from core.imaging.loader import SUPPORTED_EXTENSIONS
+from core.runs import jobs
+from core.serving import export
+from core.ui import cached, figures, tables
+
+UPLOAD_TYPES = sorted(extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS)
+"""The file types the Predict uploader accepts: every extension core.imaging reads."""
+CAM_METHOD_LABELS = dict(zip(("Grad-CAM (fast)", "Grad-CAM++ (tf-keras-vis)"), CAM_METHODS))
+# The widths the Training page offers: those with ImageNet weights up to the paper's 1.0.
+ALPHAS = (0.35, 0.5, 0.75, 1.0)
+
+
+def show_headline_metrics(metrics: dict | None) -> None:
+    """The three headline figures as st.metric cards, with their 95% intervals underneath."""
+    for column, item in zip(st.columns(3), headline_figures(metrics)):
+        column.metric(item["name"], percent(item["value"]), help=item["help"])
+        if item["ci95"]:
+            column.caption(f"95% CI {item['ci95'][0]:.1%}–{item['ci95'][1]:.1%} (bootstrap)")
+        elif item["value"] is not None:
+            column.caption("No interval recorded for this figure.")
+    n = (metrics or {}).get("n")
+    if n:
+        st.caption(f"On {n} held-out test films.")
+
+
+def bytes_of_file(path: Path, missing: bytes = b"") -> bytes:
+    """The bytes of a file for a download button (`missing` when it cannot be read)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return missing
+
+
+def file_size_text(path: Path) -> str:
+    """A file's size as '4.5 MB' / '812 kB'."""
+    size = Path(path).stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+# --------------------------------------------------------------------------------------------------
+# Predict
+# --------------------------------------------------------------------------------------------------
+
+
+def with_file_name(name: str, message: str) -> str:
+    """Prefix an error message with the upload's name unless the message already names it."""
+    return message if name in message else f"{name}: {message}"
+
+
+def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity: float) -> np.ndarray:
+    """The film with the chosen method's CAM painted over it (RGB uint8)."""
+    cam = prediction.cam if method == "gradcam" else cached.cam_for_method(run_path, data, prediction.label, method)
+    return overlay(prediction.gray, cam, opacity=opacity)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def calibration_section(run, metrics: dict) -> None:
+    """The calibration table and the validation and test reliability diagrams."""
+    calibration = tables.calibration_table(metrics)
+    if calibration is None:
+        st.info("This run recorded no calibration.")
+        return
+    table_column, *diagram_columns = st.columns([1, 1.5, 1.5])
+    table_column.dataframe(calibration, hide_index=True)
+    table_column.caption("Temperature scaling is fitted on the validation split; ECE = expected calibration "
+                         "error (lower is better). Predict shows temperature-calibrated probabilities when T ≠ 1.")
+    temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
+    rows = cached.load_predictions(str(run.path), tuple(run.classes))
+    for column, (subset, figure) in zip(diagram_columns,
+                                        figures.reliability_figures(rows, run.classes, temperature).items()):
+        if figure is None:
+            column.info(f"No {subset} predictions to draw a reliability diagram from.")
+        else:
+            column.plotly_chart(figure, key=f"reliability-{subset}")
+
+
+def export_section(run) -> None:
+    """Choose a TensorFlow Lite variant, build it once (child process), show its parity and offer it."""
+    run_path = str(run.path)
+    st.caption("The exported model takes the same raw films (1, S, S, 1) in 0..255 and returns the probabilities. "
+               "float16 is about half the size and keeps the model's answers (its small layers stay float32); "
+               "dynamic-range int8 is a quarter of the size but changes answers; float32 is exact. Built once per "
+               "variant in a separate process, checked against the Keras model on the run's films, and kept in "
+               "the run's exports/ folder.")
+    variant_column, action_column = st.columns([1, 2])
+    variant = variant_column.selectbox("Variant", export.VARIANTS, key="export_variant")
+    export_file = export.export_path(run_path, variant)
+    if not export_file.is_file() and action_column.button(f"Build {variant} export", key="export_go"):
+        try:
+            with st.spinner(f"Converting the model to TensorFlow Lite ({variant})…"):
+                export.build_export(run_path, variant)
+        except RuntimeError as error:
+            st.error(str(error))
+    if not export_file.is_file():
+        return
+    action_column.metric(f"{variant} .tflite size", file_size_text(export_file))
+    report = export.read_export_parity(run_path, variant)
+    if report is None:
+        action_column.caption("Parity with the Keras model was not checked (the run's films were not reachable).")
+    else:
+        text = (f"Checked against the Keras model on {report['n']} of the run's films: top-1 agreement "
+                f"{report['top1_agreement']:.1%}, largest probability difference "
+                f"{report['max_abs_difference']:.3f} (bar: at least {export.PARITY_MIN_TOP1:.0%} and at most "
+                f"{export.PARITY_MAX_DIFFERENCE}), {report['latency_ms_per_film']:.1f} ms per film on this server.")
+        if report.get("meets_bar"):
+            action_column.success(text)
+        else:
+            action_column.warning(text + " Below the bar: this export's answers differ from the model's.")
+    action_column.download_button(f"Download {variant} .tflite", export_file.read_bytes(),
+                                  file_name=f"{run.run_id}-{variant}.tflite", mime="application/octet-stream",
+                                  key="export_download")
+
+
+def external_validation_section(run, metrics: dict, default_folder: str) -> None:
+    """Evaluate the run on a typed dataset folder (confined to the data roots) and compare with its test set."""
+    st.markdown("Evaluate this run on another dataset folder (class folders named after the model's classes).")
+    folder = st.text_input("Dataset folder", value=default_folder, key="external_folder")
+    if st.button("Evaluate on this folder", key="external_go"):
+        try:
+            with st.spinner("Evaluating every film in the folder…"):
+                st.session_state.external_metrics = evaluate_folder(run, confined_data_folder(folder))
+        except ValueError as error:
+            st.error(str(error))
+    external = st.session_state.get("external_metrics")
+    if not external or external.get("run_id") != run.run_id:
+        return
+    overlap = external.get("overlap") or {}
+    perceptual = overlap.get("perceptual") or {}
+    warning = overlap_warning(overlap)
+    if warning:
+        st.warning(f"{warning} Examples: {', '.join(overlap.get('examples', [])[:5])}")
+    if perceptual.get("checked"):
+        st.caption(perceptual_check_note(overlap))
+        if perceptual.get("matches"):
+            st.dataframe(tables.near_duplicate_table(perceptual["matches"]), hide_index=True)
+    else:
+        st.info(perceptual_check_note(overlap))
+    st.caption(f"Folder: `{external['data_dir']}` · {len(external.get('skipped', []))} files skipped")
+    st.dataframe(tables.external_vs_internal(metrics, external))
+    for column, matrices, title in zip(st.columns(2), (figures.confusion_figures(metrics),
+                                                       figures.confusion_figures(external)),
+                                       ("Internal test", "External folder")):
+        matrices[1].update_layout(title=f"{title}: row percentages")
+        column.plotly_chart(matrices[1], key=f"confusion-{title}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def dataset_check(folder: str) -> dict | None:
+    """Scan a dataset folder (cached) and show its layout, class counts, skipped files and duplicates.
+
+    Returns the scan report, or None (with the error shown) when the folder cannot be used.
+    """
+    if st.button("Re-check the folder", key="rescan"):
+        cached.scan_folder.clear()
+    scan = cached.scan_folder(str(Path(folder).expanduser()))
+    if scan.get("error"):
+        st.error(scan["error"])
+        return None
+    st.write(f"Layout: **{scan['layout']}**, {scan['n_files_usable']} usable films, "
+             f"patient ids: {'yes' if scan['has_patient_ids'] else 'no'}")
+    st.dataframe({"Class": list(scan["class_counts"]), "Films": list(scan["class_counts"].values())},
+                 hide_index=True)
+    if scan["skipped"]:
+        with st.expander(f"{len(scan['skipped'])} files skipped"):
+            st.dataframe(scan["skipped"], hide_index=True)
+    if scan["duplicates"]:
+        with st.expander(f"{len(scan['duplicates'])} groups of identical files (kept in one subset)"):
+            st.write(scan["duplicates"])
+    return scan
+
+
+def recipe_form(preset_name: str, can_start: bool) -> dict | None:
+    """The recipe form of one preset; returns its overrides when "Start training" was pressed, else None."""
+    base = preset(preset_name)
+    with st.form(f"recipe-{preset_name}"):
+        columns = st.columns(4)
+        epochs = columns[0].number_input("Epochs", 1, 500, base.epochs, key=f"epochs-{preset_name}")
+        alpha = columns[1].selectbox("Width (alpha)", ALPHAS, index=ALPHAS.index(base.alpha),
+                                     key=f"alpha-{preset_name}")
+        batch_size = columns[2].number_input("Batch size", 1, 1024, base.batch_size, key=f"batch-{preset_name}")
+        learning_rate = columns[3].number_input("Learning rate", 1e-7, 1.0, base.learning_rate, format="%.6f",
+                                                step=1e-5, key=f"lr-{preset_name}")
+        columns = st.columns(4)
+        fine_tune_layers = columns[0].number_input(
+            "Fine-tuned layers", 0, 200, base.fine_tune_layers, key=f"finetune-{preset_name}",
+            disabled=base.head_on_features,
+            help="This preset keeps the backbone as ImageNet trained it and trains the head only; choose the "
+                 "paper preset to fine-tune backbone layers." if base.head_on_features else
+                 "How many of the backbone's last layers learn (BatchNormalization layers stay frozen).")
+        seed = columns[1].number_input("Seed", 0, 2**31 - 1, base.seed, key=f"seed-{preset_name}")
+        image_size = columns[2].number_input("Image size (px)", 32, 512, base.image_size, step=32,
+                                             key=f"size-{preset_name}")
+        weights = columns[3].selectbox("Backbone weights", ["imagenet", "none"], key=f"weights-{preset_name}")
+        start = st.form_submit_button("Start training", type="primary", disabled=not can_start)
+    if not start:
+        return None
+    return dict(epochs=int(epochs), alpha=float(alpha), batch_size=int(batch_size),
+                learning_rate=float(learning_rate), fine_tune_layers=int(fine_tune_layers), seed=int(seed),
+                image_size=int(image_size), weights=weights)
+
+
+def start_training(folder: str, models_dir: Path, preset_name: str, overrides: dict) -> None:
+    """Write the recipe and start the training process, saying whether it started, is busy or is invalid."""
+    try:
+        config_path = jobs.write_job_config(models_dir, preset_name, overrides)
+        with st.spinner("Starting the training process…"):
+            jobs.start_job(str(confined_data_folder(folder)), config_path, models_dir)
+        st.session_state.job_was_running = True
+        st.success("Training started.")
+    except jobs.TrainingBusyError as error:
+        st.warning(f"Training is busy: {error}")
+    except ValueError as error:
+        st.error(str(error))
+
+
+def progress_summary(progress: dict | None) -> tuple[float, str]:
+    """(fraction done in [0, 1], one line: phase, epoch x/y, batch a/b, ETA) of a progress.json."""
+    fraction = jobs.progress_fraction(progress)
+    if not progress:
+        return fraction, "Starting…"
+    phase = progress.get("phase", "?")
+    if phase == "checking":
+        return fraction, f"Checking films: {progress.get('files_done', 0)}/{progress.get('files_total') or 0}"
+    if phase == "features":
+        return fraction, "Computing the backbone's features of the training and validation films (once)…"
+    if phase in ("evaluating", "done"):
+        return fraction, "Evaluating the best epoch on the test split…" if phase == "evaluating" else "Done"
+    epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
+    eta = progress.get("eta_seconds")
+    eta_text = f", about {duration_text(eta)} left" if isinstance(eta, (int, float)) else ""
+    return fraction, (f"Phase {phase}: epoch {progress.get('epoch', 0)}/{epochs}, "
+                      f"batch {progress.get('batch', 0)}/{batches}{eta_text}")
+
+
+def duration_text(seconds: float) -> str:
+    """'3 min 5 s' or '42 s'."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+@st.fragment(run_every=1.0)
+def job_panel(models_dir: Path) -> None:
+    """The training job, read from disk every second (so it survives a browser reload): progress, live
+    curves and a cancel button while it runs, how the last one ended otherwise, and the log's tail.
+    Reruns the whole page once when the job has just ended, so the new run appears in the selector."""
+    status = jobs.read_job_status(models_dir)
+    was_running = st.session_state.get("job_was_running", False)
+    st.session_state.job_was_running = status.running
+    if status.running:
+        fraction, text = progress_summary(status.progress)
+        st.progress(fraction, text=f"{status.lock.get('run_id', '')} — {text}")
+        history = (status.progress or {}).get("history") or []
+        if history:
+            for column, figure in zip(st.columns(2), figures.live_curves(history)):
+                column.plotly_chart(figure, key=f"live-{figure.layout.title.text}")
+        if st.button("Cancel training", key="cancel_training"):
+            jobs.request_stop(models_dir)
+            st.info("Cancel requested; the training stops after its current batch.")
+    else:
+        last = status.last
+        if not last:
+            st.info("No training has run yet.")
+        elif last.get("state") == "finished":
+            st.success(f"Last training finished: {last.get('run_id')} (ended {last.get('ended', '?')}). "
+                       "It is now in the model selector.")
+        elif last.get("state") == "cancelled":
+            st.warning(f"Last training was cancelled: {last.get('run_id')}. {last.get('error') or ''}")
+        else:
+            st.error(f"Last training failed: {last.get('run_id')}. {last.get('error') or ''}")
+    if status.log_tail:
+        with st.expander("Log", expanded=status.running):
+            st.code(status.log_tail, language=None)
+    if was_running and not status.running:
+        st.rerun()

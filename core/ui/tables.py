@@ -1,0 +1,176 @@
+"""pandas tables of the app, pure: metrics.json dicts, predictions.csv rows or results in, a DataFrame (or
+CSV bytes) out.
+
+Nothing here draws, reads files or touches Streamlit. Percentages are worded by core.evaluation.summary,
+the one owner of how headline figures read. pandas is imported inside the builders, so importing this
+module stays light.
+"""
+
+from __future__ import annotations
+
+from core.evaluation.summary import headline_figures, percent, percent_with_ci
+
+
+def fixed(value, digits: int = 3) -> str:
+    """'0.123', or '—' when the value is not a number."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "—"
+
+
+def _headline_column(metrics: dict) -> dict:
+    return {figure["short_name"]: percent_with_ci(figure["value"], figure["ci95"]) for figure in headline_figures(metrics)}
+
+
+def compare_table(runs: list):
+    """Headline metrics and recipe of several runs (core.runs.registry.Run) side by side, one column each."""
+    import pandas as pd
+
+    columns = {}
+    for run in runs:
+        metrics = run.metrics or {}
+        columns[run.run_id] = {
+            "Test films": metrics.get("n"),
+            **_headline_column(metrics),
+            "Preset": run.config.get("preset"),
+            "Alpha": run.config.get("alpha"),
+            "Image size": run.config.get("image_size"),
+            "Epochs run": (metrics.get("training") or {}).get("epochs_run"),
+            "ECE test (after calibration)": fixed((metrics.get("calibration") or {}).get("ece_test_after")),
+        }
+    return pd.DataFrame(columns).astype(str)
+
+
+def external_vs_internal(internal: dict, external: dict):
+    """Headline figures and per-class recall of the internal test set and an external folder, side by side."""
+    import pandas as pd
+
+    def column(metrics):
+        values = {"Films": metrics.get("n"), **_headline_column(metrics)}
+        for name, row in (metrics.get("per_class") or {}).items():
+            values[f"Recall {name}"] = percent(row.get("recall"))
+        return values
+
+    return pd.DataFrame({"Internal test": column(internal), "External": column(external)}).astype(str)
+
+
+def distribution_table(data_report: dict | None):
+    """The paper's Table 1: films per class (rows) and subset (columns), with totals."""
+    import pandas as pd
+
+    subsets = (data_report or {}).get("subsets") or {}
+    if not subsets:
+        counts = (data_report or {}).get("class_counts") or {}
+        return pd.DataFrame({"Total": counts}) if counts else pd.DataFrame()
+    table = pd.DataFrame(subsets).fillna(0).astype(int)
+    table = table[[name for name in ("train", "val", "test") if name in table.columns]]
+    table["Total"] = table.sum(axis=1)
+    table.loc["Total"] = table.sum(axis=0)
+    return table
+
+
+def counts_table(metrics: dict):
+    """TP / FP / FN / TN and support per class."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {"TP": row["tp"], "FP": row["fp"], "FN": row["fn"], "TN": row["tn"],
+                                "Support": row["support"]}
+                         for name, row in metrics["per_class"].items()}).T
+
+
+def per_class_table(metrics: dict):
+    """Precision, recall, F1, one-vs-rest accuracy and ROC AUC per class (fractions)."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {"Precision": row["precision"], "Recall": row["recall"], "F1": row["f1"],
+                                "One-vs-rest accuracy": row["ovr_accuracy"], "ROC AUC": row.get("roc_auc")}
+                         for name, row in metrics["per_class"].items()}).T
+
+
+def calibration_table(metrics: dict):
+    """Temperature and expected calibration error before/after, or None when not recorded."""
+    import pandas as pd
+
+    calibration = metrics.get("calibration") or {}
+    if not calibration:
+        return None
+    return pd.DataFrame({
+        "Figure": ["Temperature", "ECE validation, before", "ECE validation, after",
+                   "ECE test, before", "ECE test, after"],
+        "Value": [fixed(calibration.get(key)) for key in
+                  ("temperature", "ece_val_before", "ece_val_after", "ece_test_before", "ece_test_after")],
+    })
+
+
+def near_duplicate_table(matches: list[dict]):
+    """Evaluated films that are resized or re-encoded copies of training films, with their distance."""
+    import pandas as pd
+
+    return pd.DataFrame({"Evaluated film": [m["file"] for m in matches],
+                         "Training/validation film": [m["seen_file"] for m in matches],
+                         "Hamming distance": [m["distance"] for m in matches]})
+
+
+def mixup_name(row: dict) -> str:
+    """'true → predicted' of a predictions.csv row."""
+    return f"{row['label']} → {row['predicted']}"
+
+
+def default_mixups(options: list[str], classes: list[str]) -> list[str]:
+    """Normal→Pneumonia and Pneumonia→Normal (those of them in `options`) when the run has both classes,
+    else every mix-up."""
+    if "Normal" in classes and "Pneumonia" in classes:
+        return [name for name in ("Normal → Pneumonia", "Pneumonia → Normal") if name in options]
+    return list(options)
+
+
+def mixup_counts(wrong: list[dict]):
+    """How many test films went each wrong way (true → predicted)."""
+    import pandas as pd
+
+    counts: dict[str, int] = {}
+    for row in wrong:
+        counts[mixup_name(row)] = counts.get(mixup_name(row), 0) + 1
+    return pd.DataFrame({"Mix-up (true → predicted)": list(counts), "Films": list(counts.values())})
+
+
+_REGIONS = (("central", "Central lung fields"), ("border", "Border band"), ("corners", "Corners"))
+
+
+def cam_region_table(regions: dict):
+    """Mean Grad-CAM mass shares of right and wrong answers, and of a uniform map, from cam_regions.json."""
+    import pandas as pd
+
+    summary, uniform = regions.get("summary") or {}, regions.get("uniform") or {}
+
+    def row(name, group):
+        return {"": name, "Films": group.get("n", ""),
+                **{label: percent(group.get(f"mean_{key}")) for key, label in _REGIONS}}
+
+    return pd.DataFrame([row("Right answers", summary.get("correct") or {}),
+                         row("Wrong answers", summary.get("wrong") or {}),
+                         {"": "Uniform map (area shares)", "Films": "",
+                          **{label: percent(uniform.get(key)) for key, label in _REGIONS}}]).astype(str)
+
+
+def flagged_films_table(flagged: list[dict]):
+    """The films whose Grad-CAM mass lies mostly on the border band (cam_regions.json's flagged list)."""
+    import pandas as pd
+
+    return pd.DataFrame({"File": [f["file"] for f in flagged], "True": [f["label"] for f in flagged],
+                         "Predicted": [f["predicted"] for f in flagged],
+                         "Border share": [percent(f["border"]) for f in flagged],
+                         "Corners share": [percent(f["corners"]) for f in flagged]})
+
+
+def predictions_csv(predictions: list) -> bytes:
+    """An upload batch's results (core.serving.predict.Prediction) as CSV bytes: file, label, confidence,
+    calibrated, error, seconds, one p_<class> probability column per class."""
+    import pandas as pd
+
+    rows = []
+    for prediction in predictions:
+        row = {"file": prediction.file, "label": prediction.label, "confidence": prediction.confidence,
+               "calibrated": prediction.calibrated, "error": prediction.error,
+               "seconds": round(prediction.seconds, 3)}
+        row.update({f"p_{name}": value for name, value in prediction.probabilities.items()})
+        rows.append(row)
+    return pd.DataFrame(rows).to_csv(index=False).encode()
