@@ -20,6 +20,7 @@ and, once a person or the app has worked with the run:
 
     review_tags.json        a reviewer's tag and note per misclassified test film (core.runs.review)
     cam_regions.json        where Grad-CAM puts its mass on a bounded set of test films (core.explain.regions)
+    explain_check.json      whether the heatmaps are faithful to the model (core.explain.faithfulness)
     exports/                TensorFlow Lite exports built from the app, <variant>-v<format>.tflite
 
 A run is written in a hidden staging folder (`.<run_id>.partial`, which also holds progress.json and, when a
@@ -54,6 +55,7 @@ MODEL_CARD_FILE_NAME = "model_card.md"
 STATUS_FILE_NAME = "status.json"
 TAGS_FILE_NAME = "review_tags.json"
 CAM_REGIONS_FILE_NAME = "cam_regions.json"
+EXPLAIN_CHECK_FILE_NAME = "explain_check.json"
 EXPORTS_DIR_NAME = "exports"
 PROGRESS_FILE_NAME = "progress.json"
 STOP_FILE_NAME = "STOP"
