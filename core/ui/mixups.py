@@ -9,19 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data.paths import confine_to_roots, confined_data_folder
+from core.data.paths import confined_data_folder, film_under_root
 from core.explain import regions as cam_regions
 from core.runs.review import TAGS
 from core.ui import cached, figures, tables
-
-
-def resolve_film_path(root: Path, relative: str) -> Path | None:
-    """root / relative when it stays inside root and is a file; None otherwise (never escapes the root)."""
-    try:
-        path = confine_to_roots(Path(root) / relative, [root])
-    except (ValueError, OSError):
-        return None
-    return path if path.is_file() else None
 
 
 def films_root(run) -> Path | None:
@@ -92,7 +83,7 @@ def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict,
         st.markdown(f"**{file}** — true **{row['label']}**, predicted **{row['predicted']}** "
                     f"({row['confidence']:.1%})")
         film_column, cam_column, info_column = st.columns([1, 1, 1.2])
-        film_path = resolve_film_path(dataset_root, file) if dataset_root else None
+        film_path = film_under_root(dataset_root, file) if dataset_root else None
         if film_path is None:
             film_column.info("Film not found on this machine.")
         else:
