@@ -9,21 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from core.evaluation.metrics import PROBABILITY_SUM_TOLERANCE, _check_scores, _check_targets
+from core.validation import check_int
 
 # --------------------------------------------------------------------------------------------------
 # Calibration
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_n_bins(n_bins) -> int:
-    if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"Got n_bins={n_bins!r}; expected an integer of at least 1 (10 or 15 is typical).")
-    return int(n_bins)
-
-
 def _top1_bins(y_true, y_score, n_bins):
     """Top-1 confidence, correctness and equal-width bin index per case, plus the bin edges."""
-    n_bins = _check_n_bins(n_bins)
+    n_bins = check_int("n_bins", n_bins, expected="a positive integer (10 or 15 is typical)")
     scores = np.asarray(y_score, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"Got y_score with shape {scores.shape}; expected (n, num_classes) probabilities.")

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from core.validation import check_int
+
 CI_METHOD = "percentile bootstrap over cases"
 # The number of resampled cases processed at once by the bootstrap, to bound memory on large test sets.
 _BOOTSTRAP_CELLS_PER_CHUNK = 4_000_000
@@ -60,14 +62,6 @@ def _as_class_indices(values, name: str) -> np.ndarray:
     )
 
 
-def _check_num_classes(num_classes) -> int:
-    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
-        raise ValueError(f"Got num_classes={num_classes!r}; expected an integer of at least 1.")
-    if num_classes < 1:
-        raise ValueError(f"Got num_classes={num_classes}; expected an integer of at least 1.")
-    return int(num_classes)
-
-
 def _check_targets(y_true, y_pred, num_classes) -> tuple[np.ndarray, np.ndarray]:
     """Validate a pair of label arrays; return them as int64 arrays.
 
@@ -82,7 +76,7 @@ def _check_targets(y_true, y_pred, num_classes) -> tuple[np.ndarray, np.ndarray]
     Raises:
         ValueError: a non-1-D or non-integer array, different lengths, no samples, or a value out of range.
     """
-    num_classes = _check_num_classes(num_classes)
+    num_classes = check_int("num_classes", num_classes)
     y_true = _as_class_indices(y_true, "y_true")
     y_pred = _as_class_indices(y_pred, "y_pred")
     if y_true.shape[0] != y_pred.shape[0]:
@@ -317,15 +311,6 @@ def _clinical_bar(report: dict, threshold: float) -> dict:
     }
 
 
-def _check_n_bootstrap(n_bootstrap) -> int:
-    if isinstance(n_bootstrap, (bool, np.bool_)) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
-        raise ValueError(
-            f"Got n_bootstrap={n_bootstrap!r}; expected an integer of 0 or more (1000 is typical, 0 skips "
-            "the confidence intervals)."
-        )
-    return int(n_bootstrap)
-
-
 def _bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_bootstrap: int, seed) -> dict:
     """95% percentile bootstrap intervals of accuracy and macro-F1, resampling cases with replacement."""
     rng = np.random.default_rng(seed)
@@ -405,7 +390,8 @@ def classification_report(
     names = _check_class_names(class_names)
     num_classes = len(names)
     y_true, y_pred = _check_targets(y_true, y_pred, num_classes)
-    n_bootstrap = _check_n_bootstrap(n_bootstrap)
+    n_bootstrap = check_int("n_bootstrap", n_bootstrap, minimum=0,
+                            expected="an integer of 0 or more (1000 is typical, 0 skips the confidence intervals)")
     matrix = confusion_matrix(y_true, y_pred, num_classes)
     report = report_from_confusion_matrix(matrix, names, clinical_threshold=clinical_threshold)
     if y_score is not None:
