@@ -223,3 +223,23 @@ def coverage_report(probabilities, labels, calibration: ConformalCalibration, cl
         "per_class": per_class,
         "risk_coverage": risk_coverage(probabilities, labels),
     }
+
+
+def run_conformal(val_probabilities, val_labels, test_probabilities, test_labels, class_names: list[str],
+                  level: float = DEFAULT_LEVEL, method: str = METHODS[0]) -> dict:
+    """The metrics.json "conformal" section of a run: calibrated on its validation split, reported on its
+    test split (coverage_report)."""
+    calibration = calibrate(val_probabilities, val_labels, level=level, method=method)
+    return coverage_report(test_probabilities, test_labels, calibration, class_names)
+
+
+def calibration_of(metrics: dict | None) -> ConformalCalibration | None:
+    """A run's set calibration from its metrics.json, or None: a run evaluated before prediction sets
+    existed (no "conformal" section) or one whose section is unusable has no sets, and never fails."""
+    section = (metrics or {}).get("conformal") if isinstance(metrics, dict) else None
+    if section is None:
+        return None
+    try:
+        return ConformalCalibration.from_json(section)
+    except ValueError:
+        return None

@@ -9,10 +9,12 @@ from core.evaluation.conformal import (
     METHODS,
     ConformalCalibration,
     calibrate,
+    calibration_of,
     class_scores,
     coverage_report,
     prediction_set,
     risk_coverage,
+    run_conformal,
     set_classes,
 )
 
@@ -114,3 +116,14 @@ def test_risk_coverage_curve_rises_as_the_model_abstains():
     assert curve[-1]["accuracy"] == pytest.approx((probabilities.argmax(1) == labels).mean(), abs=1e-4)
     # Calibrated scores: the most confident tenth is clearly more accurate than all films together.
     assert curve[2]["accuracy"] > curve[-1]["accuracy"] + 0.1
+
+
+def test_run_section_and_old_runs_without_one():
+    val, test = _synthetic(300, seed=5), _synthetic(300, seed=6)
+    section = run_conformal(*val, *test, ["a", "b", "c"])
+    assert {"level", "method", "threshold", "coverage", "mean_set_size", "per_class"} <= set(section)
+    assert section["level"] == 0.9 and section["method"] == "lac"
+    assert calibration_of({"conformal": section}) == calibrate(*val)
+    assert calibration_of({"accuracy": 0.5}) is None  # A run from before prediction sets.
+    assert calibration_of(None) is None and calibration_of({"conformal": "warm"}) is None
+    assert calibration_of({"conformal": {"level": 0.9, "method": "lac", "threshold": "x"}}) is None
