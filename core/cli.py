@@ -1,4 +1,9 @@
-"""Command line: `python -m core train|evaluate|predict ...` (see `python -m core --help`)."""
+"""Command line: `python -m core train|evaluate|predict|split|export ...` (see `python -m core --help`).
+
+`main(argv)` runs one command in this process and returns its exit status (0 done, 2 refused or failed,
+argparse's own status for bad arguments), so tests and other Python callers need no child process.
+Every argument's allowed values are read from the module that owns them.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,40 @@ import os
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from core.config import DISTRIBUTE_CHOICES, PRESETS, TrainConfig, preset
+from core.data.materialise import materialise_run_split
+from core.evaluation.evaluate import ENGINES as EVALUATE_ENGINES
+from core.evaluation.evaluate import LITE_WORTH_FILMS, evaluate_folder
+from core.evaluation.summary import headline_text, overlap_warning, perceptual_check_note
+from core.explain.overlay import overlay
+from core.imaging.loader import SUPPORTED_EXTENSIONS
+from core.runs.jobs import TrainingBusyError
+from core.runs.registry import load_run
+from core.serving.export import (
+    DEFAULT_VARIANT,
+    PARITY_MAX_DIFFERENCE,
+    PARITY_MIN_TOP1,
+    VARIANTS,
+    export_tflite,
+    parity_report,
+    run_films,
+)
+from core.serving.predict import ONE_SHOT_ENGINES as PREDICT_ENGINES
+from core.serving.predict import Predictor
+from core.settings import configure_keras_home
+from core.training.run import TrainingCancelled, train_run
+
 
 def _parser() -> argparse.ArgumentParser:
-    from core.serving.export import VARIANTS as EXPORT_VARIANTS  # numpy only: the parser stays light
-
     parser = argparse.ArgumentParser(prog="python -m core", description="Paru: chest X-ray MobileNetV2 pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model on a dataset folder and register the run")
     train.add_argument("--data", required=True, help="dataset folder (class folders, or train/val/test of them)")
     train.add_argument("--out", help="run folder to create (default: models/<run_id>)")
-    train.add_argument("--preset", choices=("paper", "recommended"), help="start from a named recipe")
+    train.add_argument("--preset", choices=tuple(PRESETS), help="start from a named recipe")
     train.add_argument("--config", help="JSON config file (fields of core.config.TrainConfig)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--alpha", type=float)
@@ -26,39 +54,34 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--image-size", type=int)
     train.add_argument("--batch-size", type=int)
-    train.add_argument("--distribute", choices=("none", "mirrored", "multiworker"),
+    train.add_argument("--distribute", choices=DISTRIBUTE_CHOICES,
                        help="tf.distribute strategy: every GPU of this host (mirrored) or several hosts "
                             "(multiworker, with TF_CONFIG set on each)")
     train.add_argument("--models-dir", help="where runs and the training lock live (default: models/)")
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a run on a whole external dataset folder")
-    evaluate.add_argument("--model", required=True, help="run folder")
+    evaluate = _run_command(commands, "evaluate", "evaluate a run on a whole external dataset folder")
     evaluate.add_argument("--data", required=True, help="dataset folder with class folders")
     evaluate.add_argument("--json", help="write the metrics (metrics.json schema) to this file")
-    evaluate.add_argument("--engine", choices=("auto", "lite", "keras"), default="auto",
-                          help="what runs the model: 'lite' is TensorFlow Lite (same probabilities within 1e-5, "
-                               "about 2.8x faster here, after a one-off conversion of about 12 s); 'auto' "
-                               "(default) uses it for 1,000 films or more or when a converted copy is cached")
+    _engine_argument(evaluate, EVALUATE_ENGINES, "what runs the model: 'lite' is TensorFlow Lite (same probabilities "
+                     "within 1e-5, faster, after a one-off conversion); 'auto' (default) uses it for "
+                     f"{LITE_WORTH_FILMS:,} films or more or when a converted copy is cached")
 
-    predict = commands.add_parser("predict", help="classify films")
-    predict.add_argument("--model", required=True, help="run folder")
+    predict = _run_command(commands, "predict", "classify films")
     predict.add_argument("files", nargs="+",
                          help="films (PNG, JPEG, BMP, TIFF, DICOM), or folders: every film in them, streamed")
     predict.add_argument("--json", action="store_true", help="one JSON object per input line")
     predict.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per film into this folder")
-    predict.add_argument("--engine", choices=("cached", "lite", "keras"), default="cached",
-                         help="what runs the model: 'lite' converts it to TensorFlow Lite first (about 12 s once "
-                              "per model and machine, then about 4x faster per film), 'cached' (default) uses a "
-                              "converted copy when one exists, 'keras' never converts")
+    _engine_argument(predict, PREDICT_ENGINES, "what runs the model: 'lite' converts it to TensorFlow Lite first "
+                     "(once per model and machine, then faster per film), 'cached' (default) uses a converted "
+                     "copy when one exists, 'keras' never converts")
     split = commands.add_parser("split", help="lay out a run's train/val/test split as folders, as the paper did")
     split.add_argument("--model", required=True, help="run folder whose split.csv is laid out")
     split.add_argument("--out", required=True, help="folder to create: OUT/{train,val,test}/<class>/<film>")
     split.add_argument("--copy", action="store_true", help="copy the films (default: symbolic links)")
     split.add_argument("--data", help="where the run's dataset is now, when it has moved")
-    export = commands.add_parser("export", help="export a run's model for mobile (TensorFlow Lite)")
-    export.add_argument("--model", required=True, help="run folder")
+    export = _run_command(commands, "export", "export a run's model for mobile (TensorFlow Lite)")
     export.add_argument("--tflite", required=True, help="output .tflite file")
-    export.add_argument("--variant", choices=EXPORT_VARIANTS, default="float16",
+    export.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT,
                         help="float16 weights (default, half size), dynamic-range int8 weights (quarter size) or float32 (exact)")
     export.add_argument("--data", help="where the run's dataset is now, for the parity check (when it has moved)")
     export.add_argument("--no-check", action="store_true", help="skip the parity check against the Keras model")
@@ -66,9 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _export(args) -> int:
-    from core.serving.export import PARITY_MAX_DIFFERENCE, PARITY_MIN_TOP1, export_tflite, parity_report, run_films
+def _run_command(commands, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand that works on one run folder, given as --model."""
+    command = commands.add_parser(name, help=help)
+    command.add_argument("--model", required=True, help="run folder")
+    return command
 
+
+def _engine_argument(command: argparse.ArgumentParser, choices: tuple[str, ...], help: str) -> None:
+    """--engine, its default the first of the owner's choices."""
+    command.add_argument("--engine", choices=choices, default=choices[0], help=help)
+
+
+def _export(args) -> int:
     try:
         path = export_tflite(args.model, args.tflite, args.variant)
     except ValueError as error:
@@ -96,8 +129,6 @@ def _export(args) -> int:
 
 
 def _config_from_args(args):
-    from core.config import TrainConfig, preset
-
     config = TrainConfig.from_file(args.config) if args.config else preset(args.preset or "paper")
     if args.config and args.preset:
         config = preset(args.preset, **{k: v for k, v in config.to_dict().items() if k != "preset"})
@@ -108,10 +139,6 @@ def _config_from_args(args):
 
 
 def _train(args) -> int:
-    from core.runs.jobs import TrainingBusyError
-    from core.settings import configure_keras_home
-    from core.training.run import TrainingCancelled, train_run
-
     configure_keras_home()
     config = _config_from_args(args)
     try:
@@ -130,8 +157,6 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from core.evaluation.evaluate import evaluate_folder
-
     try:
         metrics = evaluate_folder(args.model, args.data, engine=args.engine)
     except ValueError as error:
@@ -139,23 +164,14 @@ def _evaluate(args) -> int:
         return 2
     overlap = metrics["overlap"]
     print(f"{metrics['n']} films, {len(metrics['skipped'])} skipped (model run on {metrics['engine']})")
-    if overlap.get("identical_files") or overlap.get("shared_patients") or overlap.get("near_duplicates"):
-        print(f"WARNING: {overlap['identical_files']} films identical to training/validation films, "
-              f"{overlap.get('near_duplicates', 0)} resized or re-encoded copies of them (perceptual hash) and "
-              f"{overlap['shared_patients']} from patients seen in training: figures are optimistic.")
-    perceptual = overlap.get("perceptual") or {}
-    if perceptual.get("checked"):
-        print(f"perceptual check: {perceptual['near_duplicates']} near-duplicates of the run's "
-              f"{perceptual['seen_films']} training/validation films (Hamming distance <= "
-              f"{perceptual['threshold']} of {perceptual['bits']} bits)")
-        for match in perceptual.get("matches", [])[:5]:
-            print(f"  {match['file']} ~ {match['seen_file']} (distance {match['distance']})")
-    else:
-        print(f"perceptual check could not be run: {perceptual.get('reason') or overlap.get('reason', 'unknown')}")
-    ci = metrics["ci95"]
-    print(f"overall accuracy {metrics['accuracy']:.4f} (95% CI {ci['accuracy'][0]:.4f}-{ci['accuracy'][1]:.4f})")
-    print(f"macro-F1 {metrics['macro']['f1']:.4f} (95% CI {ci['macro_f1'][0]:.4f}-{ci['macro_f1'][1]:.4f})")
-    print(f"mean one-vs-rest accuracy (the paper's 'accuracy') {metrics['mean_ovr_accuracy']:.4f}")
+    warning = overlap_warning(overlap)
+    if warning:
+        print(f"WARNING: {warning}")
+    print(perceptual_check_note(overlap))
+    for match in (overlap.get("perceptual") or {}).get("matches", [])[:5]:
+        print(f"  {match['file']} ~ {match['seen_file']} (distance {match['distance']})")
+    for line in headline_text(metrics):
+        print(line)
     for name, item in metrics["per_class"].items():
         print(f"  {name:14s} precision {item['precision']:.3f} recall {item['recall']:.3f} f1 {item['f1']:.3f} "
               f"support {item['support']}")
@@ -166,15 +182,11 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from core.runs.registry import load_run
-
     try:
         run = load_run(args.model)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from core.serving.predict import Predictor
-
     predictor = Predictor(run, engine=args.engine)
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
@@ -184,10 +196,6 @@ def _predict(args) -> int:
         result = predictor.predict(file, name=file, with_cam=cam_dir is not None, display=cam_dir is not None)
         failed |= result.error is not None
         if cam_dir and result.error is None:
-            from PIL import Image
-
-            from core.explain.overlay import overlay
-
             out = cam_dir / f"{Path(file).stem}_gradcam.png"
             Image.fromarray(overlay(result.gray, result.cam)).save(out)
         if args.json:
@@ -203,8 +211,6 @@ def _predict(args) -> int:
 
 def _expand_films(arguments: list[str]):
     """Files as given; a folder yields every supported film under it, in sorted order, one at a time."""
-    from core.imaging.loader import SUPPORTED_EXTENSIONS
-
     for argument in arguments:
         path = Path(argument)
         if not path.is_dir():
@@ -218,8 +224,6 @@ def _expand_films(arguments: list[str]):
 
 
 def _split(args) -> int:
-    from core.data.materialise import materialise_run_split
-
     try:
         report = materialise_run_split(args.model, args.out, mode="copy" if args.copy else "link", data_dir=args.data)
     except (ValueError, OSError) as error:
@@ -235,11 +239,15 @@ def _split(args) -> int:
     return 2 if report["missing"] else 0
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Run one command (argv without the program name; None reads sys.argv) and return its exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, or arguments argparse refused (it has printed why).
+        return exit_request.code if isinstance(exit_request.code, int) else 0 if exit_request.code is None else 2
     commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "split": _split}
     return commands[args.command](args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -13,9 +13,25 @@ from pathlib import Path
 from core.config import TrainConfig
 from core.settings import keras_home as settings_keras_home
 
+# Every layer name other modules reach for, defined here only: Grad-CAM, the fast engine (core.serving.lite),
+# the gate, the export and training import them, so renaming a layer here renames it everywhere.
+FILM_LAYER_NAME = "film"
+GRAY_TO_RGB_LAYER_NAME = "gray_to_rgb"
+SCALING_LAYER_NAME = "scaling"
+# Keras's own names for MobileNetV2's last convolution, its batch normalisation and the backbone's ReLU6.
 LAST_CONV_LAYER_NAME = "Conv_1"
-BACKBONE_PREFIX_LAYERS = ("film", "gray_to_rgb", "scaling")
-HEAD_LAYER_NAMES = ("head_pool", "head_bn", "head_dropout", "predictions")
+LAST_CONV_BN_LAYER_NAME = "Conv_1_bn"
+BACKBONE_OUTPUT_LAYER_NAME = "out_relu"
+# The head: its pooled features are what the gate scores.
+POOLED_FEATURES_LAYER_NAME = "head_pool"
+HEAD_BN_LAYER_NAME = "head_bn"
+HEAD_DROPOUT_LAYER_NAME = "head_dropout"
+PREDICTIONS_LAYER_NAME = "predictions"
+
+BACKBONE_PREFIX_LAYERS = (FILM_LAYER_NAME, GRAY_TO_RGB_LAYER_NAME, SCALING_LAYER_NAME)
+HEAD_LAYER_NAMES = (POOLED_FEATURES_LAYER_NAME, HEAD_BN_LAYER_NAME, HEAD_DROPOUT_LAYER_NAME, PREDICTIONS_LAYER_NAME)
+HEAD_CHAIN = (LAST_CONV_LAYER_NAME, LAST_CONV_BN_LAYER_NAME, BACKBONE_OUTPUT_LAYER_NAME) + HEAD_LAYER_NAMES
+"""The layers from the last convolution to the softmax, in order: each takes the previous one's output."""
 
 
 def resolve_weights(weights: str | None, alpha: float, image_size: int) -> str | None:
@@ -64,8 +80,8 @@ def build_model(config: TrainConfig, num_classes: int):
     Returns:
         An uncompiled keras.Model whose input is (None, image_size, image_size, 1) raw pixels in [0, 255]
         and whose output is (None, num_classes) softmax probabilities. Every MobileNetV2 layer is a layer
-        of this model (no nested backbone), so `model.get_layer("Conv_1")` works. The backbone is set up
-        for fine-tuning with `set_trainable_layers(model, config.fine_tune_layers)`.
+        of this model (no nested backbone), so `model.get_layer(LAST_CONV_LAYER_NAME)` works. The backbone
+        is set up for fine-tuning with `set_trainable_layers(model, config.fine_tune_layers)`.
     """
     import keras
 
@@ -73,13 +89,13 @@ def build_model(config: TrainConfig, num_classes: int):
         raise ValueError(f"Got num_classes={num_classes}; a classifier needs at least 2 classes.")
     keras.utils.set_random_seed(config.seed)
     size = config.image_size
-    film = keras.Input((size, size, 1), name="film")
+    film = keras.Input((size, size, 1), name=FILM_LAYER_NAME)
     # Three copies of the gray channel, as ImageNet weights expect RGB.
-    rgb = keras.layers.Concatenate(name="gray_to_rgb")([film, film, film])
+    rgb = keras.layers.Concatenate(name=GRAY_TO_RGB_LAYER_NAME)([film, film, film])
     if config.scaling == "unit":
-        scaled = keras.layers.Rescaling(1 / 255.0, name="scaling")(rgb)
+        scaled = keras.layers.Rescaling(1 / 255.0, name=SCALING_LAYER_NAME)(rgb)
     else:
-        scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scaling")(rgb)
+        scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=SCALING_LAYER_NAME)(rgb)
     weights = resolve_weights(config.weights, config.alpha, size)
     try:
         backbone = keras.applications.MobileNetV2(
@@ -94,12 +110,12 @@ def build_model(config: TrainConfig, num_classes: int):
             "whose models/ subfolder holds mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
             f"{config.alpha}_224_no_top.h5, or pass weights=<path of that file>, or weights='none'."
         ) from None
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
-    x = keras.layers.BatchNormalization(name="head_bn")(x)
-    x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER_NAME)(backbone.output)
+    x = keras.layers.BatchNormalization(name=HEAD_BN_LAYER_NAME)(x)
+    x = keras.layers.Dropout(config.dropout, name=HEAD_DROPOUT_LAYER_NAME)(x)
     regulariser = keras.regularizers.L2(config.head_l2) if config.head_l2 else None
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32",
-                                 kernel_regularizer=regulariser)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=PREDICTIONS_LAYER_NAME,
+                                 dtype="float32", kernel_regularizer=regulariser)(x)
     model = keras.Model(film, outputs, name=f"paru_mobilenetv2_{config.alpha}")
     set_trainable_layers(model, config.fine_tune_layers)
     return model

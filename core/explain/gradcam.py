@@ -31,7 +31,7 @@ import weakref
 import numpy as np
 
 from core.explain.overlay import clean_cam
-from core.model import LAST_CONV_LAYER_NAME
+from core.model import LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
 CAM_METHODS = ("gradcam", "gradcam++")
 """Methods of `grad_cam_vis`: tf-keras-vis's Gradcam and GradcamPlusPlus."""
@@ -197,7 +197,7 @@ class GradCam:
         """
         if self.extra_output_name is None:
             raise ValueError("Got no extra_output_name when this GradCam was built; pass one, for example "
-                             "GradCam(model, extra_output_name='head_pool').")
+                             f"GradCam(model, extra_output_name={POOLED_FEATURES_LAYER_NAME!r}).")
         probabilities, cams, extra = self._run(images, class_index)
         return probabilities, cams, extra
 
@@ -219,7 +219,7 @@ def grad_cam(model, images, class_index: int | None = None,
         model: a Keras model taking raw films, such as one from core.model.build_model.
         images: (n, S, S, 1) raw films in 0..255 (or one (S, S, 1) film).
         class_index: class to explain for every image; None explains each image's predicted class.
-        layer_name: layer whose feature maps are weighted (default: the last convolution, "Conv_1").
+        layer_name: layer whose feature maps are weighted (default: the last convolution).
 
     Returns:
         (n, S, S) float32 CAMs in [0, 1]. Use `GradCam(model)(images)` to get the probabilities too.

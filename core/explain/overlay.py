@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from core.imaging.loader import squeeze_channel
+
 # The (256, 3) colour lookup table of the heatmap, built once on first use.
 _COLORMAP: np.ndarray | None = None
 
@@ -41,7 +43,7 @@ def overlay(gray: np.ndarray, cam: np.ndarray, opacity: float = 0.45) -> np.ndar
 
         picture = overlay(film.gray, cams[0])   # st.image(picture)
     """
-    gray = _squeeze_channel(np.asarray(gray))
+    gray = squeeze_channel(gray)
     if gray.ndim != 2 or gray.dtype != np.uint8 or 0 in gray.shape:
         raise ValueError(
             f"Got a film of shape {gray.shape} and dtype {gray.dtype}; expected a 2-D uint8 grayscale "
@@ -98,7 +100,7 @@ def clean_cam(cam, clip_top: bool = True) -> np.ndarray:
 
     (height, width, 1) is accepted too. Raises ValueError for anything that is not one non-empty 2-D map.
     """
-    cam = _squeeze_channel(np.asarray(cam, dtype=np.float32))
+    cam = squeeze_channel(np.asarray(cam, dtype=np.float32))
     if cam.ndim != 2 or 0 in cam.shape:
         raise ValueError(
             f"Got a CAM of shape {cam.shape}; expected one 2-D map (height, width), such as cams[0] "
@@ -106,11 +108,6 @@ def clean_cam(cam, clip_top: bool = True) -> np.ndarray:
         )
     cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(cam, 0.0, 1.0) if clip_top else cam
-
-
-def _squeeze_channel(array: np.ndarray) -> np.ndarray:
-    """(height, width, 1) -> (height, width); any other shape is returned as it is."""
-    return array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
 
 
 def _resize_cam(cam: np.ndarray, shape: tuple) -> np.ndarray:

@@ -1,18 +1,14 @@
 """Mobile export: a run's model as a TensorFlow Lite file, with a parity check against Keras.
 
-Variants:
-- "float16": weights stored as float16, about half the size of float32. Rounding every weight and bias
-  to float16 moved probabilities by 0.020-0.038 on real films and flipped up to 1.3% of answers; the
-  biases and the small early layers do most of it (the 288 weights of the first depthwise convolution
-  alone gave 0.013). So every bias, and the smallest layers holding together `FLOAT32_SHARE` (3%) of the
-  weights, stay float32: 3% more bytes, and the largest probability difference fell to 0.002-0.004 on
-  three runs (the demo on 231 NIH films, two paediatric runs on 804 films), every top-1 answer kept.
-- "dynamic": dynamic-range int8 weights, about a quarter of the size, and visibly less faithful (79-94%
-  top-1 agreement on the same films, probabilities moving by 0.17-0.85). Measured layer by layer, the
-  8-bit weights of the first convolutions and of the fine-tuned last ones do most of it; with those 9
-  layers back in float32 it reached 99.1% but still moved a probability by 0.022 (the int8 activations
-  of the hybrid kernels), at 5.1 MB, more than float16. So it stays as converted, for size over fidelity
-  only, and `python -m core export` and the Evaluation page say when an export is below the parity bar.
+Variants (README "Mobile export" has the measured size and parity of each on real runs):
+- "float16": weights stored as float16, about half the size of float32. Rounding every weight and bias to
+  float16 moves probabilities visibly, and the biases and the small early layers do most of it; so every
+  bias, and the smallest layers holding together `FLOAT32_SHARE` of the weights, stay float32
+  (`keep_small_layers_float32`), for a few per cent more bytes. This is the default.
+- "dynamic": dynamic-range int8 weights, about a quarter of the size, and less faithful: its int8
+  activations move answers even where the weights are restored. So it stays as converted, for size over
+  fidelity only, and `python -m core export` and the Evaluation page say when an export is below the
+  parity bar (`meets_parity_bar`).
 - "float32": no quantisation, the full size; identical to Keras within 1e-5.
 
 The exported model takes the same raw films as the Keras model, (1, S, S, 1) float32 pixels in [0, 255],
@@ -29,10 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from core.runs.artifacts import EXPORTS_DIR_NAME, read_json
+from core.data.scan import decode_in_chunks
+from core.model import load_model
+from core.runs.artifacts import EXPORTS_DIR_NAME, SPLIT_FILE_NAME, read_json, read_split_csv, run_dataset_root
+from core.runs.registry import load_run
+from core.serving.batch import predict_probabilities
+from core.serving.tflite import convert_keras, flatbuffer_modules
 from core.settings import PROJECT_ROOT, keras_home_env
 
 VARIANTS = ("float16", "dynamic", "float32")
+DEFAULT_VARIANT = "float16"
 # Bumped when an export's contents change for the same model (2: float16 keeps biases and small layers
 # float32), so exports cached by the app under an older format are rebuilt rather than offered.
 EXPORT_FORMAT = 2
@@ -44,13 +46,9 @@ PARITY_MIN_TOP1 = 0.99
 PARITY_MAX_DIFFERENCE = 0.02
 
 
-def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, variant: str = "float16") -> Path:
+def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, variant: str = DEFAULT_VARIANT) -> Path:
     """Convert a run's model.keras to a .tflite file; returns the written path."""
     import tensorflow as tf
-
-    from core.model import load_model
-    from core.runs.registry import load_run
-    from core.serving.lite import convert_keras
 
     if variant not in VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {VARIANTS}.")
@@ -88,8 +86,6 @@ def keep_small_layers_float32(float16: bytes, float32: bytes, share: float = FLO
     flatbuffer is returned unchanged, with a warning.
     """
     import warnings
-
-    from core.serving.lite import flatbuffer_modules
 
     flatbuffer_utils, schema = flatbuffer_modules()
     half = flatbuffer_utils.convert_bytearray_to_object(bytearray(float16))
@@ -211,10 +207,6 @@ class TFLiteClassifier:
 
 def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, images: np.ndarray) -> dict:
     """Compare a .tflite export with the Keras model on films: agreement, largest difference, size, speed."""
-    from core.evaluation.evaluate import predict_probabilities
-    from core.model import load_model
-    from core.runs.registry import load_run
-
     keras_probabilities = predict_probabilities(load_model(load_run(run_dir).model_path), images)
     classifier = TFLiteClassifier(tflite_path)
     classifier(images[:1])
@@ -245,11 +237,8 @@ def run_films(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = N
     Parity is a property of the arithmetic, not of generalisation, so any of the run's own films serve; they
     are the films the export will meet. Raises ValueError (saying what to do) when the films are unreachable.
     """
-    from core.data.scan import decode_in_chunks, read_split_csv, run_dataset_root
-    from core.runs.registry import load_run
-
     root = run_dataset_root(run_dir, data_dir)
-    rows = sorted(read_split_csv(Path(run_dir) / "split.csv"), key=lambda row: row["subset"] != "test")
+    rows = sorted(read_split_csv(Path(run_dir) / SPLIT_FILE_NAME), key=lambda row: row["subset"] != "test")
     paths = [root / row["path"] for row in rows if (root / row["path"]).is_file()][:limit]
     if not paths:
         raise ValueError(f"None of the run's films are in {root}; pass the folder where they are now (--data).")
@@ -259,7 +248,8 @@ def run_films(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = N
 
 
 def meets_parity_bar(report: dict) -> bool:
-    """Whether an export keeps the Keras model's answers: the issue's bar, top-1 >= 99% and |dp| <= 0.02."""
+    """Whether an export keeps the Keras model's answers: top-1 agreement >= PARITY_MIN_TOP1 and
+    largest probability difference <= PARITY_MAX_DIFFERENCE."""
     return report["top1_agreement"] >= PARITY_MIN_TOP1 and report["max_abs_difference"] <= PARITY_MAX_DIFFERENCE
 
 

@@ -4,13 +4,13 @@ Two measurable tests, both cheap:
 
 1. Image statistics of the decoded film: a colour photograph (Hasler–Süsstrunk colourfulness of the
    source, measured by `core.imaging.loader`), or a nearly uniform image, is refused.
-2. Distance of the backbone's pooled features (the `head_pool` layer) from the training films' feature
-   distribution: a Mahalanobis distance in the top principal components plus the reconstruction residual,
+2. Distance of the backbone's pooled features (core.model.POOLED_FEATURES_LAYER_NAME) from the training
+   films' feature distribution: a Mahalanobis distance in the top principal components plus the reconstruction residual,
    both whitened by the training films. The threshold is calibrated at training time on the validation
    films (a high quantile times a margin), so nearly every real film of the training source passes.
 
-The statistics live in the run folder as `gate.npz`; a run without one has no feature test (the statistics
-test still runs). `fit_gate_for_run` adds them to an existing run without retraining.
+The statistics live in the run folder as `gate.npz`, written by training; a run without one has no feature
+test (the statistics test still runs).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-GATE_FILE_NAME = "gate.npz"
-FEATURE_LAYER_NAME = "head_pool"
+from core.model import POOLED_FEATURES_LAYER_NAME
+from core.runs.artifacts import GATE_FILE_NAME
+
 MAX_COLORFULNESS = 25.0
 MIN_INTENSITY_STD = 8.0
 N_COMPONENTS = 16
@@ -50,7 +51,7 @@ def feature_model(model):
     """A keras.Model from raw films to (probabilities, pooled backbone features) in one forward pass."""
     import keras
 
-    return keras.Model(model.input, [model.output, model.get_layer(FEATURE_LAYER_NAME).output])
+    return keras.Model(model.input, [model.output, model.get_layer(POOLED_FEATURES_LAYER_NAME).output])
 
 
 def _scores(features: np.ndarray, statistics: dict) -> np.ndarray:
@@ -130,27 +131,6 @@ def pooled_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarr
     """Pooled backbone features (n, d) for raw films (n, S, S, 1)."""
     if len(images) == 0:
         return np.zeros((0, 0))
-    # Keras's compiled predict, not eager calls: an eager forward pass of 64 films at 224 px kept every
-    # intermediate activation alive and took the training process from 1.3 GB to 7 GB at its end.
+    # Keras's compiled predict, not eager calls: an eager forward pass of 64 films at 224 px keeps every
+    # intermediate activation alive, which multiplied the training process's memory at its end.
     return np.asarray(feature_model(model).predict(images, batch_size=batch_size, verbose=0)[1])
-
-
-def fit_gate_for_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path:
-    """Fit and save gate statistics for an existing run from its split.csv and its dataset folder."""
-    from core.data.scan import decode_in_chunks, read_split_csv
-    from core.model import load_model
-    from core.runs.registry import load_run
-
-    run = load_run(run_dir)
-    root = Path(data_dir) if data_dir else run.dataset_root()
-    if root is None or not root.is_dir():
-        raise ValueError(f"The films of run {run.run_id} are not on this machine; pass data_dir.")
-    rows = read_split_csv(run.path / "split.csv")
-    model = load_model(run.model_path)
-    size = int(run.config.get("image_size", 224))
-    features = {}
-    for subset in ("train", "val"):
-        paths = [root / row["path"] for row in rows if row["subset"] == subset]
-        chunks = [pooled_features(model, images) for _, images, _, _ in decode_in_chunks(paths, size) if len(images)]
-        features[subset] = np.concatenate(chunks)
-    return save_gate(run.path, fit_gate(features["train"], features["val"]))

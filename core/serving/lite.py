@@ -1,10 +1,11 @@
 """Fast single-film inference: the run's model compiled with TensorFlow Lite, Grad-CAM in closed form.
 
-On these 2-core CPUs the Keras model takes about 25 ms per film on its own, however it is called (eager,
-compiled `tf.function`, `predict`). The same weights run through TensorFlow Lite's XNNPACK kernels in
-about 6 ms. `LiteEngine` converts the run's model once (float32, no quantisation: its outputs match Keras
-to about 1e-6) into a graph with three outputs, the last convolution's feature maps (`Conv_1`), the pooled
-features the gate scores (`head_pool`) and the class probabilities, and caches the file on disk.
+The Keras model is slow per single film on a CPU however it is called (eager, compiled `tf.function`,
+`predict`); the same weights run much faster through TensorFlow Lite's XNNPACK kernels (bench/ measures
+both). `LiteEngine` converts the run's model once (float32, no quantisation: its outputs match Keras within
+1e-5) into a graph with three outputs, the last convolution's feature maps (`Conv_1`), the pooled features
+the gate scores (`head_pool`) and the class probabilities, and caches the file on disk. The layer names
+are core.model's.
 
 Grad-CAM needs the gradient of the chosen class's logit with respect to the `Conv_1` maps A. Everything
 after `Conv_1` in a core.model network is elementwise or linear, so that gradient has a closed form:
@@ -18,7 +19,7 @@ after `Conv_1` in a core.model network is elementwise or linear, so that gradien
 
 The Grad-CAM channel weights are the mean of that gradient over positions; the CAM is the positive part of
 the weighted sum of the maps, upsampled bilinearly (half-pixel centres, as tf.image.resize) and divided by
-its maximum: exactly what core.explain.gradcam.GradCam computes with a gradient tape, in about 1 ms of NumPy.
+its maximum: exactly what core.explain.gradcam.GradCam computes with a gradient tape, in a few NumPy products.
 
 The engine checks itself when built: the head recomputed from its maps must give its own pooled features
 and probabilities. A model of another shape fails that check and the caller keeps the Keras path.
@@ -26,11 +27,6 @@ and probabilities. A model of another shape fails that check and the caller keep
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import io
-import logging
 import os
 import threading
 import warnings
@@ -38,11 +34,19 @@ from pathlib import Path
 
 import numpy as np
 
+from core.model import (
+    BACKBONE_OUTPUT_LAYER_NAME,
+    HEAD_BN_LAYER_NAME,
+    HEAD_CHAIN,
+    LAST_CONV_BN_LAYER_NAME,
+    LAST_CONV_LAYER_NAME,
+    POOLED_FEATURES_LAYER_NAME,
+    PREDICTIONS_LAYER_NAME,
+)
+from core.serving.tflite import convert_keras, model_digest
 from core.settings import cache_dir
 
 ENGINE_VERSION = 1
-MAPS_LAYER = "Conv_1"
-HEAD_CHAIN = ("Conv_1", "Conv_1_bn", "out_relu", "head_pool", "head_bn", "head_dropout", "predictions")
 
 
 class EngineUnavailable(RuntimeError):
@@ -53,113 +57,23 @@ def cached_path(model_path: str | os.PathLike) -> Path:
     """The cache file for a model file: named by the model's SHA-256, the TensorFlow version and ours."""
     import tensorflow as tf
 
-    status = Path(model_path).stat()
-    digest = _model_digest(str(Path(model_path).resolve()), status.st_mtime_ns, status.st_size)
-    return cache_dir() / "lite" / f"{digest}-tf{tf.__version__}-v{ENGINE_VERSION}.tflite"
-
-
-@functools.lru_cache(maxsize=64)
-def _model_digest(path: str, mtime_ns: int, size: int) -> str:
-    """SHA-256 of a model file, hashed once per version of the file (its path, time and size)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+    return cache_dir() / "lite" / f"{model_digest(model_path)}-tf{tf.__version__}-v{ENGINE_VERSION}.tflite"
 
 
 def convert(model) -> bytes:
     """The float32 TensorFlow Lite flatbuffer of `model` with outputs maps, features and probabilities.
 
-    The graph is frozen (its variables made constants) before the converter sees it: 3.4 s for the demo
-    model (width 1.0, 224 px) on these 2 cores, against 14 s through `from_keras_model`, which writes and
-    reloads a SavedModel first. A frozen graph has no signature, so the "serving_default" one the engine
-    calls is written into the flatbuffer. Should the frozen path fail, the SavedModel path is used instead.
+    Raises EngineUnavailable when the model is not core.model's network (see `_check_chain`).
     """
     import keras
 
     _check_chain(model)
     outputs = {
-        "maps": model.get_layer(MAPS_LAYER).output,
-        "features": model.get_layer("head_pool").output,
+        "maps": model.get_layer(LAST_CONV_LAYER_NAME).output,
+        "features": model.get_layer(POOLED_FEATURES_LAYER_NAME).output,
         "probabilities": model.output,
     }
     return convert_keras(keras.Model(model.input, outputs))
-
-
-def convert_keras(graph, configure=None) -> bytes:
-    """A single-input keras.Model as a TensorFlow Lite flatbuffer, through a frozen graph (see `convert`).
-
-    `configure(converter)`, when given, sets the converter's options (quantisation). The signature is
-    "serving_default" with the model's input name and, as `from_keras_model` names them, the dict keys
-    of a dict output or "output_0" for a single output.
-    """
-    import tensorflow as tf
-
-    input_name = graph.inputs[0].name.split(":")[0] or "film"
-    try:
-        return frozen_flatbuffer(graph, input_name, configure)
-    except Exception as error:  # noqa: BLE001 - the slower path below converts every model the fast one does.
-        warnings.warn(f"Converting through a frozen graph failed ({type(error).__name__}: {error}); "
-                      "converting through a SavedModel instead (slower).", RuntimeWarning, stacklevel=2)
-        converter = tf.lite.TFLiteConverter.from_keras_model(graph)
-        if configure:
-            configure(converter)
-        # The converter prints the whole saved-model signature (hundreds of lines) to stdout.
-        with contextlib.redirect_stdout(io.StringIO()):
-            return converter.convert()
-
-
-def frozen_flatbuffer(graph, input_name: str, configure=None) -> bytes:
-    """Convert a single-input keras.Model with its variables frozen to constants; see `convert_keras`."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    spec = tf.TensorSpec((None, *graph.inputs[0].shape[1:]), tf.float32, name=input_name)
-    function = tf.function(lambda film: graph(film, training=False), input_signature=[spec])
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    # Without a trackable object the converter takes its graph-def path (what makes this fast) and logs, on
-    # every call, that the path is deprecated; TensorFlow is pinned, and convert_keras falls back if it goes.
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
-    try:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-        if configure:
-            configure(converter)
-        flatbuffer = converter.convert()
-    finally:
-        absl_logger.setLevel(level)
-    # The frozen graph's outputs come in tf.nest order, which for a dict is its sorted keys.
-    output_names = sorted(graph.output) if isinstance(graph.output, dict) else ["output_0"]
-    return add_signature(flatbuffer, [input_name], output_names)
-
-
-def add_signature(flatbuffer: bytes, input_names: list[str], output_names: list[str]) -> bytes:
-    """The flatbuffer with a "serving_default" signature naming its main graph's inputs and outputs, in order."""
-    flatbuffer_utils, schema = flatbuffer_modules()
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    subgraph = model.subgraphs[0]
-    if len(subgraph.inputs) != len(input_names) or len(subgraph.outputs) != len(output_names):
-        raise ValueError(f"The graph has {len(subgraph.inputs)} inputs and {len(subgraph.outputs)} outputs; "
-                         f"got names for {len(input_names)} and {len(output_names)}.")
-
-    def tensor_map(name, index):
-        entry = schema.TensorMapT()
-        entry.name, entry.tensorIndex = name, int(index)
-        return entry
-
-    signature = schema.SignatureDefT()
-    signature.signatureKey, signature.subgraphIndex = "serving_default", 0
-    signature.inputs = [tensor_map(n, i) for n, i in zip(input_names, subgraph.inputs)]
-    signature.outputs = [tensor_map(n, i) for n, i in zip(output_names, subgraph.outputs)]
-    model.signatureDefs = [signature]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def flatbuffer_modules():
-    """TensorFlow Lite's flatbuffer_utils and schema modules (to read and edit .tflite files)."""
-    import importlib
-
-    # `import tensorflow.lite.tools...` resolves to TensorFlow's public API module, which lacks `tools`.
-    return (importlib.import_module("tensorflow.lite.tools.flatbuffer_utils"),
-            importlib.import_module("tensorflow.lite.python.schema_py_generated"))
 
 
 def load_engine(model, model_path: str | os.PathLike) -> tuple["LiteEngine | None", str]:
@@ -259,8 +173,8 @@ class LiteEngine:
         pooled, recomputed = self.grad_cam.head.forward(maps)
         if not (np.allclose(pooled, features, atol=1e-4) and np.allclose(recomputed, probabilities, atol=1e-4)):
             raise EngineUnavailable(
-                "The model's layers after Conv_1 are not the core.model head (BatchNormalization, ReLU6, "
-                "global average pooling, BatchNormalization, Dropout, softmax Dense), so the closed-form "
+                f"The model's layers after {LAST_CONV_LAYER_NAME} are not the core.model head (BatchNormalization, "
+                "ReLU6, global average pooling, BatchNormalization, Dropout, softmax Dense), so the closed-form "
                 "Grad-CAM does not apply; the Keras path is used."
             )
 
@@ -300,9 +214,9 @@ class _HeadMaths:
     """The layers after Conv_1 as per-channel scales and a matrix (see the module docstring)."""
 
     def __init__(self, model):
-        scale1, shift1 = _batch_norm_affine(model.get_layer("Conv_1_bn"))
-        scale2, shift2 = _batch_norm_affine(model.get_layer("head_bn"))
-        dense = model.get_layer("predictions")
+        scale1, shift1 = _batch_norm_affine(model.get_layer(LAST_CONV_BN_LAYER_NAME))
+        scale2, shift2 = _batch_norm_affine(model.get_layer(HEAD_BN_LAYER_NAME))
+        dense = model.get_layer(PREDICTIONS_LAYER_NAME)
         self.scale1, self.shift1 = scale1, shift1
         self.scale2, self.shift2 = scale2, shift2
         self.kernel = np.asarray(dense.kernel, np.float64)
@@ -358,8 +272,8 @@ def _check_chain(model) -> None:
         if layer.input is not previous.output:
             raise EngineUnavailable(f"Layer {layer.name} does not take {previous.name}'s output; the Keras path "
                                     "is used.")
-    relu = layers[2].get_config()
-    dense = layers[-1]
+    relu = model.get_layer(BACKBONE_OUTPUT_LAYER_NAME).get_config()
+    dense = model.get_layer(PREDICTIONS_LAYER_NAME)
     if (relu.get("max_value") != 6.0 or relu.get("negative_slope") or relu.get("threshold")
             or getattr(dense.activation, "__name__", "") != "softmax"):
         raise EngineUnavailable("The head is not ReLU6 then a softmax Dense layer; the Keras path is used.")

@@ -8,14 +8,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.data.scan import decode_in_chunks
+from core.evaluation.calibration import apply_temperature
+from core.explain.gradcam import GradCam
+from core.imaging.loader import ImageLoadError, load_image, read_film_and_model_input
+from core.model import POOLED_FEATURES_LAYER_NAME, load_model
 from core.runs.registry import Run, load_run
+from core.serving import gate as film_gate
+from core.serving.lite import cached_path, load_engine
 
-if TYPE_CHECKING:
-    from core.serving.gate import GateResult
+ENGINES = ("cached", "lite", "background", "keras")
+"""What may run single films (see `Predictor`)."""
+ONE_SHOT_ENGINES = tuple(engine for engine in ENGINES if engine != "background")
+"""The engines that make sense for a process that exits after its films (the command line): a background
+conversion would only delay its exit."""
 
 
 @dataclass
@@ -48,7 +57,7 @@ class Prediction:
     gray: np.ndarray | None = None
     notices: tuple[str, ...] = ()
     error: str | None = None
-    gate: "GateResult | None" = None
+    gate: film_gate.GateResult | None = None
     seconds: float = 0.0
     engine: str = ""
 
@@ -73,23 +82,18 @@ class Predictor:
     """
 
     DISPLAY_MAX_SIDE = 1024
-    ENGINES = ("cached", "lite", "background", "keras")
+    ENGINES = ENGINES
 
     def __init__(self, run: Run | str | os.PathLike, calibrated: bool = True, engine: str = "cached"):
         """Load a run.
 
         engine chooses what runs single films (core.serving.lite): "lite" converts the model to TensorFlow Lite
-        now if no converted copy is cached (about 12 s for alpha 1.0, once per model and machine) and uses
-        it, about 4x faster than Keras here; "background" uses a cached copy at once, otherwise starts on
-        Keras and switches when a background conversion is ready (what the app does); "cached" (default)
-        uses a cached copy only; "keras" never converts. Whatever the choice, a model the fast engine
-        cannot serve stays on Keras, with the reason in `engine_note`.
+        now if no converted copy is cached (once per model and machine) and uses it; "background" uses a
+        cached copy at once, otherwise starts on Keras and switches when a background conversion is ready
+        (what the app does); "cached" (default) uses a cached copy only; "keras" never converts. Whatever
+        the choice, a model the fast engine cannot serve stays on Keras, with the reason in `engine_note`.
         """
         import tensorflow as tf
-
-        from core.explain.gradcam import GradCam
-        from core.serving.gate import FEATURE_LAYER_NAME, feature_model, load_gate
-        from core.model import load_model
 
         self.run = run if isinstance(run, Run) else load_run(run)
         self.class_names = list(self.run.classes)
@@ -98,10 +102,10 @@ class Predictor:
         metrics = self.run.metrics or {}
         self.temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
         self.calibrated = calibrated and abs(self.temperature - 1.0) > 1e-6
-        self.gate_statistics = load_gate(self.run.path)
+        self.gate_statistics = film_gate.load_gate(self.run.path)
         # With a CAM, one pass gives the probabilities, the CAM and the gate's pooled features together.
-        self._grad_cam = GradCam(self.model, extra_output_name=FEATURE_LAYER_NAME)
-        self._features_model = feature_model(self.model)
+        self._grad_cam = GradCam(self.model, extra_output_name=POOLED_FEATURES_LAYER_NAME)
+        self._features_model = film_gate.feature_model(self.model)
         # One compiled forward pass gives the probabilities and the pooled features the gate needs.
         self._forward = tf.function(
             lambda images: self._features_model(images, training=False),
@@ -129,8 +133,6 @@ class Predictor:
         return self._lite.name if self._lite is not None else "Keras"
 
     def _start_lite(self, mode: str) -> None:
-        from core.serving.lite import cached_path
-
         if mode == "lite" or cached_path(self.run.model_path).is_file():
             self._build_lite()
         elif mode == "background":
@@ -144,8 +146,6 @@ class Predictor:
             self.lite_ready.set()
 
     def _build_lite(self) -> None:
-        from core.serving.lite import load_engine
-
         self._lite, self.engine_note = load_engine(self.model, self.run.model_path)
         self.lite_ready.set()
 
@@ -167,8 +167,6 @@ class Predictor:
     def _calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         if not self.calibrated:
             return probabilities
-        from core.evaluation.metrics import apply_temperature
-
         return apply_temperature(probabilities, self.temperature)
 
     def predict(self, source, name: str | None = None, with_cam: bool = False,
@@ -180,9 +178,6 @@ class Predictor:
         a column passes about 512, which makes the overlay and the image sent to the browser four times
         smaller); gate checks that the film plausibly is a chest radiograph (see core.serving.gate).
         """
-        from core.serving import gate as film_gate
-        from core.imaging.loader import ImageLoadError, load_image, read_film_and_model_input
-
         started = time.perf_counter()
         label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "upload")
         try:
@@ -224,8 +219,6 @@ class Predictor:
 
     def predict_files(self, paths: list[str | os.PathLike], batch_size: int = 64) -> list[Prediction]:
         """Classify many files in batches, decoding in parallel; failed files get an error each."""
-        from core.data.scan import decode_in_chunks
-
         paths = [Path(p) for p in paths]
         results: dict[Path, Prediction] = {}
         for chunk, images, errors, _ in decode_in_chunks(paths, self.image_size, chunk_size=batch_size):

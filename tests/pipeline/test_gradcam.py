@@ -12,6 +12,7 @@ import pytest
 
 from conftest import WEIGHTS_035, needs_pretrained
 from core.explain.gradcam import GradCam, cam_regions, grad_cam, grad_cam_vis
+from core.model import HEAD_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
 IMAGE_SIZE = 96
 SQUARE_SIDE = 24
@@ -60,7 +61,7 @@ def trained_model():
     # The head's BatchNormalization is frozen: in a few dozen steps its moving statistics would barely
     # leave their initial values, so inference would not see what training saw and the model would
     # predict one class.
-    model.get_layer("head_bn").trainable = False
+    model.get_layer(HEAD_BN_LAYER_NAME).trainable = False
     films, labels, _ = square_films(64, seed=0)
     # No XLA: compiling the training step would take longer than the training itself.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
@@ -165,9 +166,9 @@ def test_grad_cam_caches_one_explainer_per_model(trained_model, test_films):
     from core.explain import gradcam as explain
 
     grad_cam(trained_model, test_films[0][:1])
-    first = explain._GRAD_CAM_CACHE[trained_model]["Conv_1"]
+    first = explain._GRAD_CAM_CACHE[trained_model][LAST_CONV_LAYER_NAME]
     grad_cam(trained_model, test_films[0][:3])
-    assert explain._GRAD_CAM_CACHE[trained_model]["Conv_1"] is first
+    assert explain._GRAD_CAM_CACHE[trained_model][LAST_CONV_LAYER_NAME] is first
 
 
 def test_a_fully_frozen_model_still_gets_maps(trained_model, explained, test_films):
@@ -185,10 +186,10 @@ def test_a_fully_frozen_model_still_gets_maps(trained_model, explained, test_fil
 
 
 def test_one_pass_with_the_gate_features_gives_the_same_answer(trained_model, explained, test_films):
-    from core.serving.gate import FEATURE_LAYER_NAME, feature_model
+    from core.serving.gate import feature_model
 
     films = test_films[0][:4]
-    explainer = GradCam(trained_model, extra_output_name=FEATURE_LAYER_NAME)
+    explainer = GradCam(trained_model, extra_output_name=POOLED_FEATURES_LAYER_NAME)
     probabilities, cams, features = explainer.with_extra_output(films)
     np.testing.assert_allclose(probabilities, explained[0][:4], atol=1e-5)
     np.testing.assert_allclose(cams, explained[1][:4], atol=1e-5)
@@ -204,7 +205,7 @@ def test_bad_layer_name_names_the_convolution_layers(trained_model):
     with pytest.raises(ValueError, match=r"not a layer of the model.*Conv_1"):
         GradCam(trained_model, layer_name="conv_last")
     with pytest.raises(ValueError, match=r"4-D feature map.*Conv_1"):
-        GradCam(trained_model, layer_name="head_pool")
+        GradCam(trained_model, layer_name=POOLED_FEATURES_LAYER_NAME)
 
 
 def test_bad_inputs_raise(explainer, test_films):

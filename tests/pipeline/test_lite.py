@@ -1,4 +1,4 @@
-"""The fast single-film engine (core.serving.lite): same answers as Keras, and Keras whenever it cannot serve."""
+"""core.serving.lite, the fast single-film engine: the same answers as Keras, and Keras whenever it cannot serve."""
 
 from __future__ import annotations
 
@@ -24,11 +24,7 @@ def _films(run_dir, count=6):
 
 
 @needs_pretrained
-def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run):
-    from core.serving.predict import Predictor
-
-    keras_predictor = Predictor(tiny_run, calibrated=False, engine="keras")
-    lite_predictor = Predictor(tiny_run, calibrated=False, engine="lite")
+def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run, keras_predictor, lite_predictor):
     assert keras_predictor.engine == "Keras" and lite_predictor.engine == "TensorFlow Lite"
     paths, _ = _films(tiny_run)
     compared = 0
@@ -52,16 +48,16 @@ def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run):
 
 
 def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run):
-    """Given the same Conv_1 maps, the engine's CAM is GradCam's to float precision, for every class."""
+    """Given the same last-convolution maps, the engine's CAM is GradCam's to float precision, for every class."""
     import keras
 
     from core.explain.gradcam import GradCam
-    from core.model import load_model
+    from core.model import LAST_CONV_LAYER_NAME, load_model
     from core.serving.lite import ClosedFormGradCam
 
     model = load_model(tiny_run / "model.keras")
     closed_form = ClosedFormGradCam(model)
-    maps_model = keras.Model(model.input, model.get_layer("Conv_1").output)
+    maps_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER_NAME).output)
     explainer = GradCam(model)
     _, films = _films(tiny_run, count=4)
     for class_index in range(4):
@@ -99,10 +95,11 @@ def test_a_failed_conversion_leaves_prediction_on_keras(tiny_run, monkeypatch):
 def test_a_model_of_another_shape_is_refused_with_a_reason():
     import keras
 
+    from core.model import LAST_CONV_LAYER_NAME
     from core.serving.lite import EngineUnavailable, convert
 
     film = keras.Input((32, 32, 1))
-    x = keras.layers.Conv2D(4, 3, name="Conv_1")(film)
+    x = keras.layers.Conv2D(4, 3, name=LAST_CONV_LAYER_NAME)(film)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(film, keras.layers.Dense(2, activation="softmax")(x))
     with pytest.raises(EngineUnavailable, match="Keras path"):
@@ -110,12 +107,12 @@ def test_a_model_of_another_shape_is_refused_with_a_reason():
 
 
 def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path, monkeypatch):
-    from core.serving.predict import Predictor
     from core.serving.lite import LiteEngine, cached_path
+    from core.serving.predict import Predictor
 
     monkeypatch.setenv("PARU_CACHE_DIR", str(tmp_path / "cache"))
     predictor = Predictor(tiny_run, engine="background")
-    assert predictor.converting  # The conversion takes seconds; the Predictor is ready at once.
+    assert predictor.converting  # The Predictor is ready at once, before the conversion has finished.
     paths, films = _films(tiny_run, count=1)
     assert predictor.predict(paths[0]).error is None  # Served at once, whichever engine is ready.
     assert predictor.lite_ready.wait(300) and not predictor.converting

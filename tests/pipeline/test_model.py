@@ -46,3 +46,22 @@ def test_missing_local_weights_file_says_what_to_do(tmp_path):
 
     with pytest.raises(ValueError, match="does not exist. Use 'imagenet'"):
         build_model(tiny_config(weights=str(tmp_path / "nope.h5")), num_classes=2)
+
+
+def test_every_layer_name_other_modules_rely_on_is_a_layer_of_the_built_model():
+    """Grad-CAM, the fast engine, the gate, the export and training find their layers by these names; a
+    renamed layer must fail here rather than send the app quietly back to the slower Keras engine."""
+    import core.model as model_module
+    from core.model import HEAD_CHAIN, build_model
+
+    names = {value for key, value in vars(model_module).items() if key.endswith("_LAYER_NAME")}
+    assert len(names) >= 10
+    model = build_model(tiny_config(weights="none"), num_classes=3)
+    layers = {layer.name: layer for layer in model.layers}
+    assert sorted(names - set(layers)) == []
+    for previous, following in zip(HEAD_CHAIN, HEAD_CHAIN[1:]):
+        assert layers[following].input is layers[previous].output, (previous, following)
+
+    from core.serving.lite import ClosedFormGradCam
+
+    ClosedFormGradCam(model)  # The engine's own check of the chain accepts the model.

@@ -1,4 +1,5 @@
-"""Training-only augmentation: the paper's rotation ±10°, zoom 10%, horizontal flip and brightness."""
+"""core.training.pipeline: the paper's training-only augmentation (rotation ±10°, zoom 10%, horizontal flip, brightness)
+and the tf.data pipeline it runs in."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def _marker_centres(films: np.ndarray) -> np.ndarray:
 
 
 def test_flip_alone_mirrors_the_film_about_half_the_time():
-    from core.training.run import build_augmentation
+    from core.training.pipeline import build_augmentation
 
     augment = build_augmentation(tiny_config(rotation_degrees=0.0, zoom=0.0, brightness=0.0, horizontal_flip=True))
     films = _marker_films(200)
@@ -37,7 +38,7 @@ def test_flip_alone_mirrors_the_film_about_half_the_time():
 
 
 def test_rotation_and_zoom_stay_within_the_recipe():
-    from core.training.run import build_augmentation
+    from core.training.pipeline import build_augmentation
 
     config = tiny_config(rotation_degrees=10.0, zoom=0.10, brightness=0.0, horizontal_flip=False)
     augment = build_augmentation(config)
@@ -54,7 +55,7 @@ def test_rotation_and_zoom_stay_within_the_recipe():
 
 
 def test_brightness_shifts_each_film_by_at_most_a_tenth_and_stays_in_range():
-    from core.training.run import build_augmentation
+    from core.training.pipeline import build_augmentation
 
     augment = build_augmentation(tiny_config(rotation_degrees=0.0, zoom=0.0, horizontal_flip=False, brightness=0.1))
     films = np.full((300, 64, 64, 1), 128.0, np.float32)
@@ -67,7 +68,7 @@ def test_brightness_shifts_each_film_by_at_most_a_tenth_and_stays_in_range():
 
 
 def test_only_the_training_dataset_is_augmented():
-    from core.training.run import build_augmentation, make_dataset
+    from core.training.pipeline import build_augmentation, make_dataset
 
     assert build_augmentation(tiny_config(rotation_degrees=0.0, zoom=0.0, horizontal_flip=False,
                                           brightness=0.0)) is None

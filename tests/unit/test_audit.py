@@ -32,3 +32,22 @@ def test_audit_tables_filter_flatten_and_download():
     assert [row["sha256"] for row in parsed] == ["c" * 64, "a" * 64]
     lines = audit.to_jsonl(entries).decode().splitlines()
     assert [json.loads(line) for line in lines] == entries
+
+
+def test_audit_log_records_each_prediction_without_the_image(tmp_path):
+    from core.runs import audit
+    from core.serving.gate import GateResult
+    from core.serving.predict import Prediction
+
+    film = b"\x89PNG fake film bytes"
+    prediction = Prediction("../../etc/passwd\x1b[31m", "Normal", 0.9, {"Normal": 0.9, "Pneumonia": 0.1},
+                            gate=GateResult(True, "ok"))
+    audit.record(film, "run-1", prediction, models_dir=tmp_path)
+    audit.record(b"other", "run-1", Prediction("bad.png", error="not an image"), models_dir=tmp_path)
+    entries = audit.read(tmp_path)
+    assert [e["label"] for e in entries] == ["Normal", None]
+    assert entries[0]["sha256"] == __import__("hashlib").sha256(film).hexdigest()
+    assert entries[0]["gate"] == {"passed": True, "reason": "ok"}
+    assert "\x1b" not in entries[0]["file_name"]
+    raw = (tmp_path / "audit.jsonl").read_bytes()
+    assert film not in raw and len(raw.splitlines()) == 2
