@@ -9,8 +9,8 @@ size and divided by its own maximum, so its values are in [0, 1] and an all-zero
 - `grad_cam_vis` uses tf-keras-vis (Grad-CAM or Grad-CAM++). It is slower (eager, and it rebuilds a
   model on every call) and serves as the reference the fast path is tested against.
 
-`cam_regions` measures how much of a CAM lies on the image border, to flag a model that reads labels or
-markers at the edges of the film instead of the lungs. Drawing a CAM over a film is core.explain.overlay.
+Drawing a CAM over a film is core.explain.overlay; how much of it lies on the film's border is
+core.explain.regions.
 
 The model takes raw pixels (see core.model), so every function here takes raw films too:
 (n, image_size, image_size, 1) arrays of 0..255, uint8 or float, as made by core.imaging.loader.load_image.
@@ -30,7 +30,6 @@ import weakref
 
 import numpy as np
 
-from core.explain.overlay import clean_cam
 from core.model import LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -314,68 +313,6 @@ def _cached_visualizer(model, method: str):
             # clone=True: ReplaceToLinear must change a copy, never the softmax of the served model.
             per_method[method] = visualizer_class(model, model_modifier=ReplaceToLinear(), clone=True)
         return per_method[method]
-
-
-# --------------------------------------------------------------------------------------------------
-# Where the CAM lies
-# --------------------------------------------------------------------------------------------------
-
-
-def cam_regions(cam: np.ndarray, border_fraction: float = 0.15) -> dict:
-    """Share of a CAM's mass in the central box, in the border band and in the four corners.
-
-    Definition: for a CAM of height H and width W, the border band is every pixel within
-    round(border_fraction * H) rows of the top or bottom edge or within round(border_fraction * W)
-    columns of the left or right edge (at least one row and column each). The central box is the rest:
-    the lung field of a well-framed film. The corners are the four corner boxes where the top/bottom rows
-    and the left/right columns of the band cross; they are part of the band. Each share is the region's
-    sum of CAM values divided by the CAM's total sum, so
-
-        central + border == 1 and 0 <= corners <= border
-
-    (all three are 0 for an all-zero CAM). For reference, a uniform CAM with border_fraction 0.15 gives
-    central 0.49, border 0.51 and corners 0.09, the regions' shares of the area. A border or corner share
-    far above those values means the model attends to the edges of the film, where labels, markers and
-    collimation edges are, rather than to the lungs.
-
-    Args:
-        cam: 2-D CAM (height, width) with non-negative values (negative and non-finite values count as 0).
-        border_fraction: the band's width as a fraction of each side, in (0, 0.5). Default 0.15.
-
-    Returns:
-        {"central": float, "border": float, "corners": float}.
-
-    Raises:
-        ValueError: `cam` is not 2-D, is smaller than 3 x 3, or border_fraction is outside (0, 0.5).
-
-    Example::
-
-        regions = cam_regions(cams[0])
-        if regions["border"] > 0.7: ...   # warn: the model may be reading labels at the edges
-    """
-    if not 0.0 < float(border_fraction) < 0.5:
-        raise ValueError(f"Got border_fraction={border_fraction}; it must be in (0, 0.5), for example 0.15.")
-    cam = np.maximum(clean_cam(cam, clip_top=False), 0.0).astype(np.float64)
-    height, width = cam.shape
-    # At least one row and column of band, but never so wide that the central box is empty.
-    band_rows = min(max(1, int(round(border_fraction * height))), (height - 1) // 2)
-    band_columns = min(max(1, int(round(border_fraction * width))), (width - 1) // 2)
-    if band_rows < 1 or band_columns < 1:
-        raise ValueError(f"Got a CAM of shape {cam.shape}; cam_regions needs at least 3 x 3 pixels.")
-    total = float(cam.sum())
-    if total <= 0.0:
-        return {"central": 0.0, "border": 0.0, "corners": 0.0}
-    central = float(cam[band_rows:height - band_rows, band_columns:width - band_columns].sum())
-    top, bottom = cam[:band_rows], cam[height - band_rows:]
-    corners = float(
-        top[:, :band_columns].sum() + top[:, width - band_columns:].sum()
-        + bottom[:, :band_columns].sum() + bottom[:, width - band_columns:].sum()
-    )
-    return {
-        "central": central / total,
-        "border": (total - central) / total,
-        "corners": corners / total,
-    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 
 from core.data.paths import film_under_root
 from core.data.scan import decode_in_chunks
-from core.explain.gradcam import GradCam, cam_regions
+from core.explain.gradcam import GradCam
+from core.explain.overlay import clean_cam
 from core.model import load_model
 from core.runs.artifacts import (
     CAM_REGIONS_FILE_NAME,
@@ -33,6 +34,63 @@ CAM_BORDER_FRACTION = 0.15
 CAM_FLAG_SHARE = 0.70
 """A film is flagged when more than this share of its CAM mass lies in the border band (which covers 51%
 of the image with CAM_BORDER_FRACTION 0.15, so a uniform map gives 0.51)."""
+
+
+def cam_regions(cam: np.ndarray, border_fraction: float = CAM_BORDER_FRACTION) -> dict:
+    """Share of a CAM's mass in the central box, in the border band and in the four corners.
+
+    Definition: for a CAM of height H and width W, the border band is every pixel within
+    round(border_fraction * H) rows of the top or bottom edge or within round(border_fraction * W)
+    columns of the left or right edge (at least one row and column each). The central box is the rest:
+    the lung field of a well-framed film. The corners are the four corner boxes where the top/bottom rows
+    and the left/right columns of the band cross; they are part of the band. Each share is the region's
+    sum of CAM values divided by the CAM's total sum, so
+
+        central + border == 1 and 0 <= corners <= border
+
+    (all three are 0 for an all-zero CAM). For reference, a uniform CAM with border_fraction 0.15 gives
+    central 0.49, border 0.51 and corners 0.09, the regions' shares of the area. A border or corner share
+    far above those values means the model attends to the edges of the film, where labels, markers and
+    collimation edges are, rather than to the lungs.
+
+    Args:
+        cam: 2-D CAM (height, width) with non-negative values (negative and non-finite values count as 0).
+        border_fraction: the band's width as a fraction of each side, in (0, 0.5). Default 0.15.
+
+    Returns:
+        {"central": float, "border": float, "corners": float}.
+
+    Raises:
+        ValueError: `cam` is not 2-D, is smaller than 3 x 3, or border_fraction is outside (0, 0.5).
+
+    Example::
+
+        regions = cam_regions(cams[0])
+        if regions["border"] > 0.7: ...   # warn: the model may be reading labels at the edges
+    """
+    if not 0.0 < float(border_fraction) < 0.5:
+        raise ValueError(f"Got border_fraction={border_fraction}; it must be in (0, 0.5), for example 0.15.")
+    cam = np.maximum(clean_cam(cam, clip_top=False), 0.0).astype(np.float64)
+    height, width = cam.shape
+    # At least one row and column of band, but never so wide that the central box is empty.
+    band_rows = min(max(1, int(round(border_fraction * height))), (height - 1) // 2)
+    band_columns = min(max(1, int(round(border_fraction * width))), (width - 1) // 2)
+    if band_rows < 1 or band_columns < 1:
+        raise ValueError(f"Got a CAM of shape {cam.shape}; cam_regions needs at least 3 x 3 pixels.")
+    total = float(cam.sum())
+    if total <= 0.0:
+        return {"central": 0.0, "border": 0.0, "corners": 0.0}
+    central = float(cam[band_rows:height - band_rows, band_columns:width - band_columns].sum())
+    top, bottom = cam[:band_rows], cam[height - band_rows:]
+    corners = float(
+        top[:, :band_columns].sum() + top[:, width - band_columns:].sum()
+        + bottom[:, :band_columns].sum() + bottom[:, width - band_columns:].sum()
+    )
+    return {
+        "central": central / total,
+        "border": (total - central) / total,
+        "corners": corners / total,
+    }
 
 
 def select_cam_films(rows: list[dict], max_films: int = CAM_MAX_FILMS, seed: int = 0) -> list[dict]:
@@ -61,7 +119,7 @@ def summarise_cam_regions(films: list[dict], flag_share: float = CAM_FLAG_SHARE)
 
     Args:
         films: dicts with "file", "label", "predicted", "central", "border", "corners" (shares from
-            core.explain.gradcam.cam_regions) and optionally "confidence".
+            cam_regions) and optionally "confidence".
         flag_share: a film is flagged when its border share is above this. Default CAM_FLAG_SHARE.
 
     Returns:
@@ -99,7 +157,7 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int 
     """Explain a bounded set of the run's test films with Grad-CAM and measure where each map's mass lies.
 
     Films come from `select_cam_films` over predictions.csv and are read from `dataset_root`; each CAM is
-    that of the class the model predicts, split by core.explain.gradcam.cam_regions into central / border /
+    that of the class the model predicts, split by `cam_regions` into central / border /
     corners shares. The result is written to <run>/cam_regions.json (and the model card refreshed), so the
     work is done once per run.
 

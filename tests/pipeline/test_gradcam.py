@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import WEIGHTS_035, needs_pretrained
-from core.explain.gradcam import GradCam, cam_regions, grad_cam, grad_cam_vis
+from core.explain.gradcam import GradCam, grad_cam, grad_cam_vis
+from core.explain.regions import cam_regions
 from core.model import HEAD_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
 IMAGE_SIZE = 96
@@ -259,32 +260,8 @@ def test_unknown_method_raises(trained_model, test_films):
 
 
 # --------------------------------------------------------------------------------------------------
-# cam_regions
+# core.explain.regions on real maps
 # --------------------------------------------------------------------------------------------------
-
-
-def test_cam_regions_of_a_uniform_cam_are_the_area_shares():
-    regions = cam_regions(np.ones((100, 100)), border_fraction=0.15)
-    assert regions["central"] == pytest.approx(0.49)
-    assert regions["border"] == pytest.approx(0.51)
-    assert regions["corners"] == pytest.approx(4 * 0.15 * 0.15)
-
-
-def test_cam_regions_detect_a_border_heavy_cam():
-    cam = np.zeros((96, 96), np.float32)
-    cam[:10, :10] = 1.0  # a label in the top-left corner
-    cam[40:50, 40:50] = 0.1  # faint attention on the lungs
-    regions = cam_regions(cam)
-    assert regions["central"] + regions["border"] == pytest.approx(1.0)
-    assert regions["border"] > 0.9 and regions["corners"] > 0.9
-    assert regions["corners"] <= regions["border"] + 1e-12
-
-
-def test_cam_regions_of_a_central_cam_and_of_an_all_zero_cam():
-    cam = np.zeros((96, 96), np.float32)
-    cam[30:66, 30:66] = 1.0
-    assert cam_regions(cam) == {"central": 1.0, "border": 0.0, "corners": 0.0}
-    assert cam_regions(np.zeros((96, 96))) == {"central": 0.0, "border": 0.0, "corners": 0.0}
 
 
 def test_cam_regions_of_real_maps_are_fractions_that_add_up(explained):
@@ -294,9 +271,3 @@ def test_cam_regions_of_real_maps_are_fractions_that_add_up(explained):
         assert all(0.0 <= share <= 1.0 for share in regions.values())
         expected_sum = 1.0 if cam.max() > 0 else 0.0  # all-zero maps have no mass anywhere
         assert regions["central"] + regions["border"] == pytest.approx(expected_sum)
-
-
-@pytest.mark.parametrize("border_fraction", [0.0, 0.5, -0.1])
-def test_cam_regions_rejects_a_bad_border_fraction(border_fraction):
-    with pytest.raises(ValueError, match=r"must be in \(0, 0.5\)"):
-        cam_regions(np.ones((10, 10)), border_fraction=border_fraction)
