@@ -91,5 +91,5 @@ def test_cli_evaluate_prints_the_perceptual_check(tiny_run, copies_folder, capsy
     folder, _ = copies_folder
     assert main(["evaluate", "--model", str(tiny_run), "--data", str(folder)]) == 0
     stdout = capsys.readouterr().out
-    assert "6 resized or re-encoded copies of them (perceptual hash)" in stdout
+    assert "6 are resized or re-encoded copies of them (perceptual hash)" in stdout
     assert "Perceptual check: 6 near-duplicates" in stdout
