@@ -44,7 +44,7 @@ def percent(value, missing: str = "—", digits: int = 1) -> str:
 
 
 def percent_with_ci(value, interval, missing: str = "—") -> str:
-    """'93.1% (95% CI 90.2–95.4%)', or just the value when there is no interval."""
+    """'93.1% (95% CI 90.2%–95.4%)', or just the value when there is no interval."""
     if interval and len(interval) == 2:
         return f"{percent(value, missing)} (95% CI {interval[0]:.1%}–{interval[1]:.1%})"
     return percent(value, missing)
@@ -52,7 +52,7 @@ def percent_with_ci(value, interval, missing: str = "—") -> str:
 
 def headline_markdown(metrics: dict) -> list[str]:
     """The headline figures as Markdown bullet lines (the model card), e.g.
-    '- Overall accuracy: 93.1% (95% CI 90.2–95.4%)'."""
+    '- Overall accuracy: 93.1% (95% CI 90.2%–95.4%)'."""
     return [f"- {figure['name']}: {percent_with_ci(figure['value'], figure['ci95'], 'n/a')}"
             for figure in headline_figures(metrics)]
 

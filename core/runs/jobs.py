@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from core.runs.registry import now_iso, read_json, write_json_atomic
 from core.config import preset
+from core.runs.artifacts import PROGRESS_FILE_NAME, STOP_FILE_NAME, now_iso, read_json, write_json_atomic
 from core.settings import PROJECT_ROOT, default_models_dir, keras_home_env
 
 LOCK_NAME = ".train.lock"
 LAST_JOB_NAME = ".last_job.json"
-STOP_FILE_NAME = "STOP"
 
 
 class TrainingBusyError(RuntimeError):
@@ -99,7 +98,7 @@ def job_status(models_dir: str | os.PathLike | None = None, log_lines: int = 30)
     models_dir = Path(models_dir) if models_dir else default_models_dir()
     lock = read_json(models_dir / LOCK_NAME)
     running = bool(lock and lock.get("pid") and _pid_alive(int(lock["pid"])))
-    progress = read_json(Path(lock["staging_dir"]) / "progress.json") if running and lock.get("staging_dir") else None
+    progress = read_json(Path(lock["staging_dir"]) / PROGRESS_FILE_NAME) if running and lock.get("staging_dir") else None
     last = read_json(models_dir / LAST_JOB_NAME)
     log_path = (lock or {}).get("log") if running else (last or {}).get("log")
     return JobStatus(running, lock if running else None, progress, last, _tail(log_path, log_lines))
