@@ -22,6 +22,10 @@ SCALING_LAYER_NAME = "scaling"
 LAST_CONV_LAYER_NAME = "Conv_1"
 LAST_CONV_BN_LAYER_NAME = "Conv_1_bn"
 BACKBONE_OUTPUT_LAYER_NAME = "out_relu"
+# Where the CAM methods read the model (core.explain.methods): the last block's post-activation output,
+# where Grad-CAM equals the class-weighted sum of the maps, and a middle layer for a finer map.
+CAM_LAYER_NAME = BACKBONE_OUTPUT_LAYER_NAME
+MID_FEATURE_LAYER_NAME = "block_13_expand_relu"
 # The head: its pooled features are what the gate scores.
 POOLED_FEATURES_LAYER_NAME = "head_pool"
 HEAD_BN_LAYER_NAME = "head_bn"

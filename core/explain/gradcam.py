@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 import weakref
@@ -32,8 +33,8 @@ import numpy as np
 
 from core.model import LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
-CAM_METHODS = ("gradcam", "gradcam++")
-"""Methods of `grad_cam_vis`: tf-keras-vis's Gradcam and GradcamPlusPlus."""
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
+"""Methods of `grad_cam_vis`: tf-keras-vis's Gradcam, GradcamPlusPlus, Scorecam and Layercam."""
 
 # GradCam objects per model and layer name, and tf-keras-vis objects per model and method. The keys are
 # weak, so a model that is no longer used elsewhere (for example replaced in Streamlit's resource cache)
@@ -240,8 +241,8 @@ def _cached_grad_cam(model, layer_name: str) -> GradCam:
 
 
 def grad_cam_vis(model, images, class_index: int | None = None, method: str = "gradcam",
-                 layer_name: str = LAST_CONV_LAYER_NAME) -> np.ndarray:
-    """Grad-CAM or Grad-CAM++ computed by tf-keras-vis, normalised like `GradCam`.
+                 layer_name: str = LAST_CONV_LAYER_NAME, max_channels: int | None = None) -> np.ndarray:
+    """Grad-CAM, Grad-CAM++, Score-CAM or LayerCAM computed by tf-keras-vis, normalised like `GradCam`.
 
     tf-keras-vis works on a clone of the model whose softmax is replaced by a linear activation
     (`ReplaceToLinear`), so the scores are logits as in `GradCam`. The clone is made once per model and
@@ -256,8 +257,9 @@ def grad_cam_vis(model, images, class_index: int | None = None, method: str = "g
         model: a Keras model taking raw films, such as one from core.model.build_model.
         images: (n, S, S, 1) raw films in 0..255 (or one (S, S, 1) film).
         class_index: class to explain for every image; None explains each image's predicted class.
-        method: "gradcam" or "gradcam++".
+        method: one of CAM_METHODS.
         layer_name: the layer whose feature maps are weighted, used as given (no search for a convolution).
+        max_channels: Score-CAM only: keep this many channels per batch (Faster Score-CAM); None keeps all.
 
     Returns:
         (n, S, S) float32 CAMs in [0, 1].
@@ -284,10 +286,14 @@ def grad_cam_vis(model, images, class_index: int | None = None, method: str = "g
     visualizer.model.set_weights(model.get_weights())
     from tf_keras_vis.utils.scores import CategoricalScore
 
-    coarse = visualizer(
-        CategoricalScore(class_indices.tolist()), tf.constant(batch), penultimate_layer=layer_name,
-        seek_penultimate_conv_layer=False, expand_cam=False, normalize_cam=False,
-    )
+    options = {"max_N": max_channels} if method == "scorecam" else {}
+    with warnings.catch_warnings():
+        # tf-keras-vis passes the films as a one-element list, which Keras accepts with a warning.
+        warnings.filterwarnings("ignore", message="The structure of `inputs`", category=UserWarning)
+        coarse = visualizer(
+            CategoricalScore(class_indices.tolist()), tf.constant(batch), penultimate_layer=layer_name,
+            seek_penultimate_conv_layer=False, expand_cam=False, normalize_cam=False, **options,
+        )
     coarse = np.nan_to_num(np.asarray(coarse, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     cams = tf.image.resize(coarse[..., np.newaxis], image_shape[:2], method="bilinear")[..., 0].numpy()
     cams = np.maximum(cams, 0.0)
@@ -300,6 +306,8 @@ def _cached_visualizer(model, method: str):
     try:
         from tf_keras_vis.gradcam import Gradcam
         from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+        from tf_keras_vis.layercam import Layercam
+        from tf_keras_vis.scorecam import Scorecam
         from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     except ImportError as error:
         raise ImportError(
@@ -309,9 +317,13 @@ def _cached_visualizer(model, method: str):
     with _CACHE_LOCK:
         per_method = _VIS_CACHE.setdefault(model, {})
         if method not in per_method:
-            visualizer_class = Gradcam if method == "gradcam" else GradcamPlusPlus
+            visualizer_class = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "scorecam": Scorecam,
+                                "layercam": Layercam}[method]
             # clone=True: ReplaceToLinear must change a copy, never the softmax of the served model.
-            per_method[method] = visualizer_class(model, model_modifier=ReplaceToLinear(), clone=True)
+            visualizer = visualizer_class(model, model_modifier=ReplaceToLinear(), clone=True)
+            # Score-CAM scores its masked films with the clone's predict(), which would print a progress bar.
+            visualizer.model.predict = functools.partial(visualizer.model.predict, verbose=0)
+            per_method[method] = visualizer
         return per_method[method]
 
 
