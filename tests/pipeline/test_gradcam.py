@@ -255,8 +255,8 @@ def test_grad_cam_plus_plus_runs(trained_model, test_films):
 
 
 def test_unknown_method_raises(trained_model, test_films):
-    with pytest.raises(ValueError, match=r"must be one of \('gradcam', 'gradcam\+\+'\)"):
-        grad_cam_vis(trained_model, test_films[0][:1], method="scorecam")
+    with pytest.raises(ValueError, match=r"must be one of \('gradcam', 'gradcam\+\+', 'scorecam', 'layercam'\)"):
+        grad_cam_vis(trained_model, test_films[0][:1], method="occlusion")
 
 
 # --------------------------------------------------------------------------------------------------
