@@ -38,6 +38,8 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Sample at most this many pixels for percentiles and colourfulness; the estimate is stable well below it.
 _STATISTICS_SAMPLE_PIXELS = 1_000_000
+# Films are stretched to uint8 in bands of about this many pixels (a 16 MiB float32 working copy).
+_STRETCH_BAND_PIXELS = 4_000_000
 
 
 class ImageLoadError(ValueError):
@@ -136,10 +138,25 @@ def statistics_sample(values: np.ndarray) -> np.ndarray:
 
 
 def stretch_to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map `low` to 0 and `high` to 255 linearly, clipping outside. `high` may be below `low` (inverts)."""
-    scaled = (values.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    np.clip(scaled, 0, 255, out=scaled)
-    return np.rint(scaled).astype(np.uint8)
+    """Map `low` to 0 and `high` to 255 linearly, clipping outside. `high` may be below `low` (inverts).
+
+    Non-finite values become 0. The film is done in bands of rows, so the float32 working copy is one band,
+    never a second copy of the whole film.
+    """
+    result = np.empty(values.shape, dtype=np.uint8)
+    scale = np.float32(255.0 / (high - low))
+    step = max(1, _STRETCH_BAND_PIXELS // max(1, int(np.prod(values.shape[1:]))))
+    for start in range(0, values.shape[0], step):
+        band = values[start:start + step].astype(np.float32)
+        not_finite = ~np.isfinite(band) if np.issubdtype(values.dtype, np.floating) else None
+        band -= np.float32(low)
+        band *= scale
+        np.clip(band, 0, 255, out=band)
+        np.rint(band, out=band)
+        if not_finite is not None:
+            band[not_finite] = 0
+        result[start:start + step] = band
+    return result
 
 
 def robust_to_uint8(values: np.ndarray, what: str) -> tuple[np.ndarray, list[str]]:
@@ -163,7 +180,4 @@ def robust_to_uint8(values: np.ndarray, what: str) -> tuple[np.ndarray, list[str
         low, high = float(sample.min()), float(sample.max())
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8), blank
-    result = stretch_to_uint8(values, low, high)
-    if np.issubdtype(values.dtype, np.floating):
-        result[~np.isfinite(values)] = 0
-    return result, notices
+    return stretch_to_uint8(values, low, high), notices

@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 
+from core.imaging import budget
 from core.imaging.common import (
     Film,
     ImageLoadError,
@@ -56,14 +57,11 @@ def read_dicom(data: bytes, subject: str, label: str | None, max_side: int | Non
     try:
         import pydicom
         from pydicom.errors import InvalidDicomError
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
     except ImportError:
         raise ImageLoadError(
             f"{subject} is a DICOM file, and reading DICOM needs pydicom: pip install pydicom"
         ) from None
 
-    notices: list[str] = []
     try:
         try:
             dataset = pydicom.dcmread(io.BytesIO(data))
@@ -86,6 +84,20 @@ def read_dicom(data: bytes, subject: str, label: str | None, max_side: int | Non
             "valid Rows and Columns). Export it again from the PACS."
         ) from None
     check_dimensions(columns, rows, label, subject)
+    # The stored pixels plus pydicom's float64 copy for the rescale or window (see core.imaging.budget).
+    bits_allocated = int(dataset.get("BitsAllocated", 16) or 16)
+    cost = rows * columns * (max(1, bits_allocated // 8) + 8)
+    budget.check_decode_cost(cost, columns, rows, f"{bits_allocated}-bit DICOM", label)
+    with budget.decode_slot(cost):
+        return _decode_dicom(dataset, subject, rows, columns, max_side)
+
+
+def _decode_dicom(dataset, subject: str, rows: int, columns: int, max_side: int | None) -> Film:
+    """The film of a DICOM data set whose size was checked: pixels, LUTs, window, photometric, meta."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    notices: list[str] = []
 
     photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
     samples_per_pixel = int(dataset.get("SamplesPerPixel", 1) or 1)

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 import numpy as np
 from PIL import Image
 
+from core.imaging.budget import check_file_size
 from core.imaging.common import Film, ImageLoadError, finish
 from core.imaging.dicom import read_dicom
 from core.imaging.raster import read_raster
@@ -48,6 +50,7 @@ __all__ = [
     "ImageLoadError",
     "load_image",
     "read_film",
+    "read_file_bytes",
     "read_film_and_model_input",
     "squeeze_channel",
     "to_model_input",
@@ -187,7 +190,9 @@ def read_film_and_model_input(
         kind = None  # read_film below raises the message that names the file.
     if kind in (None, "JPEG"):
         return read_film(data, name=label, max_side=max_side), load_image(data, image_size)
-    full = _read_film(data, name=label, max_side=None, gray_only=False)
+    # A heavy film (see core.imaging.budget) is reduced at once to what the larger of the two needs.
+    reduce_to = None if max_side is None else max(max_side, 2 * image_size)
+    full = _read_film(data, name=label, max_side=None, gray_only=False, reduce_to=reduce_to)
     film = Film(gray=finish(full.gray, max_side), notices=full.notices, meta=full.meta)
     return film, to_model_input(finish(full.gray, 2 * image_size), image_size)
 
@@ -196,7 +201,8 @@ def _check_image_size(image_size) -> int:
     return check_int("image_size", image_size, expected="a positive integer such as 224")
 
 
-def _read_film(source, *, name: str | None, max_side: int | None, gray_only: bool) -> Film:
+def _read_film(source, *, name: str | None, max_side: int | None, gray_only: bool,
+               reduce_to: int | None = None) -> Film:
     if max_side is not None:
         max_side = check_int("max_side", max_side, expected="None or a positive integer such as 1024")
     data, label = _source_bytes(source, name)
@@ -205,10 +211,8 @@ def _read_film(source, *, name: str | None, max_side: int | None, gray_only: boo
         raise ImageLoadError(f"{subject} is empty (0 bytes). Upload the film again, or check the file on disk.")
     kind = sniff(data, subject)
     if kind == "DICOM":
-        film = read_dicom(data, subject, label, max_side)
-    else:
-        film = read_raster(data, kind, subject, label, max_side, gray_only)
-    return film
+        return read_dicom(data, subject, label, max_side)
+    return read_raster(data, kind, subject, label, max_side, gray_only, reduce_to)
 
 
 def _source_bytes(source, name: str | None) -> tuple[bytes, str | None]:
@@ -221,22 +225,7 @@ def _source_bytes(source, name: str | None) -> tuple[bytes, str | None]:
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         label = name if name is not None else path
-        shown = _display_name(label)
-        try:
-            with open(path, "rb") as file:
-                data = file.read()
-        except FileNotFoundError:
-            raise ImageLoadError(f"There is no file at '{shown}'. Check the path and the file name.") from None
-        except IsADirectoryError:
-            raise ImageLoadError(f"'{shown}' is a folder, not a film. Choose an image file inside it.") from None
-        except PermissionError:
-            raise ImageLoadError(
-                f"The file '{shown}' cannot be read (permission denied). Check its permissions."
-            ) from None
-        except OSError as error:
-            raise ImageLoadError(
-                f"The file '{shown}' could not be read ({error.strerror or error}). Check the disk and the path."
-            ) from None
+        data = read_file_bytes(path, label)
     elif hasattr(source, "getvalue") or hasattr(source, "read"):
         data = source.getvalue() if hasattr(source, "getvalue") else source.read()
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -253,6 +242,51 @@ def _source_bytes(source, name: str | None) -> tuple[bytes, str | None]:
             "file's bytes."
         )
     return data, (_display_name(label) if label is not None else None)
+
+
+def read_file_bytes(path: str | os.PathLike, label: str | None = None) -> bytes:
+    """The bytes of the film file at `path`, checked before it is opened.
+
+    Only regular files are read: a named pipe (FIFO), a device or a socket would block or never end, so it
+    is refused without being opened; so is a file larger than `budget.MAX_FILE_BYTES`. `label` (default:
+    the path) is only shown in messages.
+
+    Raises:
+        ImageLoadError: missing, a folder, not a regular file, too large, unreadable; the message names it.
+    """
+    shown = _display_name(label if label is not None else os.fspath(path))
+    try:
+        status = os.stat(path)
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageLoadError(
+                f"'{shown}' is {_special_file_kind(status.st_mode)}, not a film file; it was not opened. "
+                "Choose an image file."
+            )
+        check_file_size(status.st_size, shown)
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise ImageLoadError(f"There is no file at '{shown}'. Check the path and the file name.") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"'{shown}' is a folder, not a film. Choose an image file inside it.") from None
+    except PermissionError:
+        raise ImageLoadError(f"The file '{shown}' cannot be read (permission denied). Check its permissions.") from None
+    except OSError as error:
+        raise ImageLoadError(
+            f"The file '{shown}' could not be read ({error.strerror or error}). Check the disk and the path."
+        ) from None
+
+
+def _special_file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 def _display_name(label: str) -> str:

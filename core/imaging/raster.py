@@ -14,6 +14,7 @@ import math
 import numpy as np
 from PIL import Image, ImageOps
 
+from core.imaging import budget
 from core.imaging.common import (
     Film,
     ImageLoadError,
@@ -24,6 +25,7 @@ from core.imaging.common import (
     robust_to_uint8,
     statistics_sample,
 )
+from core.imaging.sniff import webp_size
 
 COLORFUL_NOTICE_THRESHOLD = 15.0
 """A colour image whose Hasler–Süsstrunk colourfulness reaches this gets a notice (a radiograph scores ~0)."""
@@ -81,10 +83,20 @@ def _raster_image_class(kind: str, subject: str):
 
 
 def read_raster(
-    data: bytes, kind: str, subject: str, label: str | None, max_side: int | None, gray_only: bool
+    data: bytes, kind: str, subject: str, label: str | None, max_side: int | None, gray_only: bool,
+    reduce_to: int | None = None,
 ) -> Film:
+    """Decode a raster film. `reduce_to` (default `max_side`): a heavy film is box-reduced right after
+    decoding to keep at least twice this on its long side (see `budget.reduction_factor`)."""
     notices: list[str] = []
+    reduce_to = max_side if reduce_to is None else reduce_to
     image_class = _raster_image_class(kind, subject)
+    if kind == "WEBP":
+        # libwebp allocates its canvas when the file is opened, so the cost is checked from the header first.
+        size = webp_size(data)
+        if size is not None:
+            check_dimensions(*size, label, subject)
+            budget.check_decode_cost(budget.decode_cost(*size, "RGBA", kind), *size, "WebP colour", label)
     try:
         image = image_class(io.BytesIO(data)) if image_class else Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -115,11 +127,18 @@ def read_raster(
             # Gray output skips colour conversion; read_film keeps colour to measure colourfulness.
             image.draft("L" if gray_only or image.mode == "L" else None, (max_side, max_side))
 
-        orientation = _exif_orientation(image)
-        image.load()
-        if orientation in range(2, 9):
-            image = ImageOps.exif_transpose(image)
-            notices.append(f"EXIF orientation applied (orientation tag {orientation})")
+        cost = budget.decode_cost(image.width, image.height, image.mode, kind)
+        budget.check_decode_cost(cost, image.width, image.height, _describe_mode(image.mode), label)
+        with budget.decode_slot(cost):
+            orientation = _exif_orientation(image)
+            image.load()
+            factor = budget.reduction_factor(image.size, reduce_to, cost)
+            if factor > 1:
+                image = _reduce(image, factor)
+            if orientation in range(2, 9):
+                image = ImageOps.exif_transpose(image)
+                notices.append(f"EXIF orientation applied (orientation tag {orientation})")
+            gray, colorfulness, conversion_notices = _raster_to_gray(image, source_mode)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -127,7 +146,6 @@ def read_raster(
     except Exception as error:
         raise damaged(subject, error) from None
 
-    gray, colorfulness, conversion_notices = _raster_to_gray(image)
     notices.extend(conversion_notices)
     if colorfulness >= COLORFUL_NOTICE_THRESHOLD:
         notices.append(
@@ -153,8 +171,39 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def _raster_to_gray(image: Image.Image) -> tuple[Image.Image | np.ndarray, float, list[str]]:
-    """Convert a loaded Pillow image to 8-bit gray. Returns (gray, colourfulness, notices)."""
+def _describe_mode(mode: str) -> str:
+    if mode.startswith("I;16"):
+        return "16-bit gray"
+    return {"1": "1-bit", "L": "8-bit gray", "P": "palette colour", "I": "32-bit gray",
+            "F": "32-bit float gray"}.get(mode, f"{mode} colour")
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Box-reduce a loaded image by an integer `factor` (each output pixel the mean of factor x factor).
+
+    Modes Pillow reduces directly are reduced in one call, which allocates only the small result. 1-bit,
+    palette and 16-bit images are converted band by band (bands a multiple of `factor` rows high, so the
+    result equals reducing the whole), never as a second full-size copy.
+    """
+    if image.mode not in ("1", "P") and not image.mode.startswith("I;16"):
+        return image.reduce(factor)
+    target = ("I" if image.mode.startswith("I;16") else "L" if image.mode == "1"
+              else "RGBA" if "transparency" in image.info else "RGB")
+    width, height = image.size
+    result = Image.new(target, (math.ceil(width / factor), math.ceil(height / factor)))
+    rows = budget.band_rows(width, budget.bytes_per_pixel(target), factor)
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows))).convert(target)
+        result.paste(band.reduce(factor), (0, top // factor))
+    return result
+
+
+def _raster_to_gray(image: Image.Image, source_mode: str) -> tuple[Image.Image | np.ndarray, float, list[str]]:
+    """Convert a loaded Pillow image to 8-bit gray. Returns (gray, colourfulness, notices).
+
+    `source_mode` is the file's mode, which names the bit depth in the notice (a reduced 16-bit film is
+    held in mode "I").
+    """
     mode = image.mode
     if mode == "L":
         # The fast path: plain 8-bit gray needs no conversion at all.
@@ -163,7 +212,7 @@ def _raster_to_gray(image: Image.Image) -> tuple[Image.Image | np.ndarray, float
         return image.convert("L"), 0.0, []
     if mode.startswith("I;16") or mode in ("I", "F"):
         values = np.asarray(image)
-        depth = 16 if mode.startswith("I;16") else 32
+        depth = 16 if source_mode.startswith("I;16") else 32
         gray, notices = robust_to_uint8(values, f"{depth}-bit image")
         return gray, 0.0, notices
 
