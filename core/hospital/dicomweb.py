@@ -87,16 +87,19 @@ def search_studies(client, *, patient_id: str | None = None, accession: str | No
 
 
 def study_films(client, study_uid: str) -> list[FilmRef]:
-    """Every object of a study, in series and instance order, each with its skip reason or None."""
+    """Every object of a study, by series and instance number, each with its skip reason or None."""
     from pydicom import Dataset
 
     films = []
-    for series in client.search_for_series(study_instance_uid=study_uid):
+    found = client.search_for_series(study_instance_uid=study_uid)
+    for series in sorted(found, key=lambda row: int(_json_value(row, "00200011") or 0)):  # Series Number
         series_uid = _json_value(series, "0020000E")
         metadata = client.retrieve_series_metadata(study_uid, series_uid)
         entries = []
         for item in metadata:
-            pixel = any(tag in item for tag in _PIXEL_DATA_TAGS)
+            # Some servers (Orthanc) leave compressed Pixel Data out of the metadata: Rows and Columns (the
+            # Image Pixel module) say that the object is an image as well.
+            pixel = any(tag in item for tag in _PIXEL_DATA_TAGS) or ("00280010" in item and "00280011" in item)
             header = Dataset.from_json({tag: value for tag, value in item.items()
                                         if tag not in _PIXEL_DATA_TAGS and "BulkDataURI" not in value})
             entries.append((int(header.get("InstanceNumber") or 0), header, pixel))
