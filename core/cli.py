@@ -1,4 +1,4 @@
-"""Command line: `python -m core train|evaluate|predict|split|export ...` (see `python -m core --help`).
+"""Command line: `python -m core train|evaluate|predict|pacs|split|export ...` (see `python -m core --help`).
 
 `main(argv)` runs one command in this process and returns its exit status (0 done, 2 refused or failed,
 argparse's own status for bad arguments), so tests and other Python callers need no child process.
@@ -21,6 +21,8 @@ from core.evaluation.evaluate import ENGINES as EVALUATE_ENGINES
 from core.evaluation.evaluate import LITE_WORTH_FILMS, evaluate_folder
 from core.evaluation.summary import headline_text, overlap_warning, perceptual_check_note
 from core.explain.overlay import overlay
+from core.hospital.dicomweb import connect as connect_pacs
+from core.hospital.pacs import classify_study, find_study_uids
 from core.imaging.loader import SUPPORTED_EXTENSIONS
 from core.runs.jobs import TrainingBusyError
 from core.runs.registry import load_run
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     _engine_argument(predict, PREDICT_ENGINES, "what runs the model: 'lite' converts it to TensorFlow Lite first "
                      "(once per model and machine, then faster per film), 'cached' (default) uses a converted "
                      "copy when one exists, 'keras' never converts")
+    _pacs_arguments(commands)
     split = commands.add_parser("split", help="lay out a run's train/val/test split as folders, as the paper did")
     split.add_argument("--model", required=True, help="run folder whose split.csv is laid out")
     split.add_argument("--out", required=True, help="folder to create: OUT/{train,val,test}/<class>/<film>")
@@ -183,11 +186,10 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     try:
-        run = load_run(args.model)
-    except ValueError as error:
+        predictor = Predictor(load_run(args.model), engine=args.engine)
+    except ValueError as error:  # A damaged run, or a model that Keras safe mode refuses.
         print(f"error: {error}", file=sys.stderr)
         return 2
-    predictor = Predictor(run, engine=args.engine)
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +225,60 @@ def _expand_films(arguments: list[str]):
                     yield str(Path(folder) / name)
 
 
+def _pacs_arguments(commands) -> None:
+    pacs = _run_command(commands, "pacs", "classify a PACS study's frontal films over DICOMweb (and store the "
+                        "results back as DICOM SR and Secondary Capture)")
+    pacs.add_argument("--url", help="DICOMweb root of the PACS (default: $PARU_DICOMWEB_URL); credentials come "
+                                    "from $PARU_DICOMWEB_USER/$PARU_DICOMWEB_PASSWORD or $PARU_DICOMWEB_TOKEN")
+    which = pacs.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", help="Study Instance UID")
+    which.add_argument("--accession", help="accession number (every matching study)")
+    which.add_argument("--patient", help="patient ID (every study of the patient)")
+    pacs.add_argument("--store", action="store_true",
+                      help="store a structured report and a Grad-CAM secondary capture per film back (STOW-RS)")
+    pacs.add_argument("--json", action="store_true", help="one JSON object per object of the study, as predict's")
+    _engine_argument(pacs, PREDICT_ENGINES, "what runs the model, as for predict")
+
+
+def _pacs(args) -> int:
+    """Films are named by SOP Instance UID; patient identifiers are never printed."""
+    import requests
+
+    try:
+        run = load_run(args.model)
+        client = connect_pacs(args.url)
+        studies = find_study_uids(client, study=args.study, accession=args.accession, patient=args.patient)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except requests.RequestException as error:
+        # The request's URL would carry the patient ID or accession of the query: name the failure only.
+        status = getattr(error.response, "status_code", None)
+        print(f"error: the PACS did not answer the search ({type(error).__name__}"
+              f"{f', HTTP {status}' if status else ''}). Check --url and the credentials.", file=sys.stderr)
+        return 2
+    if not studies:
+        print("error: no study in the PACS matches.", file=sys.stderr)
+        return 2
+    predictor = Predictor(run, engine=args.engine)
+    failed = False
+    for study_uid in studies:
+        for out, _, _ in classify_study(predictor, client, study_uid, store=args.store):
+            failed |= "error" in out
+            if args.json:
+                print(json.dumps(out), flush=True)
+            elif "skipped" in out:
+                print(f"{out['file']}: skipped: {out['skipped']}")
+            elif "error" in out:
+                print(f"{out['file']}: error: {out['error']}")
+            elif out.get("gate") and not out["gate"]["passed"]:
+                print(f"{out['file']}: no diagnosis shown: {out['gate']['reason']}")
+            else:
+                stored = f" (stored SR {out['stored']['sr']}, SC {out['stored']['sc']})" if "stored" in out else ""
+                print(f"{out['file']}: {out['label']} ({out['confidence']:.1%}){stored}")
+    return 2 if failed else 0
+
+
 def _split(args) -> int:
     try:
         report = materialise_run_split(args.model, args.out, mode="copy" if args.copy else "link", data_dir=args.data)
@@ -245,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, or arguments argparse refused (it has printed why).
         return exit_request.code if isinstance(exit_request.code, int) else 0 if exit_request.code is None else 2
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "split": _split}
+    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "split": _split,
+                "pacs": _pacs}
     return commands[args.command](args)
 
 

@@ -131,3 +131,36 @@ def _series_of(orthanc, study_uid: str, sop_uid: str) -> str:
             series = requests.get(f"{orthanc.url}/instances/{instance['ID']}/series", timeout=30).json()
             return series["MainDicomTags"]["SeriesInstanceUID"]
     raise AssertionError(f"{sop_uid} is not in the PACS")
+
+
+def test_cli_pacs_prints_one_predict_shaped_object_per_film_and_stores(orthanc, tiny_run, capsys):
+    from core.cli import main
+
+    accession = "ACC-CLI-2"
+    film = dicom_film(synthetic_film(256, seed=9), patient_id=PATIENT_ID, patient_name=PATIENT_NAME,
+                      accession=accession)
+    orthanc.upload(film)
+    argv = ["pacs", "--url", orthanc.dicomweb, "--accession", accession, "--model", str(tiny_run), "--json",
+            "--engine", "keras", "--store"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in printed.splitlines()]
+    assert len(lines) == 1 and lines[0]["file"] == str(film.SOPInstanceUID)
+    assert {"label", "confidence", "probabilities", "calibrated", "notices"} <= set(lines[0])
+    assert PATIENT_ID not in printed and "Secret" not in printed
+    assert len(orthanc.instances_of(str(film.StudyInstanceUID))) == 3  # the film, its SR and its SC
+
+    assert main(["pacs", "--url", orthanc.dicomweb, "--patient", "NOBODY", "--model", str(tiny_run)]) == 2
+    assert "no study in the PACS matches" in capsys.readouterr().err
+    closed = f"http://127.0.0.1:{_closed_port()}/dicom-web"
+    assert main(["pacs", "--url", closed, "--patient", PATIENT_ID, "--model", str(tiny_run)]) == 2
+    error = capsys.readouterr().err
+    assert "did not answer" in error and PATIENT_ID not in error
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
