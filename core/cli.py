@@ -260,7 +260,11 @@ def _pacs(args) -> int:
     if not studies:
         print("error: no study in the PACS matches.", file=sys.stderr)
         return 2
-    predictor = Predictor(run, engine=args.engine)
+    try:
+        predictor = Predictor(run, engine=args.engine)
+    except ValueError as error:  # A damaged run, or a model that Keras safe mode refuses.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     failed = False
     for study_uid in studies:
         for out, _, _ in classify_study(predictor, client, study_uid, store=args.store):
