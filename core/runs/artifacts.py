@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, TypedDict
@@ -203,11 +205,46 @@ def _json_default(value):
 
 
 def read_json(path: str | os.PathLike, default=None):
-    """The parsed file, or `default` when it is missing or not valid JSON."""
+    """The parsed file, or `default` when it is missing, not UTF-8 or not valid JSON."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError covers JSONDecodeError and UnicodeDecodeError.
         return default
+
+
+REPAIR_STEP = ("Restore the file from a copy of the run, re-run the step that writes it, or choose another "
+               "run.")
+
+
+def damaged_file(path: str | os.PathLike, problem: str, expected: str, step: str = REPAIR_STEP) -> ValueError:
+    """The error for a run file that cannot be used: which file, what is wrong, what was expected, and
+    what to do next (one wording for every reader)."""
+    return ValueError(f"{path} {problem}; expected {expected}. {step}")
+
+
+def read_json_strict(path: str | os.PathLike, kind: type, expected: str):
+    """The parsed file, which must be of `kind` (dict or list); ValueError (`damaged_file`) when it is
+    missing, not UTF-8, not JSON, or of another kind."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise damaged_file(path, "is missing", expected) from None
+    except OSError as error:
+        raise damaged_file(path, f"cannot be read ({error.strerror or error})", expected) from None
+    except UnicodeDecodeError:
+        raise damaged_file(path, "is not UTF-8 text", expected) from None
+    except json.JSONDecodeError as error:
+        raise damaged_file(path, f"is not valid JSON (cut short or edited? {error.msg} at line {error.lineno})",
+                           expected) from None
+    if not isinstance(value, kind):
+        raise damaged_file(path, f"holds a JSON {type(value).__name__}", expected)
+    return value
+
+
+def is_number(value) -> bool:
+    """A finite int or float (never a bool, a string or NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_status(run_dir: str | os.PathLike) -> dict:
@@ -258,12 +295,26 @@ def write_history_csv(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 def read_history_csv(path: str | os.PathLike) -> list[dict]:
-    """Rows of history.csv: "epoch" an int, "phase" a string, every other non-empty value a float."""
+    """Rows of history.csv: "epoch" an int, "phase" a string, every other non-empty value a float.
+
+    Raises ValueError (`damaged_file`) for a file that is not UTF-8 CSV, a row with more fields than the
+    header, or a value that is not a number."""
+    expected = "UTF-8 CSV with an epoch, a phase and numeric metric columns, one row per epoch"
     rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows.append({key: (int(value) if key == "epoch" else value if key == "phase" else float(value))
-                         for key, value in row.items() if value not in ("", None)})
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                if None in row:
+                    raise damaged_file(path, f"has extra fields on line {line}", expected)
+                try:
+                    rows.append({key: (int(value) if key == "epoch" else value if key == "phase" else float(value))
+                                 for key, value in row.items() if value not in ("", None)})
+                except ValueError:
+                    raise damaged_file(path, f"has a value that is not a number on line {line}", expected) from None
+    except UnicodeDecodeError:
+        raise damaged_file(path, "is not UTF-8 text (a binary file?)", expected) from None
+    except csv.Error as error:
+        raise damaged_file(path, f"is not valid CSV ({error})", expected) from None
     return rows
 
 
@@ -280,14 +331,60 @@ def write_predictions_csv(path, files: Iterable[str], labels: Iterable[str], pro
 
 def read_predictions_csv(path: str | os.PathLike, class_names: list[str]) -> list[dict]:
     """Rows of predictions.csv with probabilities parsed into a `probabilities` dict and the predicted
-    class's probability as `confidence`."""
+    class's probability as `confidence`.
+
+    Raises ValueError (`damaged_file`) when the file is not UTF-8 CSV, lacks a column, has a row cut short
+    or with extra fields, a probability that is not a number in [0, 1], or a class the run does not know."""
+    columns = ["file", "label", "predicted", *[f"p_{name}" for name in class_names], "subset"]
+    expected = f"UTF-8 CSV with the columns {', '.join(columns)} on every row"
+    step = "Evaluate the run again (python -m core evaluate) or choose another run."
     rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            row["probabilities"] = {name: float(row.pop(f"p_{name}")) for name in class_names}
-            row["confidence"] = row["probabilities"][row["predicted"]]
-            rows.append(row)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [name for name in columns if name not in (reader.fieldnames or [])]
+            if missing:
+                raise damaged_file(path, f"lacks the columns {missing}", expected, step)
+            for line, row in enumerate(reader, start=2):
+                if None in row or any(row.get(name) is None for name in columns):
+                    raise damaged_file(path, f"has a row cut short or with extra fields on line {line}", expected,
+                                       step)
+                try:
+                    row["probabilities"] = {name: float(row.pop(f"p_{name}")) for name in class_names}
+                except ValueError:
+                    raise damaged_file(path, f"has a probability that is not a number on line {line}", expected,
+                                       step) from None
+                if not all(0.0 <= p <= 1.0 for p in row["probabilities"].values()):
+                    raise damaged_file(path, f"has a probability outside [0, 1] on line {line}", expected, step)
+                if row["predicted"] not in row["probabilities"] or row["label"] not in row["probabilities"]:
+                    raise damaged_file(path, f"names a class this run does not know on line {line}",
+                                       f"classes among {class_names}", step)
+                row["confidence"] = row["probabilities"][row["predicted"]]
+                rows.append(row)
+    except UnicodeDecodeError:
+        raise damaged_file(path, "is not UTF-8 text", expected, step) from None
+    except csv.Error as error:
+        raise damaged_file(path, f"is not valid CSV ({error})", expected, step) from None
     return rows
+
+
+def read_npz(path: str | os.PathLike, required: Iterable[str]) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (no pickles); ValueError (`damaged_file`) when it is not a readable zip of
+    arrays or lacks one of the `required` keys."""
+    required = list(required)
+    expected = f"a NumPy .npz archive holding {', '.join(required)}"
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # A bare .npy array, not an archive.
+            raise ValueError("not an archive")
+        with data:
+            arrays = {key: np.asarray(data[key]) for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise damaged_file(path, f"is not a readable .npz archive ({type(error).__name__})", expected) from None
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise damaged_file(path, f"lacks {', '.join(missing)}", expected)
+    return arrays
 
 
 def misclassified_test_rows(rows: list[dict]) -> list[dict]:

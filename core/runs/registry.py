@@ -16,11 +16,15 @@ from pathlib import Path
 from core.runs.artifacts import (
     CLASSES_FILE_NAME,
     CONFIG_FILE_NAME,
+    METRICS_FILE_NAME,
     MODEL_FILE_NAME,
     REQUIRED_FILE_NAMES,
+    STATUS_FILE_NAME,
+    damaged_file,
     find_dataset_root,
+    is_number,
     read_data_report,
-    read_json,
+    read_json_strict,
     read_metrics,
     read_status,
 )
@@ -85,34 +89,123 @@ def is_finished_run(path: Path) -> bool:
     )
 
 
+@dataclass
+class DamagedRun:
+    """A run folder that cannot be opened, with the reason (what is wrong and what to do)."""
+
+    path: Path
+    reason: str
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+
 def load_run(run_dir: str | os.PathLike) -> Run:
-    """Open a finished run folder; ValueError says what is missing otherwise."""
+    """Open a finished run folder.
+
+    Raises ValueError saying which file is wrong and what to do when the folder is not a finished run, or
+    when status.json or config.json is not a JSON object, classes.json is not a list of at least two distinct
+    class names, or metrics.json (when present) does not follow the schema (`check_metrics`).
+    """
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise ValueError(
             f"Run folder {path} does not exist. Train one with `python -m core train --data DIR`, or pick "
             "a folder under models/."
         )
-    if not is_finished_run(path):
-        missing = [name for name in REQUIRED_FILE_NAMES if not (path / name).is_file()]
-        state = read_status(path).get("state", "unknown")
+    status = read_json_strict(path / STATUS_FILE_NAME, dict, 'a JSON object such as {"state": "finished"}')
+    missing = [name for name in REQUIRED_FILE_NAMES if not (path / name).is_file()]
+    if status.get("state") != "finished" or missing:
         raise ValueError(
-            f"{path} is not a finished run (state: {state}; missing: {missing or 'nothing'}). "
-            "Choose a finished run under models/."
+            f"{path} is not a finished run (state: {status.get('state', 'unknown')}; missing: "
+            f"{missing or 'nothing'}). Choose a finished run under models/."
         )
-    classes = read_json(path / CLASSES_FILE_NAME)
-    if not isinstance(classes, list) or len(classes) < 2:
-        raise ValueError(f"{path / CLASSES_FILE_NAME} must list at least two class names.")
-    return Run(path.resolve(), read_json(path / CONFIG_FILE_NAME, {}), classes, read_status(path))
+    config = read_json_strict(path / CONFIG_FILE_NAME, dict, "a JSON object (the TrainConfig of the run)")
+    classes = read_json_strict(path / CLASSES_FILE_NAME, list, "a JSON list of at least two class names")
+    if len(classes) < 2 or not all(isinstance(name, str) and name.strip() for name in classes) \
+            or len(set(classes)) != len(classes):
+        raise damaged_file(path / CLASSES_FILE_NAME, f"holds {classes!r}",
+                           "a JSON list of at least two distinct, non-empty class names")
+    if (path / METRICS_FILE_NAME).exists():
+        check_metrics(read_json_strict(path / METRICS_FILE_NAME, dict, "a JSON object (RunMetrics)"),
+                      path / METRICS_FILE_NAME)
+    return Run(path.resolve(), config, classes, status)
+
+
+def check_metrics(metrics: dict, path: Path) -> None:
+    """ValueError (`damaged_file`) when the figures pages and the predictor use are of the wrong type: the
+    accuracy and macro-F1 numbers in [0, 1], each ci95 interval two numbers, a calibration temperature a
+    positive number, per_class an object of objects."""
+    def fail(problem: str, expected: str):
+        raise damaged_file(path, problem, expected, "Evaluate the run again (python -m core evaluate), restore "
+                           "the file from a copy, or choose another run.")
+
+    def check_fraction(value, name: str) -> None:
+        if value is not None and not (is_number(value) and 0 <= value <= 1):
+            fail(f"has {name} = {value!r}", f"{name} a number in [0, 1]")
+
+    check_fraction(metrics.get("accuracy"), "accuracy")
+    macro = metrics.get("macro")
+    if macro is not None and not isinstance(macro, dict):
+        fail(f"has macro = {macro!r}", "macro an object of averages")
+    check_fraction((macro or {}).get("f1"), "macro.f1")
+    ci95 = metrics.get("ci95")
+    if ci95 is not None and not isinstance(ci95, dict):
+        fail(f"has ci95 = {ci95!r}", "ci95 an object of [low, high] intervals, or null")
+    for key in ("accuracy", "macro_f1"):
+        interval = (ci95 or {}).get(key)
+        if interval is not None and not (isinstance(interval, list) and len(interval) == 2
+                                         and all(is_number(bound) for bound in interval)):
+            fail(f"has ci95.{key} = {interval!r}", f"ci95.{key} a list of two numbers [low, high]")
+    calibration = metrics.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        fail(f"has calibration = {calibration!r}", "calibration an object")
+    temperature = (calibration or {}).get("temperature")
+    if temperature is not None and not (is_number(temperature) and temperature > 0):
+        fail(f"has calibration.temperature = {temperature!r}", "a temperature that is a positive number")
+    per_class = metrics.get("per_class")
+    if per_class is not None and not (isinstance(per_class, dict)
+                                      and all(isinstance(item, dict) for item in per_class.values())):
+        fail("has a per_class section that is not an object of objects", "per_class {class: {metric: value}}")
+
+
+def check_model_outputs(run: Run, n_outputs: int) -> None:
+    """ValueError when the model's output units do not match classes.json (one class name per unit)."""
+    if n_outputs != len(run.classes):
+        raise damaged_file(run.path / CLASSES_FILE_NAME, f"names {len(run.classes)} classes but the model has "
+                           f"{n_outputs} output units", "one class name per output unit of model.keras")
+
+
+def scan_runs(models_dir: str | os.PathLike | None = None) -> tuple[list[Run], list[DamagedRun]]:
+    """The finished runs under models_dir (newest first) and the damaged ones (by name).
+
+    A visible folder holding any of the required files (REQUIRED_FILE_NAMES) is a run; one that `load_run`
+    refuses is damaged, with its reason, and never hides another run. Staging folders are hidden and never
+    listed.
+    """
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    runs: list[Run] = []
+    damaged: list[DamagedRun] = []
+    try:
+        folders = sorted(path for path in models_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
+    except OSError:
+        return [], []
+    for path in folders:
+        if not any((path / name).exists() for name in REQUIRED_FILE_NAMES):
+            continue
+        try:
+            runs.append(load_run(path))
+        except ValueError as error:
+            damaged.append(DamagedRun(path, str(error)))
+    runs.sort(key=lambda run: (str(run.status.get("finished", "")), run.run_id), reverse=True)
+    return runs, damaged
 
 
 def list_runs(models_dir: str | os.PathLike | None = None) -> list[Run]:
-    """Finished runs under models_dir, newest first. Staging and failed runs are never listed."""
-    models_dir = Path(models_dir) if models_dir else default_models_dir()
-    if not models_dir.is_dir():
-        return []
-    runs = [load_run(path) for path in models_dir.iterdir() if is_finished_run(path)]
-    return sorted(runs, key=lambda run: (run.status.get("finished", ""), run.run_id), reverse=True)
+    """Finished runs under models_dir, newest first. Staging, failed and damaged runs are never listed
+    (`scan_runs` says which are damaged and why)."""
+    return scan_runs(models_dir)[0]
 
 
 def check_writable(folder: Path) -> None:

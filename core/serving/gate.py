@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.model import POOLED_FEATURES_LAYER_NAME
-from core.runs.artifacts import GATE_FILE_NAME
+from core.runs.artifacts import GATE_FILE_NAME, read_npz
 
 MAX_COLORFULNESS = 25.0
 MIN_INTENSITY_STD = 8.0
@@ -96,8 +96,9 @@ def load_gate(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / GATE_FILE_NAME
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        statistics = {k: data[k].astype(np.float64) for k in data.files}
+    # ValueError naming the file when it is not an archive or lacks a statistic (core.runs.artifacts).
+    arrays = read_npz(path, ("mean", "components", "variances", "residual_scale", "threshold"))
+    statistics = {k: value.astype(np.float64) for k, value in arrays.items()}
     for key in ("residual_scale", "threshold"):
         statistics[key] = float(statistics[key])
     return statistics

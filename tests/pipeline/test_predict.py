@@ -22,3 +22,38 @@ def test_predictor_agrees_with_evaluation_and_batch_prediction(tiny_run, keras_p
             assert single.probabilities[name] == pytest.approx(row["probabilities"][name], abs=1e-4)
             assert batched.probabilities[name] == pytest.approx(row["probabilities"][name], abs=1e-4)
         assert single.cam.shape == (64, 64)
+
+
+def _run_with_model(tmp_path, model, classes):
+    from core.runs import artifacts
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(parents=True)
+    model.save(run_dir / artifacts.MODEL_FILE_NAME)
+    artifacts.write_json_atomic(run_dir / artifacts.CONFIG_FILE_NAME, {"image_size": 8})
+    artifacts.write_json_atomic(run_dir / artifacts.CLASSES_FILE_NAME, classes)
+    artifacts.write_json_atomic(run_dir / artifacts.STATUS_FILE_NAME, {"state": "finished"})
+    return run_dir
+
+
+def test_classes_not_matching_the_model_and_a_model_refused_by_safe_mode_are_clear_errors(tmp_path, capsys):
+    import keras
+
+    from core import cli
+    from core.serving.predict import Predictor
+
+    inputs = keras.Input((8, 8, 1))
+    three_outputs = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs)))
+    run_dir = _run_with_model(tmp_path / "mismatch", three_outputs, ["Normal", "Pneumonia"])
+    with pytest.raises(ValueError, match="names 2 classes but the model has 3 output units"):
+        Predictor(run_dir, engine="keras")
+
+    lambda_output = keras.layers.Lambda(lambda x: x * 2)(keras.layers.Flatten()(inputs))
+    unsafe = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(lambda_output))
+    run_dir = _run_with_model(tmp_path / "unsafe", unsafe, ["Normal", "Pneumonia"])
+    with pytest.raises(ValueError, match="cannot be loaded in Keras safe mode"):
+        Predictor(run_dir, engine="keras")
+    film = tmp_path / "film.png"
+    film.write_bytes(b"")
+    assert cli.main(["predict", "--model", str(run_dir), "--engine", "keras", str(film)]) == 2
+    assert "cannot be loaded in Keras safe mode" in capsys.readouterr().err

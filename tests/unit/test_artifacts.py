@@ -165,3 +165,68 @@ def test_the_shipped_run_metrics_follow_the_run_metrics_typeddict():
     for section, schema in (("training", artifacts.TrainingSummary), ("validation", artifacts.ValidationSummary),
                             ("calibration", artifacts.Calibration)):
         assert set(metrics[section]) == set(schema.__annotations__), section
+
+
+# --------------------------------------------------------------------------------------------------
+# Damaged run files: a clear ValueError (the file, what was expected, what to do), never a traceback
+# --------------------------------------------------------------------------------------------------
+
+
+def _predictions(tmp_path: Path) -> Path:
+    path = tmp_path / "predictions.csv"
+    write_predictions_csv(path, ["a", "b"], ["Normal", "Pneumonia"], np.array([[0.9, 0.1], [0.3, 0.7]]),
+                          ["Normal", "Pneumonia"], ["test", "test"])
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[:text.rindex(",")], "cut short"),  # Cut mid-row.
+    (lambda text: text.replace("0.700000", "lots"), "not a number"),
+    (lambda text: text.replace("0.700000", "7.0"), "outside [0, 1]"),
+    (lambda text: text.replace("p_Pneumonia", "p_Other"), "lacks the columns"),
+    (lambda text: text.replace(",Pneumonia,", ",Cat,"), "class this run does not know"),
+])
+def test_a_damaged_predictions_csv_raises_a_clear_message(tmp_path, damage, message):
+    path = _predictions(tmp_path)
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ValueError, match="expected") as raised:
+        read_predictions_csv(path, ["Normal", "Pneumonia"])
+    assert message in str(raised.value) and "predictions.csv" in str(raised.value)
+
+
+def test_binary_predictions_and_history_files_raise_a_clear_message(tmp_path):
+    for name, reader in (("predictions.csv", lambda path: read_predictions_csv(path, ["Normal", "Pneumonia"])),
+                         ("history.csv", read_history_csv)):
+        path = tmp_path / name
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 50)
+        with pytest.raises(ValueError, match=f"{name} is not"):
+            reader(path)
+    (tmp_path / "history.csv").write_text("epoch,phase,loss\n1,head,0.5\n2,head,lots\n")
+    with pytest.raises(ValueError, match="not a number on line 3"):
+        read_history_csv(tmp_path / "history.csv")
+    (tmp_path / "history.csv").write_text("epoch,phase,loss\n1,head,0.5\x00\n")
+    with pytest.raises(ValueError, match="history.csv"):
+        read_history_csv(tmp_path / "history.csv")
+
+
+def test_a_gate_file_that_is_not_an_archive_or_lacks_a_key_raises_a_clear_message(tmp_path):
+    path = tmp_path / artifacts.GATE_FILE_NAME
+    path.write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match="gate.npz is not a readable .npz archive"):
+        artifacts.read_npz(path, ["mean", "threshold"])
+    np.save(tmp_path / "bare.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not a readable"):
+        artifacts.read_npz(tmp_path / "bare.npy", ["mean"])
+    np.savez(path, mean=np.zeros(3))
+    with pytest.raises(ValueError, match="lacks threshold"):
+        artifacts.read_npz(path, ["mean", "threshold"])
+    assert list(artifacts.read_npz(path, ["mean"])) == ["mean"]
+
+
+def test_read_json_tolerates_non_utf8_and_the_strict_reader_says_what_is_wrong(tmp_path):
+    (tmp_path / "x.json").write_bytes(b'{"a": "\xff"}')
+    assert artifacts.read_json(tmp_path / "x.json", {}) == {}
+    with pytest.raises(ValueError, match="x.json is not UTF-8 text; expected an object"):
+        artifacts.read_json_strict(tmp_path / "x.json", dict, "an object")
+    with pytest.raises(ValueError, match="missing.json is missing"):
+        artifacts.read_json_strict(tmp_path / "missing.json", dict, "an object")
