@@ -10,6 +10,9 @@
 | `PARU_DICOMWEB_URL`  | the DICOMweb root of a PACS (QIDO-RS, WADO-RS, STOW-RS), e.g. `http://127.0.0.1:8042/dicom-web`; the Predict page shows "From PACS" only when it is set | unset |
 | `PARU_DICOMWEB_USER`, `PARU_DICOMWEB_PASSWORD` | HTTP basic credentials for that PACS (from the environment only, never from a page) | unset |
 | `PARU_DICOMWEB_TOKEN` | a bearer token for that PACS instead of a user and password | unset |
+| `PARU_AUDIT_FILE_NAMES` | "1" to store uploaded file names in the audit log (they often carry patient identifiers; by default only the SHA-256 is stored) | unset |
+| `PARU_AUDIT_MAX_BYTES` | the size at which the audit log is set aside as `audit-<time>.jsonl` and a new one started | 16 MiB |
+| `PARU_USER_DIR`     | the user's own writable data, such as review tags of the shipped runs, which stay unmodified in git | `$XDG_DATA_HOME/paru`, else `~/.local/share/paru` |
 | `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`) | "2" |
 
 Nothing here imports TensorFlow or Streamlit.
@@ -56,6 +59,30 @@ def cache_dir() -> Path:
         return Path(os.environ["PARU_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "paru"
+
+
+def user_data_dir() -> Path:
+    """$PARU_USER_DIR, else $XDG_DATA_HOME/paru, else ~/.local/share/paru."""
+    if os.environ.get("PARU_USER_DIR"):
+        return Path(os.environ["PARU_USER_DIR"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "paru"
+
+
+def audit_file_names() -> bool:
+    """True when $PARU_AUDIT_FILE_NAMES asks for file names in the audit log ("1", "true" or "yes")."""
+    return (os.environ.get("PARU_AUDIT_FILE_NAMES") or "").strip().lower() in ("1", "true", "yes")
+
+
+AUDIT_MAX_BYTES = 16 * 1024 * 1024
+
+
+def audit_max_bytes() -> int:
+    """$PARU_AUDIT_MAX_BYTES (at least 4096), else AUDIT_MAX_BYTES."""
+    try:
+        return max(4096, int(os.environ.get("PARU_AUDIT_MAX_BYTES") or AUDIT_MAX_BYTES))
+    except ValueError:
+        return AUDIT_MAX_BYTES
 
 
 def shared_keras_home() -> Path | None:
