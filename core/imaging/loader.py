@@ -50,6 +50,8 @@ __all__ = [
     "ImageLoadError",
     "load_image",
     "read_film",
+    "check_file",
+    "check_header",
     "read_file_bytes",
     "read_film_and_model_input",
     "squeeze_channel",
@@ -245,38 +247,64 @@ def _source_bytes(source, name: str | None) -> tuple[bytes, str | None]:
 
 
 def read_file_bytes(path: str | os.PathLike, label: str | None = None) -> bytes:
-    """The bytes of the film file at `path`, checked before it is opened.
-
-    Only regular files are read: a named pipe (FIFO), a device or a socket would block or never end, so it
-    is refused without being opened; so is a file larger than `budget.MAX_FILE_BYTES`. `label` (default:
-    the path) is only shown in messages.
+    """The bytes of the film file at `path`, after `check_file` (so a FIFO is never opened).
 
     Raises:
         ImageLoadError: missing, a folder, not a regular file, too large, unreadable; the message names it.
     """
+    shown = check_file(path, label)
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise _read_error(error, shown) from None
+
+
+def check_file(path: str | os.PathLike, label: str | None = None) -> str:
+    """Check, without opening it, that `path` is a regular file of at most `budget.MAX_FILE_BYTES`.
+
+    A named pipe (FIFO), a device or a socket would block or never end, so it is refused unopened. `label`
+    (default: the path) is only shown in messages. Returns the shown name.
+
+    Raises:
+        ImageLoadError: missing, a folder, not a regular file or too large; the message names it.
+    """
     shown = _display_name(label if label is not None else os.fspath(path))
     try:
         status = os.stat(path)
-        if stat.S_ISDIR(status.st_mode):
-            raise IsADirectoryError
-        if not stat.S_ISREG(status.st_mode):
-            raise ImageLoadError(
-                f"'{shown}' is {_special_file_kind(status.st_mode)}, not a film file; it was not opened. "
-                "Choose an image file."
-            )
-        check_file_size(status.st_size, shown)
-        with open(path, "rb") as file:
-            return file.read()
-    except FileNotFoundError:
-        raise ImageLoadError(f"There is no file at '{shown}'. Check the path and the file name.") from None
-    except IsADirectoryError:
-        raise ImageLoadError(f"'{shown}' is a folder, not a film. Choose an image file inside it.") from None
-    except PermissionError:
-        raise ImageLoadError(f"The file '{shown}' cannot be read (permission denied). Check its permissions.") from None
     except OSError as error:
+        raise _read_error(error, shown) from None
+    if stat.S_ISDIR(status.st_mode):
+        raise _read_error(IsADirectoryError(), shown)
+    if not stat.S_ISREG(status.st_mode):
         raise ImageLoadError(
-            f"The file '{shown}' could not be read ({error.strerror or error}). Check the disk and the path."
-        ) from None
+            f"'{shown}' is {_special_file_kind(status.st_mode)}, not a film file; it was not opened. "
+            "Choose an image file."
+        )
+    check_file_size(status.st_size, shown)
+    return shown
+
+
+def check_header(head: bytes, label: str | None = None) -> str:
+    """The format of a file from its first bytes (4096 are enough), or ImageLoadError when it is no film.
+
+    For checking a folder without decoding: the same sniff as `read_film`, on the header alone.
+    """
+    subject = "The file" + (f" '{_display_name(label)}'" if label else "")
+    return sniff(head, subject)
+
+
+def _read_error(error: OSError, shown: str) -> ImageLoadError:
+    """The message for a file that could not be examined or read."""
+    if isinstance(error, FileNotFoundError):
+        return ImageLoadError(f"There is no file at '{shown}'. Check the path and the file name.")
+    if isinstance(error, IsADirectoryError):
+        return ImageLoadError(f"'{shown}' is a folder, not a film. Choose an image file inside it.")
+    if isinstance(error, PermissionError):
+        return ImageLoadError(f"The file '{shown}' cannot be read (permission denied). Check its permissions.")
+    return ImageLoadError(
+        f"The file '{shown}' could not be read ({error.strerror or error}). Check the disk and the path."
+    )
 
 
 def _special_file_kind(mode: int) -> str:

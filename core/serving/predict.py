@@ -14,7 +14,7 @@ import numpy as np
 from core.data.scan import decode_in_chunks
 from core.evaluation.calibration import apply_temperature
 from core.explain.gradcam import GradCam
-from core.imaging.loader import ImageLoadError, load_image, read_film_and_model_input
+from core.imaging.loader import ImageLoadError, load_image, read_file_bytes, read_film_and_model_input
 from core.model import POOLED_FEATURES_LAYER_NAME, load_model
 from core.runs.registry import Run, check_model_outputs, load_run
 from core.serving import gate as film_gate
@@ -250,4 +250,4 @@ def _read_bytes(source) -> bytes:
         return source.getvalue()
     if hasattr(source, "read"):
         return source.read()
-    return Path(source).read_bytes()
+    return read_file_bytes(source)  # a FIFO or an over-large file is refused without being read
