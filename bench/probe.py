@@ -36,7 +36,9 @@ FOLDS, REPEATS = 5, 4
 def load_dataset(root: Path, image_size: int):
     """Films (uint8, N x S x S x 1), class indices, class names and patient groups of a dataset folder."""
     from core.data.layout import order_classes
-    from core.data.scan import decode_in_chunks, list_candidate_files, read_patient_ids
+    from core.data.labels import read_patient_ids
+    from core.data.listing import list_candidate_files
+    from core.data.scan import decode_in_chunks
 
     _, candidates, _ = list_candidate_files(root)
     classes = order_classes({label for _, label, _ in candidates})

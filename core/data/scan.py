@@ -1,9 +1,11 @@
 """Dataset discovery and integrity check: which films a dataset folder holds, and which subset each gets.
 
-The folder layouts and what folder names mean are in `core.data.layout`. Every file is checked: it is
-read, hashed (SHA-256) and, with ``decode=True``, decoded by the one image loader (`core.imaging.loader`).
-A file that fails is skipped and listed with its reason; it is never fatal. An optional ``labels.csv``
-beside the class folders with a ``patient_id`` column makes the split patient-aware.
+The folder layouts and what folder names mean are in `core.data.layout`; which files are candidates, and
+why the others are skipped, in `core.data.listing`; labels.csv in `core.data.labels`. Every file is
+checked: it is hashed (SHA-256) and, with ``decode=True``, decoded by the one image loader
+(`core.imaging.loader`); without, only its size and header are checked. A file that fails is skipped and
+listed with its reason; it is never fatal. An optional ``labels.csv`` beside the class folders with a
+``patient_id`` column makes the split patient-aware.
 
 The loader is called through its module (``loader.load_image``), so that a measurement that wraps
 `core.imaging.loader.load_image` counts every decode made here.
@@ -11,7 +13,6 @@ The loader is called through its module (``loader.load_image``), so that a measu
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,16 +22,18 @@ from typing import Callable
 
 import numpy as np
 
-from core.data.layout import canonical_class_name, detect_layout, is_hidden, order_classes
-from core.data.split import group_ids, stratified_group_split
+from core.data.labels import read_patient_ids_and_placeholders
+from core.data.layout import order_classes
+from core.data.listing import check_dataset_root, list_candidate_files
+from core.data.split import SUBSETS, check_split_feasible, group_ids, stratified_group_split
 from core.imaging import loader
 
-IGNORED_FILE_NAMES = {"labels.csv", "thumbs.db", "desktop.ini", "readme.md", "readme.txt", "license"}
-"""Lower-cased names of files that sit in dataset folders without being films; they are not listed."""
-PATH_COLUMNS = ("file", "path", "filename", "image", "image index", "image_index")
-"""labels.csv columns (lower-cased, first match wins) that hold the film's path or file name."""
-PATIENT_COLUMNS = ("patient_id", "patient id", "patient", "patientid")
-"""labels.csv columns (lower-cased, first match wins) that hold the patient id."""
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+"""The (train, val, test) split of `assign_subsets` and of the folder check when none is given."""
+# Files are hashed in pieces of this size, so checking a folder never holds a whole file in memory.
+_HASH_CHUNK_BYTES = 1 << 20
+# The loader's format sniff needs at most this many bytes from the start of a file.
+_HEADER_BYTES = 4096
 
 
 @dataclass
@@ -58,7 +61,8 @@ class DatasetScan:
 
     `images`, when decoded, is a uint8 array (n, image_size, image_size, 1) aligned with `records`.
     `skipped` lists {"path", "reason"} for every file left out. `duplicates` lists groups of paths with
-    identical bytes (kept, but always placed in one subset by the split).
+    identical bytes (kept, but always placed in one subset by the split). `placeholder_patient_ids` counts
+    the films whose labels.csv id is a placeholder ("unknown", "0", empty...), read as no patient id.
     """
 
     root: Path
@@ -69,6 +73,7 @@ class DatasetScan:
     duplicates: list[list[str]] = field(default_factory=list)
     images: np.ndarray | None = None
     image_size: int | None = None
+    placeholder_patient_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def labels(self) -> np.ndarray:
@@ -82,8 +87,20 @@ class DatasetScan:
             counts[record.label] += 1
         return counts
 
-    def report(self) -> dict:
-        """A JSON-ready summary: layout, counts per class, skipped files with reasons, duplicates."""
+    def warnings(self) -> list[str]:
+        """Things about the dataset a person should know before training on it (placeholder patient ids)."""
+        if not self.placeholder_patient_ids:
+            return []
+        total = sum(self.placeholder_patient_ids.values())
+        shown = ", ".join(f"'{value}' ({count})" for value, count in sorted(
+            self.placeholder_patient_ids.items(), key=lambda item: -item[1])[:5])
+        return [f"{total} of {len(self.records)} films have a placeholder patient id in labels.csv ({shown}). "
+                "It was read as 'no patient id', so each of those films is its own group in the split (identical "
+                "files still stay together); fill in the real patient ids to keep each patient's films together."]
+
+    def report(self, fractions=DEFAULT_FRACTIONS) -> dict:
+        """A JSON-ready summary: layout, counts per class, skipped files with reasons, duplicates, warnings,
+        and `split_problem`: why `assign_subsets(self, fractions)` would fail, or None."""
         return {
             "root": str(self.root),
             "layout": self.layout,
@@ -93,77 +110,10 @@ class DatasetScan:
             "skipped": self.skipped,
             "duplicates": self.duplicates,
             "has_patient_ids": any(record.patient_id for record in self.records),
+            "placeholder_patient_ids": self.placeholder_patient_ids,
+            "warnings": self.warnings(),
+            "split_problem": split_problem(self, fractions),
         }
-
-
-def read_patient_ids(root: Path) -> dict[str, str]:
-    """Map relative path (and bare file name) to patient id from root/labels.csv, if it has one."""
-    labels_csv = root / "labels.csv"
-    if not labels_csv.is_file():
-        return {}
-    with labels_csv.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
-        path_column = next((columns[c] for c in PATH_COLUMNS if c in columns), None)
-        patient_column = next((columns[c] for c in PATIENT_COLUMNS if c in columns), None)
-        if path_column is None or patient_column is None:
-            return {}
-        patients = {}
-        for row in reader:
-            rel_path, patient = (row.get(path_column) or "").strip(), (row.get(patient_column) or "").strip()
-            if rel_path and patient:
-                patients[rel_path.replace("\\", "/")] = patient
-                patients.setdefault(Path(rel_path).name, patient)
-        return patients
-
-
-def check_dataset_root(root: str | os.PathLike) -> Path:
-    """The dataset folder, resolved; ValueError with a next step when it is missing or is a file."""
-    root = Path(root).expanduser()
-    if root.is_dir():
-        return root.resolve()
-    if root.exists():
-        raise ValueError(f"{root} is a file, not a folder. Choose the folder that holds the class folders.")
-    raise ValueError(
-        f"Dataset folder {root} does not exist. Choose a folder with one subfolder per class "
-        "(for example Normal/, Pneumonia/), or with train/, val/ and test/ folders of class folders."
-    )
-
-
-def list_candidate_files(root: str | os.PathLike) -> tuple[str, list[tuple[Path, str, str | None]], list[dict]]:
-    """Find every file of a dataset with its class and given subset, without reading it.
-
-    Returns (layout, [(absolute path, canonical class, given subset or None)], skipped). Files whose
-    extension no loader handles are skipped with a reason.
-    """
-    root = check_dataset_root(root)
-    layout, folders = detect_layout(root)
-    candidates, skipped = [], []
-    for subset, class_dirs in folders.items():
-        for class_dir in class_dirs:
-            label = canonical_class_name(class_dir.name)
-            for path in sorted(class_dir.rglob("*")):
-                if not path.is_file() or any(is_hidden(part) for part in path.relative_to(root).parts):
-                    continue
-                if path.name.lower() in IGNORED_FILE_NAMES:
-                    continue
-                suffix = path.suffix.lower()
-                if suffix and suffix not in loader.SUPPORTED_EXTENSIONS:
-                    skipped.append({
-                        "path": path.relative_to(root).as_posix(),
-                        "reason": f"unsupported file type '{suffix}' (Paru reads "
-                                  f"{', '.join(sorted(loader.SUPPORTED_EXTENSIONS))})",
-                    })
-                    continue
-                candidates.append((path, label, subset))
-    if not candidates and not skipped:
-        if not any(folders.values()):
-            raise ValueError(
-                f"{root} has no class folders. Put each class's films in a subfolder named after the "
-                "class (for example Normal/ and Pneumonia/)."
-            )
-        raise ValueError(f"The class folders in {root} are empty. Add films (PNG, JPEG or DICOM) to them.")
-    return layout, candidates, skipped
 
 
 def scan_dataset(
@@ -193,7 +143,8 @@ def scan_dataset(
     """
     root = check_dataset_root(root)
     layout, candidates, skipped = list_candidate_files(root)
-    patients = read_patient_ids(root)
+    patients, placeholders = read_patient_ids_and_placeholders(root)
+    placeholder_counts: dict[str, int] = {}
     total = len(candidates)
 
     records: list[FilmRecord] = []
@@ -208,6 +159,9 @@ def scan_dataset(
                 skipped.append({"path": rel_path, "reason": reason})
                 continue
             patient = patients.get(rel_path) or patients.get(path.name)
+            placeholder = None if patient else placeholders.get(rel_path) or placeholders.get(path.name)
+            if placeholder:
+                placeholder_counts[placeholder] = placeholder_counts.get(placeholder, 0) + 1
             records.append(FilmRecord(rel_path, label, subset, patient, digest))
             if image is not None:
                 kept_images.append(image)
@@ -221,7 +175,7 @@ def scan_dataset(
             "Paru reads PNG, JPEG, BMP, TIFF and DICOM films."
         )
     return DatasetScan(root, layout, class_names, records, skipped, duplicates, images,
-                       image_size if decode else None)
+                       image_size if decode else None, placeholder_counts)
 
 
 def _resolve_duplicates(records, images, skipped):
@@ -249,7 +203,7 @@ def _resolve_duplicates(records, images, skipped):
     return [records[i] for i in keep], kept_images, duplicates
 
 
-def assign_subsets(scan: DatasetScan, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> np.ndarray:
+def assign_subsets(scan: DatasetScan, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> np.ndarray:
     """Give every usable film of a scan a subset ("train", "val" or "test").
 
     Class-folder datasets get a stratified split by `fractions`, reproducible from `seed`. Pre-split
@@ -258,14 +212,37 @@ def assign_subsets(scan: DatasetScan, fractions=(0.70, 0.15, 0.15), seed: int = 
     duplicate-aware: films sharing a patient id or identical bytes always land in the same subset.
 
     Raises:
-        ValueError: a class has too few films (or patients) for the split; the message says how many.
+        ValueError: the split is impossible (see `split_problem`); the message says why and what to do.
     """
-    counts = scan.class_counts()
-    empty = [name for name, count in counts.items() if count == 0]
+    labels, groups, subsets, carve = _split_plan(scan, fractions)
+    if subsets is None:
+        return stratified_group_split(labels, groups, fractions=fractions, seed=seed)
+    if carve is not None:
+        in_train = np.flatnonzero(subsets == "train")
+        subsets[in_train] = stratified_group_split(labels[in_train], groups[in_train], fractions=carve, seed=seed)
+    return subsets.astype(str)
+
+
+def split_problem(scan: DatasetScan, fractions=DEFAULT_FRACTIONS) -> str | None:
+    """Why `assign_subsets(scan, fractions)` would fail, or None: the folder check shows it before training.
+
+    Cheap (no split is made): empty or single classes, a pre-split dataset without train or test films or
+    whose val/ or test/ lacks a class (its figures would be undefined and macro-F1 would count it as 0),
+    and a class with fewer patient groups than subsets (`core.data.split.check_split_feasible`).
+    """
+    try:
+        _split_plan(scan, fractions)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def _split_plan(scan: DatasetScan, fractions):
+    """(labels, groups, given subsets or None, fractions to carve val from train or None), after every
+    check of `split_problem`; ValueError with the message otherwise."""
+    empty = [name for name, count in scan.class_counts().items() if count == 0]
     if empty:
-        raise ValueError(
-            f"Class folder(s) {empty} have no usable films. Add films to them or remove the folder(s)."
-        )
+        raise ValueError(f"Class folder(s) {empty} have no usable films. Add films to them or remove the folder(s).")
     if len(scan.class_names) < 2:
         raise ValueError(
             f"Only one class ({scan.class_names[0]!r}) was found in {scan.root}; a classifier needs at "
@@ -278,7 +255,8 @@ def assign_subsets(scan: DatasetScan, fractions=(0.70, 0.15, 0.15), seed: int = 
         content_hashes=[record.sha256 for record in scan.records],
     )
     if scan.layout == "class_folders":
-        return stratified_group_split(labels, groups, fractions=fractions, seed=seed)
+        _raise_problem(check_split_feasible(labels, groups, fractions))
+        return labels, groups, None, None
 
     subsets = np.array([record.given_subset for record in scan.records], dtype=object)
     missing = [s for s in ("train", "test") if s not in set(subsets)]
@@ -287,14 +265,28 @@ def assign_subsets(scan: DatasetScan, fractions=(0.70, 0.15, 0.15), seed: int = 
             f"The pre-split dataset {scan.root} has no usable {' or '.join(missing)} films. "
             "Add them, or arrange the films as one folder per class and let Paru split them."
         )
+    for subset in SUBSETS:
+        present = set(labels[subsets == subset])
+        lacking = [name for name in scan.class_names if name not in present]
+        if present and lacking:
+            raise ValueError(
+                f"The {subset}/ folder of the pre-split dataset {scan.root} has no usable films of "
+                f"{', '.join(map(repr, lacking))}. Its {subset} figures for that class would be undefined and "
+                f"macro-F1 would count it as 0. Add films of it to {subset}/, or arrange the films as one folder "
+                "per class and let Paru split them."
+            )
+    carve = None
     if "val" not in set(subsets):
         in_train = np.flatnonzero(subsets == "train")
         val_share = fractions[1] / (fractions[0] + fractions[1])
-        carved = stratified_group_split(
-            labels[in_train], groups[in_train], fractions=(1 - val_share, val_share, 0.0), seed=seed
-        )
-        subsets[in_train] = carved
-    return subsets.astype(str)
+        carve = (1 - val_share, val_share, 0.0)
+        _raise_problem(check_split_feasible(labels[in_train], groups[in_train], carve))
+    return labels, groups, subsets, carve
+
+
+def _raise_problem(problem: str | None) -> None:
+    if problem:
+        raise ValueError(problem)
 
 
 def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, workers: int | None = None):
@@ -318,24 +310,46 @@ def decode_in_chunks(paths: list[Path], image_size: int, chunk_size: int = 256, 
 def _read_film_file(
     path: Path, image_size: int, decode: bool = True
 ) -> tuple[str | None, np.ndarray | None, str | None]:
-    """(sha256 hex digest, model input or None, why the file is unusable or None) for one file, read once.
+    """(sha256 hex digest, model input or None, why the file is unusable or None) for one file.
 
-    The bytes are hashed and, when `decode`, decoded from memory by the shared loader. One bad file must
-    not stop a folder of thousands, so every failure, a loader bug included, becomes a reason.
+    With `decode` the file is read once (the loader refuses non-regular and over-large files before opening
+    them), hashed and decoded from memory. Without it (the quick folder check) the file is never held whole:
+    its size is checked first, its header is sniffed by the loader and its bytes are hashed in pieces. One bad
+    file must not stop a folder of thousands, so every failure, a loader bug included, becomes a reason.
     """
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        return None, None, f"could not be read: {error.strerror or error}"
+        if not decode:
+            return _check_without_decoding(path)
+        data = loader.read_file_bytes(path, path.name)
+    except loader.ImageLoadError as error:
+        return None, None, str(error)
     digest = hashlib.sha256(data).hexdigest()
-    if not decode:
-        return digest, None, None if data else "the file is empty (0 bytes)"
     try:
         return digest, loader.load_image(data, image_size), None
     except loader.ImageLoadError as error:
         return digest, None, str(error)
     except Exception as error:
         return digest, None, f"could not be decoded ({type(error).__name__}: {error})"
+
+
+def _check_without_decoding(path: Path) -> tuple[str | None, None, str | None]:
+    """(digest, None, reason) of one file from its size, its header and its bytes hashed in pieces."""
+    try:
+        loader.check_file(path, path.name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+            if not head:
+                return None, None, "the file is empty (0 bytes)"
+            loader.check_header(head, path.name)
+            digest.update(head)
+            while chunk := handle.read(_HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except loader.ImageLoadError as error:
+        return None, None, str(error)
+    except OSError as error:
+        return None, None, f"could not be read: {error.strerror or error}"
+    return digest.hexdigest(), None, None
 
 
 def _thread_pool(workers: int | None) -> ThreadPoolExecutor:

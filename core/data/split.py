@@ -21,6 +21,19 @@ SUBSETS = ("train", "val", "test")
 _FRACTION_SUM_TOLERANCE = 1e-6
 
 
+PLACEHOLDER_PATIENT_IDS = frozenset({
+    "unknown", "unk", "na", "n/a", "nan", "none", "null", "nil", "0", "-", "--", "?", "missing", "anonymous",
+    "anon", "not available", "not known", "x",
+})
+"""Patient ids (lower-cased, stripped) that mean "not recorded". Read as a real id, one of them on most of
+the films would put all those films in one group and collapse the split; they count as missing instead."""
+
+
+def is_placeholder_patient_id(value) -> bool:
+    """True for a patient id that carries no information: missing (see `_is_missing`) or a placeholder."""
+    return _is_missing(value) or (isinstance(value, str) and value.strip().lower() in PLACEHOLDER_PATIENT_IDS)
+
+
 def _is_missing(value) -> bool:
     """True for "no information": None, an empty or blank string, NaN, pandas NA/NaT."""
     if value is None:
@@ -55,8 +68,9 @@ def group_ids(n: int, patient_ids=None, content_hashes=None) -> np.ndarray:
 
     Args:
         n: the number of items.
-        patient_ids: optional sequence of length n. None, an empty string or NaN means "no patient
-            information" for that item, which then joins a group only through its content hash.
+        patient_ids: optional sequence of length n. None, an empty string, NaN or a placeholder such as
+            "unknown" or "0" (see `PLACEHOLDER_PATIENT_IDS`) means "no patient information" for that item,
+            which then joins a group only through its content hash.
         content_hashes: optional sequence of length n (e.g. SHA-256 hex digests); None or empty means
             unknown.
 
@@ -89,10 +103,10 @@ def group_ids(n: int, patient_ids=None, content_hashes=None) -> np.ndarray:
 
     # The two kinds of key live in separate namespaces, so a patient called "abc" never merges with a
     # file whose hash happens to be "abc".
-    for keys in (patients, hashes):
+    for keys, missing in ((patients, is_placeholder_patient_id), (hashes, _is_missing)):
         first_item_with_key: dict = {}
         for item, key in enumerate(keys):
-            if _is_missing(key):
+            if missing(key):
                 continue
             if key in first_item_with_key:
                 union(first_item_with_key[key], item)
@@ -174,16 +188,14 @@ def stratified_group_split(labels, groups=None, fractions=(0.70, 0.15, 0.15), se
                 "e.g. from group_ids()."
             )
 
-    class_values, label_index = np.unique(label_array, return_inverse=True)
-    _, group_index = np.unique(group_array, return_inverse=True)
-    n_classes, n_groups = len(class_values), int(group_index.max()) + 1
+    class_values, label_index, group_index, group_label = _group_labels(label_array, group_array)
+    n_classes, n_groups = len(class_values), len(group_label)
     group_size = np.bincount(group_index, minlength=n_groups)
-    # A (groups x classes) table of counts; argmax takes the first maximum, so ties are deterministic.
-    label_counts = np.bincount(group_index * n_classes + label_index, minlength=n_groups * n_classes)
-    group_label = label_counts.reshape(n_groups, n_classes).argmax(axis=1)
 
     active_subsets = [index for index, value in enumerate(fraction_values) if value > 0]
-    _check_enough_groups(class_values, label_index, group_label, fraction_values, groups is not None)
+    problem = _enough_groups_problem(class_values, label_index, group_label, fraction_values, groups is not None)
+    if problem:
+        raise ValueError(problem)
 
     rng = np.random.default_rng(seed)
     group_subset = np.empty(n_groups, dtype=np.int64)
@@ -208,14 +220,47 @@ def stratified_group_split(labels, groups=None, fractions=(0.70, 0.15, 0.15), se
     return np.asarray(SUBSETS)[group_subset[group_index]]
 
 
-def _check_enough_groups(class_values, label_index, group_label, fractions, has_groups: bool) -> None:
-    """Raise before splitting when a class has fewer groups than non-empty subsets."""
+def check_split_feasible(labels, groups=None, fractions=(0.70, 0.15, 0.15)) -> str | None:
+    """Why `stratified_group_split(labels, groups, fractions)` cannot split these items, or None when it can.
+
+    The split needs, in every class, at least one group (patient or identical-file group) for each subset
+    with a non-zero fraction; the message names the class, how many groups and images it has, and what to
+    do, e.g. "Class 'Pneumonia' has only 2 patient groups (2 images); a 70/15/15 split needs at least 3
+    groups in every class. ...". Pure and cheap, so a folder check can call it before training starts.
+
+    Raises:
+        ValueError: the arguments themselves are malformed (bad fractions, mismatched lengths).
+    """
+    fraction_values = _check_fractions(fractions)
+    label_array = np.asarray(labels)
+    if label_array.ndim != 1 or label_array.shape[0] == 0:
+        return "There are no films to split; add images to the dataset first."
+    group_array = np.arange(label_array.shape[0]) if groups is None else np.asarray(groups)
+    if group_array.shape != label_array.shape:
+        raise ValueError(f"Got groups with shape {group_array.shape} for {label_array.shape[0]} labels; expected "
+                         "one group id per item, e.g. from group_ids().")
+    class_values, label_index, _, group_label = _group_labels(label_array, group_array)
+    return _enough_groups_problem(class_values, label_index, group_label, fraction_values, groups is not None)
+
+
+def _group_labels(label_array: np.ndarray, group_array: np.ndarray):
+    """(class values, class index per item, group index per item, majority class index per group)."""
+    class_values, label_index = np.unique(label_array, return_inverse=True)
+    _, group_index = np.unique(group_array, return_inverse=True)
+    n_classes, n_groups = len(class_values), int(group_index.max()) + 1
+    # A (groups x classes) table of counts; argmax takes the first maximum, so ties are deterministic.
+    label_counts = np.bincount(group_index * n_classes + label_index, minlength=n_groups * n_classes)
+    return class_values, label_index, group_index, label_counts.reshape(n_groups, n_classes).argmax(axis=1)
+
+
+def _enough_groups_problem(class_values, label_index, group_label, fractions, has_groups: bool) -> str | None:
+    """The message when a class has fewer groups than non-empty subsets, else None."""
     needed = sum(1 for value in fractions if value > 0)
     groups_per_class = np.bincount(group_label, minlength=len(class_values))
     images_per_class = np.bincount(label_index, minlength=len(class_values))
     short = [index for index in range(len(class_values)) if groups_per_class[index] < needed]
     if not short:
-        return
+        return None
     worst = min(short, key=lambda index: (groups_per_class[index], images_per_class[index]))
     name = class_values[worst].item() if hasattr(class_values[worst], "item") else class_values[worst]
     unit = "groups" if has_groups else "images"
@@ -226,7 +271,7 @@ def _check_enough_groups(class_values, label_index, group_label, fractions, has_
     )
     others = [class_values[index].item() for index in short if index != worst]
     also = f" (so do {others})" if others else ""
-    raise ValueError(
+    return (
         f"Class {name!r} has only {counted}; a {_format_fractions(fractions)} split needs at least "
         f"{needed} {unit} in every class{also}. Add images of {name!r} or remove the class folder."
     )

@@ -15,7 +15,9 @@ import numpy as np
 
 from core.config import TrainConfig
 from core.data.hashes import perceptual_hashes
-from core.data.scan import decode_in_chunks, list_candidate_files, read_patient_ids
+from core.data.labels import read_patient_ids
+from core.data.listing import list_candidate_files
+from core.data.scan import decode_in_chunks
 from core.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from core.evaluation.metrics import classification_report
 from core.evaluation.overlap import check_overlap, write_run_hashes
@@ -30,7 +32,7 @@ from core.runs.artifacts import (
     write_predictions_csv,
 )
 from core.runs.registry import Run, load_run
-from core.serving.batch import PREDICT_BATCH_SIZE, predict_probabilities
+from core.serving.batch import PREDICT_BATCH_SIZE, predict_probabilities, rows_in_chunks
 from core.serving.lite import cached_path, load_engine
 
 ENGINES = ("auto", "lite", "keras")
@@ -48,7 +50,9 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
     """
     labels = scan.labels
     index = {s: np.flatnonzero(subsets == s) for s in ("val", "test")}
-    probabilities = {s: predict_probabilities(model, scan.images[i]) for s, i in index.items()}
+    # A chunk of films at a time: training's films may be a memory-mapped cache larger than memory.
+    probabilities = {s: rows_in_chunks(lambda films: predict_probabilities(model, films), scan.images, i)
+                     for s, i in index.items()}
     metrics = classification_report(labels[index["test"]], probabilities["test"].argmax(1), class_names,
                                      probabilities["test"], seed=config.seed)
     validation = classification_report(labels[index["val"]], probabilities["val"].argmax(1), class_names,
@@ -82,7 +86,7 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
     )
     seen = np.flatnonzero(np.isin(subsets, ("train", "val")))
     write_run_hashes(run_dir, [scan.records[i].path for i in seen],
-                     [scan.records[i].sha256 for i in seen], perceptual_hashes(scan.images[seen]),
+                     [scan.records[i].sha256 for i in seen], perceptual_hashes([scan.images[j] for j in seen]),
                      image_size=int(scan.images.shape[1]))
     return metrics
 

@@ -175,9 +175,10 @@ def external_validation_section(run, metrics: dict, default_folder: str) -> None
 
 
 def dataset_check(folder: str) -> dict | None:
-    """Scan a dataset folder (cached) and show its layout, class counts, skipped files and duplicates.
+    """Scan a dataset folder (cached) and show its layout, class counts, skipped files, duplicates and warnings.
 
-    Returns the scan report, or None (with the error shown) when the folder cannot be used.
+    Returns the scan report, or None (with the error shown) when the folder cannot be used, including when
+    its split is impossible (so Start stays disabled instead of failing after it).
     """
     if st.button("Re-check the folder", key="rescan"):
         cached.scan_folder.clear()
@@ -195,6 +196,11 @@ def dataset_check(folder: str) -> dict | None:
     if scan["duplicates"]:
         with st.expander(f"{len(scan['duplicates'])} groups of identical files (kept in one subset)"):
             st.write(scan["duplicates"])
+    for warning in scan.get("warnings", []):
+        st.warning(warning)
+    if scan.get("split_problem"):
+        st.error(f"This folder cannot be split for training: {scan['split_problem']}")
+        return None
     return scan
 
 

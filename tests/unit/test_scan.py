@@ -108,3 +108,29 @@ def test_hamming_distances_count_differing_bits_and_nearest_finds_the_closest():
     assert distances.tolist() == [251, 1] and indices.tolist() == [1, 0]
     distances, indices = nearest_hashes([zero], [])
     assert distances.tolist() == [PERCEPTUAL_HASH_BITS + 1] and indices.tolist() == [-1]
+
+
+def test_the_folder_check_reports_an_impossible_split_before_training(tmp_path):
+    from core.data.scan import scan_dataset
+
+    make_dataset(tmp_path, per_class=6, class_folders=("Normal", "Pneumonia"))
+    for film in sorted((tmp_path / "Pneumonia").iterdir())[2:]:
+        film.unlink()
+    report = scan_dataset(tmp_path, decode=False).report()
+    assert report["split_problem"].startswith(
+        "Class 'Pneumonia' has only 2 patient groups (2 images); a 70/15/15 split needs at least 3 groups")
+    make_dataset(tmp_path, per_class=4, class_folders=("Pneumonia",), seed=4)
+    assert scan_dataset(tmp_path, decode=False).report()["split_problem"] is None
+
+
+def test_a_presplit_dataset_whose_test_lacks_a_class_is_refused_before_training(tmp_path):
+    from core.data.scan import assign_subsets, scan_dataset
+
+    make_dataset(tmp_path / "train", per_class=8, class_folders=("NORMAL", "PNEUMONIA", "CARDIOMEGALY"), seed=1)
+    make_dataset(tmp_path / "test", per_class=3, class_folders=("NORMAL", "PNEUMONIA"), seed=2)
+    scan = scan_dataset(tmp_path, decode=False)
+    problem = scan.report()["split_problem"]
+    assert "The test/ folder of the pre-split dataset" in problem and "'Cardiomegaly'" in problem
+    assert "macro-F1 would count it as 0" in problem
+    with pytest.raises(ValueError, match="macro-F1 would count it as 0"):
+        assign_subsets(scan)

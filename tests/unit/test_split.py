@@ -237,3 +237,17 @@ def test_split_summary_rejects_unknown_labels_and_subsets():
         split_summary(["Normal", "Edema"], ["train", "test"], ["Normal"])
     with pytest.raises(ValueError, match=r"Got subsets \['holdout'\]; expected only \['train', 'val', 'test'\]"):
         split_summary(["Normal"], ["holdout"], ["Normal"])
+
+
+def test_check_split_feasible_says_why_a_split_is_impossible_without_splitting():
+    from core.data.split import check_split_feasible, stratified_group_split
+
+    labels = ["Normal"] * 10 + ["Pneumonia"] * 2
+    problem = check_split_feasible(labels)
+    assert problem.startswith("Class 'Pneumonia' has only 2 images; a 70/15/15 split needs at least 3 images")
+    with pytest.raises(ValueError, match="has only 2 images"):
+        stratified_group_split(labels)
+    assert check_split_feasible(labels, fractions=(0.85, 0.0, 0.15)) is None
+    one_patient = [f"n{i}" for i in range(10)] + ["p", "p"]
+    assert "only 1 patient groups (2 images)" in check_split_feasible(labels, groups=one_patient,
+                                                                      fractions=(0.85, 0.0, 0.15))
