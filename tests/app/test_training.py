@@ -1,0 +1,103 @@
+"""The Training page: the folder check, the recipe form, and a background job (a fake child with the real
+lock, progress and outcome files; tests/system runs a real training through the page)."""
+
+from __future__ import annotations
+
+import time
+
+from app.conftest import open_page, texts
+from conftest import tiny_config
+from core.runs import jobs
+from core.runs.registry import list_runs
+from core.ui import navigation
+from core.ui.panels import duration_text, progress_summary
+
+TRAINING = navigation.TRAINING.script
+
+
+def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, data_root, fake_training):
+    models_dir = tmp_path / "train-models"
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    at = open_page(TRAINING)
+    assert at.selectbox(key="train_folder_pick").value == str(data_root)
+    assert "usable films" in texts(at.markdown)
+    at.radio(key="train_preset").set_value("paper").run()
+    assert not at.error, texts(at.error)
+    at.number_input(key="epochs-paper").set_value(2)
+    at.selectbox(key="alpha-paper").set_value(0.35)
+    at.number_input(key="batch-paper").set_value(8)
+    at.number_input(key="size-paper").set_value(64)
+    at.selectbox(key="weights-paper").set_value("none" if tiny_config().weights == "none" else "imagenet")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Training started." in texts(at.success), texts(at.error)
+    config = sorted((models_dir / ".jobs").glob("config-*.json"))
+    assert len(config) == 1 and '"image_size": 64' in config[0].read_text()
+
+    # A second start while the first runs is refused with a clear message.
+    at.form_submit_button[0].click().run()
+    assert "already running" in texts(at.warning)
+    # The running job's progress, read from its progress.json.
+    def progress_text() -> str:
+        return " ".join(element.proto.text for element in at.get("progress"))
+
+    deadline = time.monotonic() + 30
+    while "epoch" not in progress_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        at.run()
+    assert "fake-1-data — Phase paper: epoch 1/2, batch 3/4, about 1 min 15 s left" in progress_text()
+    assert "Cancel training" in [button.label for button in at.button]
+
+    fake_training(models_dir)
+    status = jobs.job_status(models_dir)
+    assert not status.running
+    assert status.last["state"] == "finished", status.log_tail
+    runs = list_runs(models_dir)
+    assert len(runs) == 1
+    at.run()
+    assert not at.exception, at.exception
+    selector = at.sidebar.selectbox(key="run_selector")
+    assert any(option.startswith(runs[0].run_id) for option in selector.options)
+    assert selector.value == str(runs[0].path)  # The only run, so also the default choice.
+    assert "Last training finished" in texts(at.success)
+
+
+def test_the_recommended_preset_offers_no_fine_tuning_it_would_refuse(monkeypatch, tmp_path, data_root):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
+    at = open_page(TRAINING)
+    at.radio(key="train_preset").set_value("recommended").run()
+    assert not at.exception and not at.error, texts(at.error)
+    fine_tuned = at.number_input(key="finetune-recommended")
+    assert fine_tuned.value == 0 and fine_tuned.disabled
+    assert "paper preset to fine-tune" in fine_tuned.help
+    at.radio(key="train_preset").set_value("paper").run()
+    assert at.number_input(key="finetune-paper").value == 12 and not at.number_input(key="finetune-paper").disabled
+
+
+def test_a_typed_folder_outside_the_data_roots_is_refused(monkeypatch, tmp_path, data_root):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
+    at = open_page(TRAINING)
+    at.text_input(key="train_folder_typed").set_value("/etc").run()
+    assert not at.exception, at.exception
+    assert any("outside the data folders" in error.value for error in at.error)
+    assert at.form_submit_button[0].disabled
+
+
+def test_progress_summary_says_where_the_job_is():
+    assert progress_summary(None) == (0.0, "Starting…")
+    assert progress_summary({"phase": "checking", "files_done": 5, "files_total": 20}) == (0.25,
+                                                                                           "Checking films: 5/20")
+    fraction, text = progress_summary({"phase": "features"})
+    assert fraction == 0.0 and text.startswith("Computing the backbone's features")
+    assert progress_summary({"phase": "done"}) == (1.0, "Done")
+    assert progress_summary({"phase": "evaluating"})[0] == 1.0
+    fraction, text = progress_summary({"phase": "paper", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
+                                       "eta_seconds": 42})
+    assert fraction == 0.375 and text == "Phase paper: epoch 2/4, batch 5/10, about 42 s left"
+    assert duration_text(185) == "3 min 5 s"
+
+
+def test_progress_fraction_stays_in_range():
+    assert jobs.progress_fraction({"phase": "paper", "epoch": 9, "epochs": 2, "batch": 9, "batches": 2}) == 1.0
+    assert jobs.progress_fraction({"phase": "paper", "epoch": 0, "epochs": 2, "batch": 0, "batches": 2}) == 0.0
+    assert jobs.progress_fraction({"phase": "checking", "files_done": 3, "files_total": 0}) == 0.0

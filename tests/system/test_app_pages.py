@@ -1,0 +1,80 @@
+"""The pages' real background work, end to end: a training child started from the Training page, and the
+mobile export built by the Evaluation page's child process (tests/app fakes both)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from app.conftest import open_page, texts
+from conftest import dataset_of, tiny_config
+from core.ui import navigation
+
+pytestmark = pytest.mark.slow
+
+
+def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, tiny_run):
+    from core.runs import jobs
+    from core.runs.registry import list_runs
+
+    dataset = dataset_of(tiny_run)
+    models_dir = tmp_path / "train-models"
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("PARU_DATA_ROOT", str(dataset.parent))
+    at = open_page(navigation.TRAINING.script)
+    assert at.selectbox(key="train_folder_pick").value == str(dataset)
+    at.radio(key="train_preset").set_value("paper").run()
+    assert not at.error, texts(at.error)
+    at.number_input(key="epochs-paper").set_value(2)
+    at.selectbox(key="alpha-paper").set_value(0.35)
+    at.number_input(key="batch-paper").set_value(8)
+    at.number_input(key="size-paper").set_value(64)
+    at.selectbox(key="weights-paper").set_value("none" if tiny_config().weights == "none" else "imagenet")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Training started." in texts(at.success), texts(at.error)
+    try:
+        # A second start while the first runs is refused with a clear message.
+        at.form_submit_button[0].click().run()
+        assert "already running" in texts(at.warning)
+        deadline = time.monotonic() + 150
+        while jobs.job_status(models_dir).running and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        jobs.request_stop(models_dir)
+    status = jobs.job_status(models_dir)
+    assert not status.running
+    assert status.last["state"] == "finished", status.log_tail
+    runs = list_runs(models_dir)
+    assert len(runs) == 1
+    at.run()
+    assert not at.exception, at.exception
+    selector = at.sidebar.selectbox(key="run_selector")
+    assert any(option.startswith(runs[0].run_id) for option in selector.options)
+    assert selector.value == str(runs[0].path)  # The only run, so also the default choice.
+    assert "Last training finished" in texts(at.success)
+
+
+def test_evaluation_builds_a_real_mobile_export_once(monkeypatch, tmp_path, tiny_run):
+    models_dir = tmp_path / "export-models"
+    shutil.copytree(tiny_run, models_dir / tiny_run.name)
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    at = open_page(navigation.EVALUATION.script)
+    at.selectbox(key="export_variant").set_value("float16").run()
+    at.button(key="export_go").click().run(timeout=600)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    exported = models_dir / tiny_run.name / "exports" / "float16-v2.tflite"
+    assert exported.is_file() and exported.stat().st_size > 10_000
+    assert "Download float16 .tflite" in [button.label for button in at.download_button]
+    assert not list(exported.parent.glob(".*partial"))  # Written under a temporary name, then renamed.
+    assert not list(exported.parent.glob(".*.json"))
+    # Checked against the Keras model on the run's own films, and the figures shown beside the download.
+    shown = texts(at.success) + texts(at.warning)
+    n_films = len((tiny_run / "split.csv").read_text().strip().splitlines()) - 1
+    assert f"Checked against the Keras model on {n_films} of the run's films: top-1 agreement" in shown
+    again = open_page(navigation.EVALUATION.script)
+    assert "Download float16 .tflite" in [button.label for button in again.download_button]
+    assert "export_go" not in [button.key for button in again.button]
