@@ -28,7 +28,26 @@ from core.runs.artifacts import (
     read_metrics,
     read_status,
 )
-from core.settings import default_models_dir
+from core.settings import PROJECT_ROOT, default_models_dir
+
+
+SHIPPED_RUNS_DIR = PROJECT_ROOT / "models"
+SHIPPED_RUN_PREFIX = "demo-"
+"""The runs the project ships sit in its own models/ folder and are named demo-<dataset>-<preset>; a trained
+run is named by its time (`new_run_id`), so it never takes this prefix by itself."""
+
+
+def is_shipped_run(run_dir: str | os.PathLike) -> bool:
+    """True for a run the project ships (tracked in git): a demo-* folder in the project's own models/
+    folder, or any run folder this process may not write to. Paru never writes into such a run; what a
+    user adds to it (review tags) lives under core.settings.user_data_dir().
+
+    Decided by location and name alone: no git command is run, and a copy of a shipped run elsewhere (in a
+    test's temporary folder, or in $PARU_MODELS_DIR) is the user's own."""
+    path = Path(run_dir).expanduser().resolve()
+    if path.parent == SHIPPED_RUNS_DIR.resolve() and path.name.startswith(SHIPPED_RUN_PREFIX):
+        return True
+    return path.is_dir() and not os.access(path, os.W_OK)
 
 
 def new_run_id(data_dir: str | os.PathLike, preset_name: str) -> str:
