@@ -129,12 +129,14 @@ def _models_status() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_folders(tmp_path_factory):
-    """Runs, the audit log and converted models go to folders of this test session, never the user's own;
-    the shipped runs under models/ stay as git has them (tests that read them name the folder explicitly)."""
+    """Runs, the audit log, converted models and the user's data go to folders of this test session, never the
+    user's own; the shipped runs under models/ stay as git has them (tests that read them name the folder
+    explicitly)."""
     before = _models_status()
-    saved = {name: os.environ.get(name) for name in ("PARU_MODELS_DIR", "PARU_CACHE_DIR")}
+    saved = {name: os.environ.get(name) for name in ("PARU_MODELS_DIR", "PARU_CACHE_DIR", "PARU_USER_DIR")}
     os.environ["PARU_MODELS_DIR"] = str(tmp_path_factory.mktemp("paru-models"))
     os.environ["PARU_CACHE_DIR"] = str(tmp_path_factory.mktemp("paru-cache"))
+    os.environ["PARU_USER_DIR"] = str(tmp_path_factory.mktemp("paru-user"))  # Tags of the shipped runs.
     yield
     for name, value in saved.items():
         if value is None:
