@@ -182,12 +182,14 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
     """Box-reduce a loaded image by an integer `factor` (each output pixel the mean of factor x factor).
 
     Modes Pillow reduces directly are reduced in one call, which allocates only the small result. 1-bit,
-    palette and 16-bit images are converted band by band (bands a multiple of `factor` rows high, so the
-    result equals reducing the whole), never as a second full-size copy.
+    palette and 16-bit images are converted band by band, and images with alpha reduced band by band
+    (Pillow premultiplies them into a full-size copy first), in bands a multiple of `factor` rows high so
+    the result equals reducing the whole; never as a second full-size copy.
     """
-    if image.mode not in ("1", "P") and not image.mode.startswith("I;16"):
+    if image.mode not in ("1", "P", "LA", "RGBA") and not image.mode.startswith("I;16"):
         return image.reduce(factor)
     target = ("I" if image.mode.startswith("I;16") else "L" if image.mode == "1"
+              else image.mode if image.mode in ("LA", "RGBA")
               else "RGBA" if "transparency" in image.info else "RGB")
     width, height = image.size
     result = Image.new(target, (math.ceil(width / factor), math.ceil(height / factor)))
