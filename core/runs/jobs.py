@@ -1,27 +1,45 @@
 """One training at a time, run in its own process, observable and cancellable from the app.
 
 The training process holds `models/.train.lock` (JSON: pid, run id, staging folder, log file) while it runs.
-A lock whose process is gone is stale and is taken over, so a killed training never blocks the next one.
-Progress is read from `progress.json` in the run's staging folder; a cancel request is a `STOP` file there,
-honoured between batches. When a training ends, `models/.last_job.json` says how.
+It is taken and released under an exclusive flock on `models/.train.lock.guard` and written atomically, so
+of any number of simultaneous claimants exactly one wins. A lock whose process is gone is stale and is taken
+over, so a killed training never blocks the next one. Progress is read from `progress.json` in the run's
+staging folder; a cancel request is a `STOP` file there, honoured between batches. When a training ends,
+`models/.last_job.json` says how; when its process was killed before it could say so, the first look at the
+lock (`job_status`, `acquire_lock`) records it as "died". Staging folders of trainings that ended without a
+run are cleaned (`clean_staging`): their heavy files at once, the folder after STAGING_GRACE_SECONDS.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from core.config import preset
-from core.runs.artifacts import PROGRESS_FILE_NAME, STOP_FILE_NAME, now_iso, read_json, write_json_atomic
-from core.settings import PROJECT_ROOT, default_models_dir, keras_home_env
+from core.runs.artifacts import (
+    PROGRESS_FILE_NAME,
+    STATUS_FILE_NAME,
+    STOP_FILE_NAME,
+    now_iso,
+    read_json,
+    read_status,
+    write_json_atomic,
+)
+from core.settings import PROJECT_ROOT, default_models_dir, job_log, keras_home_env
 
 LOCK_NAME = ".train.lock"
+GUARD_NAME = ".train.lock.guard"
 LAST_JOB_NAME = ".last_job.json"
+UNREADABLE_LOCK_GRACE_SECONDS = 30.0
 
 
 class TrainingBusyError(RuntimeError):
@@ -43,43 +61,175 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+@contextmanager
+def _guard(models_dir: Path):
+    """An exclusive flock on models_dir/.train.lock.guard: deciding whether the lock is free and taking it
+    is one step for every claimant, so two can never both win."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(models_dir / GUARD_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # Also releases the flock.
+
+
+def _read_holder(lock: Path) -> dict | None:
+    """The lock's content; {} for an empty or unreadable lock that is young (a writer of an older version
+    may still be writing it), None when there is no lock or an unreadable one is old (stale)."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    holder = read_json(lock)
+    if isinstance(holder, dict) and _holder_pid(holder):
+        return holder
+    return {} if age < UNREADABLE_LOCK_GRACE_SECONDS else None
+
+
+def _holder_pid(holder: dict) -> int:
+    pid = holder.get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else 0
+
+
 def acquire_lock(models_dir: Path, info: dict, pid: int | None = None) -> Path:
     """Take the training lock for process `pid` (default: this one), or raise TrainingBusyError.
 
     A parent that starts a training process takes the lock on the child's behalf (pid=child), so two
-    quick Start clicks cannot launch two trainings; the child then takes over its own lock.
+    quick Start clicks cannot launch two trainings; the child then takes over its own lock. The decision
+    is made under an exclusive flock (`_guard`) and the lock's content is written atomically (a temporary
+    file renamed into place), so a rival never reads a half-written lock and exactly one claimant wins.
+    A lock whose process is gone is stale and taken over; an empty or unreadable one counts as held while
+    it is younger than UNREADABLE_LOCK_GRACE_SECONDS.
     """
-    models_dir.mkdir(parents=True, exist_ok=True)
+    models_dir = Path(models_dir)
     lock = models_dir / LOCK_NAME
     claimant = pid or os.getpid()
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_json(lock, {}) or {}
-            pid = int(holder.get("pid") or 0)
-            if pid == claimant and claimant != os.getpid():
+    with _guard(models_dir):
+        holder = _read_holder(lock)
+        if holder is not None:
+            holder_pid = _holder_pid(holder)
+            if holder_pid == claimant and claimant != os.getpid():
                 return lock  # The child took its own lock first.
-            if pid and pid != claimant and _pid_alive(pid):
+            if not holder_pid or (holder_pid != claimant and _pid_alive(holder_pid)):
                 raise TrainingBusyError(
-                    f"Training {holder.get('run_id', '?')} is already running (process {pid}, started "
-                    f"{holder.get('started', '?')}). Wait for it to finish or cancel it first."
-                ) from None
-            lock.unlink(missing_ok=True)  # Stale: its process is gone.
-            continue
-        with os.fdopen(fd, "w") as handle:
-            import json
-
-            json.dump({**info, "pid": claimant, "started": now_iso()}, handle)
-        return lock
-    raise TrainingBusyError(f"Could not take the training lock {lock}; try again.")
+                    f"Training {holder.get('run_id', '?')} is already running (process {holder_pid or '?'}, "
+                    f"started {holder.get('started', '?')}). Wait for it to finish or cancel it first."
+                )
+            if holder_pid != claimant:
+                _record_death(models_dir, holder)  # Stale: its process died without saying how it ended.
+        write_json_atomic(lock, {**info, "pid": claimant, "started": now_iso()})
+    return lock
 
 
 def release_lock(models_dir: Path) -> None:
+    models_dir = Path(models_dir)
     lock = models_dir / LOCK_NAME
-    holder = read_json(lock, {}) or {}
-    if holder.get("pid") == os.getpid():
+    with _guard(models_dir):
+        holder = read_json(lock, {}) or {}
+        if isinstance(holder, dict) and holder.get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def _record_death(models_dir: Path, holder: dict) -> None:
+    """Say in .last_job.json (and the staging folder's status.json) that the training holding `holder` died:
+    killed or crashed before it could record how it ended. Called under the guard, for a dead holder."""
+    last = read_json(models_dir / LAST_JOB_NAME) or {}
+    if isinstance(last, dict) and str(last.get("ended", "")) >= str(holder.get("started", "")) \
+            and last.get("run_id") == holder.get("run_id"):
+        return  # It did record its end (the lock was only left behind).
+    message = (f"The training process {holder.get('pid', '?')} ended without finishing (killed or crashed, "
+               "for example by SIGKILL or running out of memory); no model was registered. See its log.")
+    staging = Path(holder["staging_dir"]) if holder.get("staging_dir") else None
+    if staging is not None and staging.is_dir():
+        status = read_status(staging)
+        if status.get("state", "running") == "running":
+            write_json_atomic(staging / STATUS_FILE_NAME, {**status, "state": "died", "ended": now_iso(),
+                                                            "error": message})
+    write_json_atomic(models_dir / LAST_JOB_NAME, {
+        "run_id": holder.get("run_id", "?"), "run_dir": holder.get("run_dir"), "state": "died",
+        "error": message, "started": holder.get("started"), "ended": now_iso(), "log": holder.get("log")})
+
+
+def reap_dead_job(models_dir: Path) -> bool:
+    """When the lock's training process is gone, record that it died and remove the lock. Returns True when
+    it did."""
+    models_dir = Path(models_dir)
+    lock = models_dir / LOCK_NAME
+    if not lock.exists():
+        return False
+    with _guard(models_dir):
+        holder = _read_holder(lock)
+        if holder is None:
+            lock.unlink(missing_ok=True)
+            return True
+        pid = _holder_pid(holder)
+        if not pid or _pid_alive(pid):
+            return False
+        _record_death(models_dir, holder)
         lock.unlink(missing_ok=True)
+        return True
+
+
+STAGING_GRACE_SECONDS = 7 * 24 * 3600.0
+"""How long the status.json (state, error, traceback) of a training that ended without a run is kept."""
+
+
+def clean_staging(models_dir: str | os.PathLike, grace_seconds: float = STAGING_GRACE_SECONDS,
+                  log=print, keep: Path | None = None) -> list[str]:
+    """Clean the staging folders (`.<run_id>.partial`) of trainings that ended without a run.
+
+    A folder whose status.json says "running" with a live process, and `keep`, are left alone. Every other
+    one loses all its files but status.json at once (so the space a failed training took, for example on a
+    full disk, is back for the next one), and is removed whole once its status is older than
+    `grace_seconds`. Returns (and logs) one line per folder cleaned.
+    """
+    models_dir = Path(models_dir)
+    cleaned = []
+    try:
+        folders = [path for path in models_dir.iterdir()
+                   if path.is_dir() and path.name.startswith(".") and path.name.endswith(".partial")]
+    except OSError:
+        return []
+    for folder in sorted(folders):
+        status = read_status(folder)
+        pid = _holder_pid(status)
+        if (keep is not None and folder.resolve() == Path(keep).resolve()) \
+                or (status.get("state", "running") == "running" and pid and _pid_alive(pid)):
+            continue
+        status_file = folder / STATUS_FILE_NAME
+        try:
+            age = time.time() - (status_file if status_file.exists() else folder).stat().st_mtime
+        except OSError:
+            continue
+        if not status and age < UNREADABLE_LOCK_GRACE_SECONDS:
+            continue  # Just created by a training that has not written its status yet.
+        freed = _folder_bytes(folder) - (status_file.stat().st_size if status_file.exists() else 0)
+        state = status.get("state", "unknown")
+        if age >= grace_seconds:
+            shutil.rmtree(folder, ignore_errors=True)
+            line = f"Removed the staging folder {folder.name} of a {state} training ({freed / 1e6:.1f} MB)."
+        elif freed > 0:
+            for item in folder.iterdir():
+                if item.name != STATUS_FILE_NAME:
+                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+            line = (f"Freed {freed / 1e6:.1f} MB in the staging folder {folder.name} of a {state} training "
+                    "(its status.json is kept for a while).")
+        else:
+            continue
+        cleaned.append(line)
+        log(line)
+    return cleaned
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:
+            pass
+    return total
 
 
 @dataclass
@@ -96,8 +246,10 @@ class JobStatus:
 def job_status(models_dir: str | os.PathLike | None = None, log_lines: int = 30) -> JobStatus:
     """Read the lock, the running job's progress.json and log tail, and the last job's outcome."""
     models_dir = Path(models_dir) if models_dir else default_models_dir()
+    reap_dead_job(models_dir)  # A killed training is reported as such, not hidden behind the last one.
     lock = read_json(models_dir / LOCK_NAME)
-    running = bool(lock and lock.get("pid") and _pid_alive(int(lock["pid"])))
+    lock = lock if isinstance(lock, dict) else None
+    running = bool(lock and _holder_pid(lock) and _pid_alive(_holder_pid(lock)))
     progress = read_json(Path(lock["staging_dir"]) / PROGRESS_FILE_NAME) if running and lock.get("staging_dir") else None
     last = read_json(models_dir / LAST_JOB_NAME)
     log_path = (lock or {}).get("log") if running else (last or {}).get("log")
@@ -172,8 +324,7 @@ def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
 
 
 def record_last_job(models_dir: Path, outcome: dict) -> None:
-    write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(),
-                                                   "log": os.environ.get("PARU_JOB_LOG")})
+    write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(), "log": job_log()})
 
 
 # --------------------------------------------------------------------------------------------------

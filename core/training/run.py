@@ -99,11 +99,15 @@ def train_run(
 
     outcome = {"run_id": run_dir.name, "run_dir": str(run_dir), "state": "failed"}
     try:
+        # Under the lock no other training runs here: what earlier failed or killed ones left is cleaned.
+        jobs.clean_staging(models_dir, log=log, keep=staging)
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         write_json_atomic(staging / STATUS_FILE_NAME, {"state": "running", "started": now_iso(), "pid": os.getpid()})
         _train_into(staging, data_root, config, log, stop_requested)
+        if stop_requested():  # Asked during the evaluation: the run must not be registered after all.
+            raise TrainingCancelled(CANCELLED_MESSAGE)
         write_json_atomic(staging / STATUS_FILE_NAME, {
             **(_read(staging / STATUS_FILE_NAME)), "state": "finished", "finished": now_iso()})
         os.replace(staging, run_dir)
