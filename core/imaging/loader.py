@@ -17,9 +17,10 @@ The model input is made by `to_model_input` (a plain bilinear resize to a square
 `load_image` chains the two. Training, evaluation and prediction must all get model input from
 `load_image`, so that the model sees films prepared exactly as in training.
 
-The work is split by stage: `sniff` (format from the bytes), `raster` (Pillow), `dicom` (pydicom) and
+The work is split by stage: `sniff` (format from the bytes), `raster` (Pillow), `dicom` (pydicom),
 `common` (the Film record, ImageLoadError, the size limits MIN_SIDE / MAX_ASPECT / MAX_PIXELS and the
-one step to uint8). This module is the public API; `Film` and `ImageLoadError` are defined in `common`
+one step to uint8) and `budget` (the memory one decode may take, MAX_DECODE_BYTES and MAX_FILE_BYTES, and
+how many heavy decodes run at once). Paths are read only when they are regular files (`check_file`). This module is the public API; `Film` and `ImageLoadError` are defined in `common`
 and belong to it.
 
 Example::
