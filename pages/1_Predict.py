@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.ui import cached, figures, frame, navigation, panels, tables
+from core.ui import cached, figures, frame, navigation, pacs_panel, panels, tables
 
 navigation.require_shell()
 run = frame.require_run()
@@ -10,6 +10,10 @@ run_path = str(run.path)
 
 st.title("🔍 Predict")
 st.caption(frame.DISCLAIMER)
+if pacs_panel.pacs_configured() and st.radio("Films from", ("Upload", "From PACS"), horizontal=True,
+                                             key="film_source") == "From PACS":
+    pacs_panel.from_pacs(run_path)
+    st.stop()
 
 uploads = st.file_uploader("Chest X-ray films", type=panels.UPLOAD_TYPES, accept_multiple_files=True,
                            help="PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM. Files are read in memory only.")
@@ -64,6 +68,7 @@ for upload in uploads:
         )
         for notice in prediction.notices:
             st.info(notice)
+        pacs_panel.dicom_downloads(run, prediction, data, key=f"upload-{len(results)}")
 
 st.download_button("Download all results (CSV)", tables.predictions_csv(results), file_name="paru-predictions.csv",
                    mime="text/csv")
