@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from app.conftest import open_page, texts
-from conftest import tiny_config
+from conftest import make_dataset, tiny_config
 from core.runs import jobs
 from core.runs.registry import list_runs
 from core.ui import navigation
@@ -80,6 +80,19 @@ def test_a_typed_folder_outside_the_data_roots_is_refused(monkeypatch, tmp_path,
     at.text_input(key="train_folder_typed").set_value("/etc").run()
     assert not at.exception, at.exception
     assert any("outside the data folders" in error.value for error in at.error)
+    assert at.form_submit_button[0].disabled
+
+
+def test_the_folder_check_refuses_an_impossible_split_before_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
+    dataset = make_dataset(tmp_path / "data" / "two-pneumonia", per_class=6, class_folders=("Normal", "Pneumonia"))
+    for film in sorted((dataset / "Pneumonia").iterdir())[2:]:
+        film.unlink()
+    at = open_page(TRAINING)
+    assert not at.exception, at.exception
+    assert any("cannot be split for training" in error.value and "needs at least 3 groups" in error.value
+               for error in at.error), texts(at.error)
     assert at.form_submit_button[0].disabled
 
 
