@@ -30,6 +30,7 @@ from core.model import load_model
 from core.runs.artifacts import EXPORTS_DIR_NAME, SPLIT_FILE_NAME, read_json, read_split_csv, run_dataset_root
 from core.runs.registry import load_run
 from core.serving.batch import predict_probabilities
+from core.serving.lite import tflite_interpreter
 from core.serving.tflite import convert_keras, flatbuffer_modules
 from core.settings import PROJECT_ROOT, keras_home_env
 
@@ -184,14 +185,7 @@ class TFLiteClassifier:
     """Run an exported .tflite model on raw films (n, S, S, 1) one at a time, as a phone would."""
 
     def __init__(self, path: str | os.PathLike):
-        import warnings
-
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            # tf.lite.Interpreter announces its move to the ai-edge-litert package; it still works here.
-            warnings.simplefilter("ignore", UserWarning)
-            self.interpreter = tf.lite.Interpreter(model_path=str(path))
+        self.interpreter = tflite_interpreter(model_path=str(path))
         self.interpreter.allocate_tensors()
         self.input_index = self.interpreter.get_input_details()[0]["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]

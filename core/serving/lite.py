@@ -49,6 +49,11 @@ from core.settings import cache_dir
 ENGINE_VERSION = 1
 
 
+LITERT_RUNTIME = "ai-edge-litert"
+TF_LITE_RUNTIME = "tf.lite (deprecated)"
+_RUNTIME_WARNED = False
+
+
 class EngineUnavailable(RuntimeError):
     """The fast engine cannot serve this model here; the message says why (the Keras path still works)."""
 
@@ -91,6 +96,42 @@ def load_engine(model, model_path: str | os.PathLike) -> tuple["LiteEngine | Non
         return None, f"Keras: the TensorFlow Lite conversion failed ({type(error).__name__}: {error})."
 
 
+def tflite_runtime() -> tuple[type, str]:
+    """(the Interpreter class, its name): the maintained `ai-edge-litert` package where it is installed,
+    else TensorFlow's own `tf.lite.Interpreter`, which TensorFlow deprecates in its favour.
+
+    The fallback warns once, naming the package to install; both run the same flatbuffers with the same
+    XNNPACK kernels. Raises EngineUnavailable when neither exists.
+    """
+    global _RUNTIME_WARNED
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, LITERT_RUNTIME
+    except ImportError as error:
+        reason = str(error)
+    import tensorflow as tf
+
+    interpreter = getattr(getattr(tf, "lite", None), "Interpreter", None)
+    if interpreter is None:
+        raise EngineUnavailable(f"Neither ai-edge-litert ({reason}) nor tf.lite.Interpreter is available.")
+    if not _RUNTIME_WARNED:
+        _RUNTIME_WARNED = True
+        warnings.warn(f"ai-edge-litert is not installed ({reason}); running TensorFlow Lite models on the "
+                      "deprecated tf.lite.Interpreter. `pip install ai-edge-litert` (see requirements.txt).",
+                      stacklevel=2)
+    return interpreter, TF_LITE_RUNTIME
+
+
+def tflite_interpreter(**arguments):
+    """An Interpreter of `tflite_runtime()` built with these arguments (model_path= or model_content=, ...)."""
+    interpreter, _ = tflite_runtime()
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter announces its own deprecation on every construction; tflite_runtime said it once.
+        warnings.simplefilter("ignore")
+        return interpreter(**arguments)
+
+
 class LiteEngine:
     """A run's model for single films: probabilities, pooled features and Grad-CAM in one fast call.
 
@@ -104,21 +145,14 @@ class LiteEngine:
     name = "TensorFlow Lite"
 
     def __init__(self, model, flatbuffer: bytes, num_threads: int | None = None):
-        import tensorflow as tf
-
         self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         self.grad_cam = ClosedFormGradCam(model)
         if num_threads is None and hasattr(os, "sched_getaffinity"):
             num_threads = len(os.sched_getaffinity(0))  # The CPUs this process may use.
-        with warnings.catch_warnings():
-            # tf.lite.Interpreter announces its move to the ai-edge-litert package; it still works here.
-            warnings.simplefilter("ignore")
-            try:
-                self._interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=num_threads)
-            except (ValueError, RuntimeError) as error:
-                raise EngineUnavailable(f"TensorFlow Lite could not load the converted model ({error}).") from None
-            except AttributeError:
-                raise EngineUnavailable("This TensorFlow build has no tf.lite.Interpreter.") from None
+        try:
+            self._interpreter = tflite_interpreter(model_content=flatbuffer, num_threads=num_threads)
+        except (ValueError, RuntimeError) as error:
+            raise EngineUnavailable(f"TensorFlow Lite could not load the converted model ({error}).") from None
         self._runner = self._interpreter.get_signature_runner()
         inputs = self._interpreter.get_signature_list()["serving_default"]["inputs"]
         self._input_name = inputs[0]

@@ -136,3 +136,19 @@ def test_external_evaluation_on_either_engine_gives_the_same_figures(tiny_run, t
         assert slow["file"] == fast["file"]
         assert all(fast["probabilities"][c] == pytest.approx(p, abs=1e-4) for c, p in slow["probabilities"].items())
     assert on_lite["confusion_matrix"] == on_keras["confusion_matrix"]
+
+
+def test_the_maintained_runtime_serves_and_tf_lite_is_the_announced_fallback(monkeypatch):
+    import sys
+
+    from core.serving import lite
+
+    pytest.importorskip("ai_edge_litert")
+    interpreter, name = lite.tflite_runtime()
+    assert name == lite.LITERT_RUNTIME and interpreter.__module__.startswith("ai_edge_litert")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # As if the package were not installed.
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setattr(lite, "_RUNTIME_WARNED", False)
+    with pytest.warns(UserWarning, match="pip install ai-edge-litert"):
+        interpreter, name = lite.tflite_runtime()
+    assert name == lite.TF_LITE_RUNTIME and interpreter.__name__ == "Interpreter"
