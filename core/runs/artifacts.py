@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import tempfile
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, TypedDict
 
 import numpy as np
 
+from core.runs.checks import damaged_file
 from core.settings import SHARED_ROOT, allowed_data_roots
 
 MODEL_FILE_NAME = "model.keras"
@@ -212,41 +211,6 @@ def read_json(path: str | os.PathLike, default=None):
         return default
 
 
-REPAIR_STEP = ("Restore the file from a copy of the run, re-run the step that writes it, or choose another "
-               "run.")
-
-
-def damaged_file(path: str | os.PathLike, problem: str, expected: str, step: str = REPAIR_STEP) -> ValueError:
-    """The error for a run file that cannot be used: which file, what is wrong, what was expected, and
-    what to do next (one wording for every reader)."""
-    return ValueError(f"{path} {problem}; expected {expected}. {step}")
-
-
-def read_json_strict(path: str | os.PathLike, kind: type, expected: str):
-    """The parsed file, which must be of `kind` (dict or list); ValueError (`damaged_file`) when it is
-    missing, not UTF-8, not JSON, or of another kind."""
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise damaged_file(path, "is missing", expected) from None
-    except OSError as error:
-        raise damaged_file(path, f"cannot be read ({error.strerror or error})", expected) from None
-    except UnicodeDecodeError:
-        raise damaged_file(path, "is not UTF-8 text", expected) from None
-    except json.JSONDecodeError as error:
-        raise damaged_file(path, f"is not valid JSON (cut short or edited? {error.msg} at line {error.lineno})",
-                           expected) from None
-    if not isinstance(value, kind):
-        raise damaged_file(path, f"holds a JSON {type(value).__name__}", expected)
-    return value
-
-
-def is_number(value) -> bool:
-    """A finite int or float (never a bool, a string or NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def read_status(run_dir: str | os.PathLike) -> dict:
     """status.json of a run or staging folder ({} when missing or unreadable)."""
     status = read_json(Path(run_dir) / STATUS_FILE_NAME, {})
@@ -366,25 +330,6 @@ def read_predictions_csv(path: str | os.PathLike, class_names: list[str]) -> lis
     except csv.Error as error:
         raise damaged_file(path, f"is not valid CSV ({error})", expected, step) from None
     return rows
-
-
-def read_npz(path: str | os.PathLike, required: Iterable[str]) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file (no pickles); ValueError (`damaged_file`) when it is not a readable zip of
-    arrays or lacks one of the `required` keys."""
-    required = list(required)
-    expected = f"a NumPy .npz archive holding {', '.join(required)}"
-    try:
-        data = np.load(path, allow_pickle=False)
-        if not hasattr(data, "files"):  # A bare .npy array, not an archive.
-            raise ValueError("not an archive")
-        with data:
-            arrays = {key: np.asarray(data[key]) for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise damaged_file(path, f"is not a readable .npz archive ({type(error).__name__})", expected) from None
-    missing = [key for key in required if key not in arrays]
-    if missing:
-        raise damaged_file(path, f"lacks {', '.join(missing)}", expected)
-    return arrays
 
 
 def misclassified_test_rows(rows: list[dict]) -> list[dict]:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.runs.artifacts import is_number, now_iso
+from core.runs.artifacts import now_iso
+from core.runs.checks import is_number
 from core.settings import audit_file_names, audit_max_bytes, default_models_dir
 
 AUDIT_FILE_NAME = "audit.jsonl"
@@ -33,7 +34,7 @@ DEFAULT_VIEW_LINES = 200
 _BLOCK = 64 * 1024
 
 
-class AuditLogError(RuntimeError):
+class AuditLogError(OSError):
     """A prediction could not be written to the audit log (the message says where and what to do)."""
 
 

@@ -20,14 +20,12 @@ from core.runs.artifacts import (
     MODEL_FILE_NAME,
     REQUIRED_FILE_NAMES,
     STATUS_FILE_NAME,
-    damaged_file,
     find_dataset_root,
-    is_number,
     read_data_report,
-    read_json_strict,
     read_metrics,
     read_status,
 )
+from core.runs.checks import check_metrics, damaged_file, read_json_strict
 from core.settings import PROJECT_ROOT, default_models_dir
 
 
@@ -150,43 +148,6 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         check_metrics(read_json_strict(path / METRICS_FILE_NAME, dict, "a JSON object (RunMetrics)"),
                       path / METRICS_FILE_NAME)
     return Run(path.resolve(), config, classes, status)
-
-
-def check_metrics(metrics: dict, path: Path) -> None:
-    """ValueError (`damaged_file`) when the figures pages and the predictor use are of the wrong type: the
-    accuracy and macro-F1 numbers in [0, 1], each ci95 interval two numbers, a calibration temperature a
-    positive number, per_class an object of objects."""
-    def fail(problem: str, expected: str):
-        raise damaged_file(path, problem, expected, "Evaluate the run again (python -m core evaluate), restore "
-                           "the file from a copy, or choose another run.")
-
-    def check_fraction(value, name: str) -> None:
-        if value is not None and not (is_number(value) and 0 <= value <= 1):
-            fail(f"has {name} = {value!r}", f"{name} a number in [0, 1]")
-
-    check_fraction(metrics.get("accuracy"), "accuracy")
-    macro = metrics.get("macro")
-    if macro is not None and not isinstance(macro, dict):
-        fail(f"has macro = {macro!r}", "macro an object of averages")
-    check_fraction((macro or {}).get("f1"), "macro.f1")
-    ci95 = metrics.get("ci95")
-    if ci95 is not None and not isinstance(ci95, dict):
-        fail(f"has ci95 = {ci95!r}", "ci95 an object of [low, high] intervals, or null")
-    for key in ("accuracy", "macro_f1"):
-        interval = (ci95 or {}).get(key)
-        if interval is not None and not (isinstance(interval, list) and len(interval) == 2
-                                         and all(is_number(bound) for bound in interval)):
-            fail(f"has ci95.{key} = {interval!r}", f"ci95.{key} a list of two numbers [low, high]")
-    calibration = metrics.get("calibration")
-    if calibration is not None and not isinstance(calibration, dict):
-        fail(f"has calibration = {calibration!r}", "calibration an object")
-    temperature = (calibration or {}).get("temperature")
-    if temperature is not None and not (is_number(temperature) and temperature > 0):
-        fail(f"has calibration.temperature = {temperature!r}", "a temperature that is a positive number")
-    per_class = metrics.get("per_class")
-    if per_class is not None and not (isinstance(per_class, dict)
-                                      and all(isinstance(item, dict) for item in per_class.values())):
-        fail("has a per_class section that is not an object of objects", "per_class {class: {metric: value}}")
 
 
 def check_model_outputs(run: Run, n_outputs: int) -> None:

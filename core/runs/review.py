@@ -20,8 +20,9 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.runs.artifacts import TAGS_FILE_NAME, now_iso, read_json_strict, write_json_atomic
+from core.runs.artifacts import TAGS_FILE_NAME, now_iso, write_json_atomic
 from core.runs.card import refresh_model_card_quietly
+from core.runs.checks import read_json_strict
 from core.runs.registry import is_shipped_run
 from core.settings import user_data_dir
 

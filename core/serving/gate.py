@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from core.model import POOLED_FEATURES_LAYER_NAME
-from core.runs.artifacts import GATE_FILE_NAME, read_npz
+from core.runs.artifacts import GATE_FILE_NAME
+from core.runs.checks import read_npz
 
 MAX_COLORFULNESS = 25.0
 MIN_INTENSITY_STD = 8.0
@@ -96,7 +97,7 @@ def load_gate(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / GATE_FILE_NAME
     if not path.is_file():
         return None
-    # ValueError naming the file when it is not an archive or lacks a statistic (core.runs.artifacts).
+    # ValueError naming the file when it is not an archive or lacks a statistic (core.runs.checks).
     arrays = read_npz(path, ("mean", "components", "variances", "residual_scale", "threshold"))
     statistics = {k: value.astype(np.float64) for k, value in arrays.items()}
     for key in ("residual_scale", "threshold"):

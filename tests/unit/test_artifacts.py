@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.evaluation.metrics import classification_report
-from core.runs import artifacts
+from core.runs import artifacts, checks
 from core.runs.artifacts import (
     ExternalMetrics,
     Report,
@@ -213,20 +213,20 @@ def test_a_gate_file_that_is_not_an_archive_or_lacks_a_key_raises_a_clear_messag
     path = tmp_path / artifacts.GATE_FILE_NAME
     path.write_bytes(b"not a zip at all")
     with pytest.raises(ValueError, match="gate.npz is not a readable .npz archive"):
-        artifacts.read_npz(path, ["mean", "threshold"])
+        checks.read_npz(path, ["mean", "threshold"])
     np.save(tmp_path / "bare.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not a readable"):
-        artifacts.read_npz(tmp_path / "bare.npy", ["mean"])
+        checks.read_npz(tmp_path / "bare.npy", ["mean"])
     np.savez(path, mean=np.zeros(3))
     with pytest.raises(ValueError, match="lacks threshold"):
-        artifacts.read_npz(path, ["mean", "threshold"])
-    assert list(artifacts.read_npz(path, ["mean"])) == ["mean"]
+        checks.read_npz(path, ["mean", "threshold"])
+    assert list(checks.read_npz(path, ["mean"])) == ["mean"]
 
 
 def test_read_json_tolerates_non_utf8_and_the_strict_reader_says_what_is_wrong(tmp_path):
     (tmp_path / "x.json").write_bytes(b'{"a": "\xff"}')
     assert artifacts.read_json(tmp_path / "x.json", {}) == {}
     with pytest.raises(ValueError, match="x.json is not UTF-8 text; expected an object"):
-        artifacts.read_json_strict(tmp_path / "x.json", dict, "an object")
+        checks.read_json_strict(tmp_path / "x.json", dict, "an object")
     with pytest.raises(ValueError, match="missing.json is missing"):
-        artifacts.read_json_strict(tmp_path / "missing.json", dict, "an object")
+        checks.read_json_strict(tmp_path / "missing.json", dict, "an object")

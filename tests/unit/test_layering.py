@@ -24,9 +24,10 @@ ROOT = Path(os.environ.get("LAYERING_ROOT") or Path(__file__).resolve().parents[
 # core/__init__.py); it may import from its own layer and the ones before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core", "core.settings", "core.config", "core.validation"),
-    # The run folder's schema (file names, readers, writers) depends only on settings: data lays out a
-    # run's split from it, and everything above reads run files through it.
-    ("core.runs.artifacts",),
+    # The run folder's schema (file names, readers, writers, and the checks that turn a damaged file into
+    # one message) depends only on settings: data lays out a run's split from it, and everything above
+    # reads run files through it.
+    ("core.runs.checks", "core.runs.artifacts"),
     ("core.imaging",),
     ("core.data",),
     ("core.evaluation", "core.evaluation.metrics", "core.evaluation.calibration", "core.evaluation.summary"),
