@@ -19,7 +19,8 @@ from core.config import DISTRIBUTE_CHOICES, PRESETS, TrainConfig, preset
 from core.data.materialise import materialise_run_split
 from core.evaluation.evaluate import ENGINES as EVALUATE_ENGINES
 from core.evaluation.evaluate import LITE_WORTH_FILMS, evaluate_folder
-from core.evaluation.summary import headline_text, overlap_warning, perceptual_check_note
+from core.evaluation.summary import (class_figure_text, headline_text, macro_note, overlap_warning,
+                                     perceptual_check_note)
 from core.explain.overlay import overlay
 from core.hospital.dicomweb import connect as connect_pacs
 from core.hospital.pacs import classify_study, find_study_uids
@@ -175,9 +176,12 @@ def _evaluate(args) -> int:
         print(f"  {match['file']} ~ {match['seen_file']} (distance {match['distance']})")
     for line in headline_text(metrics):
         print(line)
+    if macro_note(metrics):
+        print(macro_note(metrics))
     for name, item in metrics["per_class"].items():
-        print(f"  {name:14s} precision {item['precision']:.3f} recall {item['recall']:.3f} f1 {item['f1']:.3f} "
-              f"support {item['support']}")
+        precision, recall, f1 = (class_figure_text(item, key, lambda value: f"{value:.3f}")
+                                 for key in ("precision", "recall", "f1"))
+        print(f"  {name:14s} precision {precision} recall {recall} f1 {f1} support {item['support']}")
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
         print(f"wrote {args.json}")

@@ -43,12 +43,7 @@ for column, figure in zip(st.columns(2), figures.confusion_figures(metrics)):
     column.plotly_chart(figure)
 
 st.subheader("Per class")
-left, right = st.columns(2)
-left.markdown("TP / FP / FN / TN")
-left.dataframe(tables.counts_table(metrics))
-right.markdown("Precision, recall, F1, one-vs-rest accuracy, ROC AUC")
-right.dataframe(tables.per_class_table(metrics).style.format("{:.3f}", na_rep="—"))
-st.plotly_chart(figures.per_class_chart(metrics))
+panels.per_class_section(metrics)
 
 st.subheader("ROC curves (one class vs the rest, test films)")
 try:
@@ -71,7 +66,7 @@ if not others:
 else:
     other_path = st.selectbox("Second run", list(others), format_func=lambda p: others[p].describe(),
                               key="compare_run")
-    st.dataframe(tables.compare_table([run, others[other_path]]))
+    panels.compare_section([run, others[other_path]])
 
 st.download_button("Download metrics.json", panels.bytes_of_file(run.path / "metrics.json", missing=b"{}"),
                    file_name=f"{run.run_id}-metrics.json", mime="application/json")

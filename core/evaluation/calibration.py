@@ -15,6 +15,14 @@ from core.validation import check_int
 # Calibration
 # --------------------------------------------------------------------------------------------------
 
+ECE_BINS = 15
+"""The one ECE of Paru: the top-1 confidence in this many equal-width bins on [0, 1] (Guo et al., 2017).
+metrics.json, the calibration table, the model card and the reliability diagrams all use it, so two
+numbers shown side by side for the same films never differ by their binning."""
+ECE_BINNING = "equal-width"
+ECE_DEFINITION = f"top-1 confidence in {ECE_BINS} {ECE_BINNING} bins"
+"""How the ECE is computed, in words, for captions and the model card."""
+
 
 def _top1_bins(y_true, y_score, n_bins):
     """Top-1 confidence, correctness and equal-width bin index per case, plus the bin edges."""
@@ -32,13 +40,13 @@ def _top1_bins(y_true, y_score, n_bins):
     return confidence, correct, bin_index, edges
 
 
-def reliability_curve(y_true, y_score, n_bins: int = 10) -> dict:
+def reliability_curve(y_true, y_score, n_bins: int = ECE_BINS) -> dict:
     """Mean top-1 confidence against accuracy in equal-width confidence bins (a reliability diagram).
 
     Args:
         y_true: shape (n,), true class indices.
         y_score: shape (n, k) class probabilities; each row sums to 1.
-        n_bins: number of equal-width bins on [0, 1]. Default 10.
+        n_bins: number of equal-width bins on [0, 1]. Default ECE_BINS.
 
     Returns:
         ``{"bin_edges": [n_bins + 1 floats], "confidence": [...], "accuracy": [...], "count": [...]}``,
@@ -58,7 +66,7 @@ def reliability_curve(y_true, y_score, n_bins: int = 10) -> dict:
     }
 
 
-def expected_calibration_error(y_true, y_score, n_bins: int = 15) -> float:
+def expected_calibration_error(y_true, y_score, n_bins: int = ECE_BINS) -> float:
     """Expected calibration error of the top-1 confidence (lower is better).
 
     ``ECE = sum over bins of (count_b / n) * |accuracy_b - confidence_b|`` with equal-width bins on
@@ -67,7 +75,7 @@ def expected_calibration_error(y_true, y_score, n_bins: int = 15) -> float:
     Args:
         y_true: shape (n,), true class indices.
         y_score: shape (n, k) class probabilities; each row sums to 1.
-        n_bins: number of equal-width bins. Default 15.
+        n_bins: number of equal-width bins. Default ECE_BINS, the one every figure of the app uses.
 
     Returns:
         The ECE as a float in [0, 1].
@@ -176,14 +184,15 @@ def apply_temperature(probs, temperature: float) -> np.ndarray:
     return np.exp(_log_softmax(_probabilities_to_logits(values) / temperature_value))
 
 
-def reliability_before_after(y_true, y_score, temperature: float, n_bins: int = 10) -> dict:
+def reliability_before_after(y_true, y_score, temperature: float, n_bins: int = ECE_BINS) -> dict:
     """Reliability curves and ECE of probabilities before and after temperature scaling.
 
     Args:
         y_true: shape (n,), true class indices.
         y_score: shape (n, k) class probabilities as the model gave them (rows sum to 1).
         temperature: the run's fitted temperature (``fit_temperature``); 1.0 makes "after" equal "before".
-        n_bins: equal-width confidence bins of the curves and of the ECE. Default 10.
+        n_bins: equal-width confidence bins of the curves and of the ECE. Default ECE_BINS, so the diagram's
+            ECE is the one in metrics.json.
 
     Returns:
         ``{"before": curve, "after": curve}`` where each curve is ``reliability_curve``'s dict plus

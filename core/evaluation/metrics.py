@@ -10,9 +10,12 @@ Conventions, shared by every function:
   ``class_names`` list (the same list the model registry stores).
 - ``y_score`` is an ``(n, num_classes)`` array of class probabilities (a softmax output), with
   columns in ``class_names`` order.
-- Zero division: precision, recall and F1 are defined as ``0.0`` when their denominator is 0, like
-  sklearn's ``zero_division=0``. Precision is 0 for a class that is never predicted, recall is 0 for a
-  class absent from ``y_true``, and F1 is ``2*TP / (2*TP + FP + FN)``, 0 when that denominator is 0.
+- A class with no films in ``y_true`` has no recall and no F1: they are ``None`` (undefined), never 0,
+  because "0% of no films found" would read as a failure. Its precision is 0 when it was predicted (every
+  such answer is wrong) and ``None`` when it was not. A class with films that is never predicted keeps
+  precision 0 (sklearn's ``zero_division=0``); F1 is ``2*TP / (2*TP + FP + FN)``.
+- Macro averages are taken over the classes with films only, and ``macro["classes"]`` names them, so an
+  external folder lacking a class is averaged over what it holds and says so.
 - Every number in a returned dict is a plain Python ``float``/``int`` (or ``None``), so
   ``json.dumps`` works on it directly (this is the ``metrics.json`` schema).
 
@@ -217,6 +220,16 @@ def _f1_from_counts(true_positive, false_positive, false_negative) -> np.ndarray
     return _safe_divide(2 * true_positive, 2 * true_positive + false_positive + false_negative)
 
 
+def _defined(values: np.ndarray, defined: np.ndarray) -> list:
+    """Plain floats where `defined`, None elsewhere (a figure of a class it says nothing about)."""
+    return [float(value) if keep else None for value, keep in zip(values, defined)]
+
+
+def _mean_of_defined(values: list) -> float | None:
+    kept = [value for value in values if value is not None]
+    return float(np.mean(kept)) if kept else None
+
+
 def report_from_confusion_matrix(confusion_matrix, class_names, clinical_threshold: float = 0.90) -> dict:
     """Build the ``metrics.json`` report from a confusion matrix alone.
 
@@ -234,8 +247,9 @@ def report_from_confusion_matrix(confusion_matrix, class_names, clinical_thresho
         over classes of (TP + TN) / n, the paper's "accuracy 99.42%" figure), ``macro`` and ``weighted``
         (support-weighted) ``{"precision", "recall", "f1"}``, ``per_class`` (per name: precision,
         recall, f1, ovr_accuracy, tp, fp, fn, tn, support, roc_auc), ``confusion_matrix`` (list of
-        lists), ``ci95`` and ``clinical_bar``. Precision, recall and F1 are 0.0 where their
-        denominator is 0.
+        lists), ``ci95`` and ``clinical_bar``. A class without films has recall and F1 ``None`` (and
+        precision ``None`` unless it was predicted); ``macro`` averages the classes with films, listed in
+        ``macro["classes"]``; ``weighted`` weighs by support, so those classes weigh nothing.
 
     Raises:
         ValueError: a matrix that is not (k, k), has negative or fractional counts or sums to 0; bad
@@ -254,12 +268,15 @@ def report_from_confusion_matrix(confusion_matrix, class_names, clinical_thresho
     ovr_accuracy = (true_positive + true_negative) / total
     accuracy = float(np.trace(matrix) / total)
 
+    has_films = support > 0
+    precision_values = _defined(precision, has_films | (true_positive + false_positive > 0))
+    recall_values, f1_values = _defined(recall, has_films), _defined(f1, has_films)
     per_class = {}
     for index, name in enumerate(names):
         per_class[name] = {
-            "precision": float(precision[index]),
-            "recall": float(recall[index]),
-            "f1": float(f1[index]),
+            "precision": precision_values[index],
+            "recall": recall_values[index],
+            "f1": f1_values[index],
             "ovr_accuracy": float(ovr_accuracy[index]),
             "tp": int(true_positive[index]),
             "fp": int(false_positive[index]),
@@ -269,7 +286,11 @@ def report_from_confusion_matrix(confusion_matrix, class_names, clinical_thresho
             "roc_auc": None,
         }
     weights = support / total
-    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())}
+    averaged = [index for index in range(len(names)) if has_films[index]]
+    macro = {"precision": _mean_of_defined([precision_values[i] for i in averaged]),
+             "recall": _mean_of_defined([recall_values[i] for i in averaged]),
+             "f1": _mean_of_defined([f1_values[i] for i in averaged]),
+             "classes": [names[i] for i in averaged]}
     weighted = {
         "precision": float(np.sum(precision * weights)),
         "recall": float(np.sum(recall * weights)),
@@ -292,15 +313,16 @@ def report_from_confusion_matrix(confusion_matrix, class_names, clinical_thresho
 
 
 def _clinical_bar(report: dict, threshold: float) -> dict:
-    """Which figures of a report reach `threshold` (``>=`` passes)."""
+    """Which figures of a report reach `threshold` (``>=`` passes; an undefined figure is ``None``, not judged)."""
     per_class = {
-        name: {key: bool(values[key] >= threshold) for key in ("precision", "recall", "f1", "ovr_accuracy")}
+        name: {key: None if values[key] is None else bool(values[key] >= threshold)
+               for key in ("precision", "recall", "f1", "ovr_accuracy")}
         for name, values in report["per_class"].items()
     }
     accuracy_passed = bool(report["accuracy"] >= threshold)
-    macro_f1_passed = bool(report["macro"]["f1"] >= threshold)
+    macro_f1_passed = report["macro"]["f1"] is not None and bool(report["macro"]["f1"] >= threshold)
     all_passed = accuracy_passed and macro_f1_passed and all(
-        passed for checks in per_class.values() for passed in checks.values()
+        passed is not False for checks in per_class.values() for passed in checks.values()
     )
     return {
         "threshold": float(threshold),
@@ -312,8 +334,11 @@ def _clinical_bar(report: dict, threshold: float) -> dict:
 
 
 def _bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_bootstrap: int, seed) -> dict:
-    """95% percentile bootstrap intervals of accuracy and macro-F1, resampling cases with replacement."""
+    """95% percentile bootstrap intervals of accuracy and macro-F1, resampling cases with replacement.
+
+    Macro-F1 averages the classes with films in `y_true`, as the report's point estimate does."""
     rng = np.random.default_rng(seed)
+    averaged = np.bincount(y_true, minlength=num_classes) > 0
     n_samples = y_true.shape[0]
     # Encoding each case as one (true, predicted) cell lets a single bincount build every resampled
     # confusion matrix at once.
@@ -330,7 +355,7 @@ def _bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, num_classes: in
         matrices = flat.reshape(stop - start, num_classes, num_classes)
         true_positive, false_positive, false_negative, _ = _counts_from_matrices(matrices)
         accuracies[start:stop] = true_positive.sum(axis=1) / n_samples
-        macro_f1s[start:stop] = _f1_from_counts(true_positive, false_positive, false_negative).mean(axis=1)
+        macro_f1s[start:stop] = _f1_from_counts(true_positive, false_positive, false_negative)[:, averaged].mean(axis=1)
     return {
         "accuracy": [float(value) for value in np.percentile(accuracies, [2.5, 97.5])],
         "macro_f1": [float(value) for value in np.percentile(macro_f1s, [2.5, 97.5])],

@@ -50,6 +50,48 @@ def percent_with_ci(value, interval, missing: str = "—") -> str:
     return percent(value, missing)
 
 
+NO_FILMS = "—, no films"
+"""How an undefined per-class figure reads: the class has no films in the evaluated set (never "0.0%")."""
+_UNDEFINED_WITHOUT_FILMS = ("recall", "f1", "roc_auc")
+
+
+def class_figure_text(row: dict, key: str, number=percent) -> str:
+    """A per-class figure of metrics.json as text: `number(value)`, or NO_FILMS where it is undefined because
+    the class has no films (recall, F1 and ROC AUC always are then; precision when it is None). Older reports
+    that stored 0 for such a class read NO_FILMS too."""
+    value = row.get(key)
+    if row.get("support") == 0 and (key in _UNDEFINED_WITHOUT_FILMS or value is None):
+        return NO_FILMS
+    return number(value)
+
+
+def macro_classes(metrics: dict | None) -> list[str]:
+    """The classes the macro averages of a report are taken over: those with films (``macro["classes"]``,
+    or, in reports written before it existed, every class with a support above 0)."""
+    metrics = metrics or {}
+    recorded = (metrics.get("macro") or {}).get("classes")
+    if recorded is not None:
+        return list(recorded)
+    return [name for name, row in (metrics.get("per_class") or {}).items() if row.get("support", 1) > 0]
+
+
+def macro_note(metrics: dict | None) -> str | None:
+    """'Macro averages are over Normal and Pneumonia only: Cardiomegaly has no films here.' when some class
+    has no films, else None (every class is averaged)."""
+    classes = list((metrics or {}).get("classes") or (metrics or {}).get("per_class") or [])
+    averaged = macro_classes(metrics)
+    left_out = [name for name in classes if name not in averaged]
+    if not left_out:
+        return None
+    verb = "has" if len(left_out) == 1 else "have"
+    return (f"Macro averages are over {_names(averaged) or 'no class'} only: {_names(left_out)} {verb} no films "
+            "here, so their recall and F1 are undefined.")
+
+
+def _names(names: list[str]) -> str:
+    return " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def headline_markdown(metrics: dict) -> list[str]:
     """The headline figures as Markdown bullet lines (the model card), e.g.
     '- Overall accuracy: 93.1% (95% CI 90.2%–95.4%)'."""

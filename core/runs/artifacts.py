@@ -73,9 +73,9 @@ SPLIT_COLUMNS = ("path", "label", "subset", "patient_id", "sha256")
 
 
 class ClassMetrics(TypedDict):
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None  # None for a class with no films that was never predicted
+    recall: float | None  # None for a class with no films: undefined, shown as "—, no films", never 0
+    f1: float | None  # None for a class with no films
     ovr_accuracy: float
     tp: int
     fp: int
@@ -86,9 +86,13 @@ class ClassMetrics(TypedDict):
 
 
 class Averages(TypedDict):
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None  # None only when no class has films
+    recall: float | None
+    f1: float | None
+
+
+class MacroAverages(Averages):
+    classes: list[str]  # the classes averaged over: those with films in the evaluated set
 
 
 class ConfidenceIntervals(TypedDict):
@@ -100,7 +104,8 @@ class ConfidenceIntervals(TypedDict):
 
 class ClinicalBar(TypedDict):
     threshold: float
-    per_class: dict[str, dict[str, bool]]  # name -> {"precision", "recall", "f1", "ovr_accuracy"} passed
+    per_class: dict[str, dict[str, bool | None]]  # name -> {"precision", "recall", "f1", "ovr_accuracy"} passed,
+    # None where the figure is undefined (a class with no films)
     accuracy: bool
     macro_f1: bool
     all_passed: bool
@@ -113,7 +118,7 @@ class Report(TypedDict):
     n: int
     accuracy: float  # trace / total
     mean_ovr_accuracy: float  # mean over classes of (TP + TN) / n: the paper's "accuracy" figure
-    macro: Averages
+    macro: MacroAverages
     weighted: Averages
     per_class: dict[str, ClassMetrics]
     confusion_matrix: list[list[int]]  # rows true class, columns predicted class

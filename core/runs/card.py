@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.evaluation.summary import headline_markdown
+from core.evaluation.calibration import ECE_DEFINITION
+from core.evaluation.summary import class_figure_text, headline_markdown, macro_note
 from core.runs.artifacts import (
     CAM_REGIONS_FILE_NAME,
     CONFIG_FILE_NAME,
@@ -100,15 +101,17 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         "",
         f"## Test metrics ({metrics['n']} films)",
         *headline_markdown(metrics),
+        *([f"- {macro_note(metrics)}"] if macro_note(metrics) else []),
         "",
         "| class | precision | recall | F1 | one-vs-rest accuracy | ROC AUC | support |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in classes:
         item = metrics["per_class"][name]
-        auc = item.get("roc_auc")
-        lines.append(f"| {name} | {_pct(item['precision'])} | {_pct(item['recall'])} | {_pct(item['f1'])} | "
-                     f"{_pct(item['ovr_accuracy'])} | {'n/a' if auc is None else f'{auc:.3f}'} | {item['support']} |")
+        precision, recall, f1 = (class_figure_text(item, key, _pct) for key in ("precision", "recall", "f1"))
+        auc_text = class_figure_text(item, "roc_auc", lambda value: "n/a" if value is None else f"{value:.3f}")
+        lines.append(f"| {name} | {precision} | {recall} | {f1} | {_pct(item['ovr_accuracy'])} | {auc_text} | "
+                     f"{item['support']} |")
     bar = metrics.get("clinical_bar", {})
     lines += [
         "",
@@ -117,7 +120,8 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         "",
         "## Calibration",
         f"Temperature scaling fitted on the validation split: T = {calibration.get('temperature', float('nan')):.3f}; "
-        f"expected calibration error on test {calibration.get('ece_test_before', float('nan')):.3f} before, "
+        f"expected calibration error ({ECE_DEFINITION}) on test "
+        f"{calibration.get('ece_test_before', float('nan')):.3f} before, "
         f"{calibration.get('ece_test_after', float('nan')):.3f} after.",
         "",
         "## Known limitations",

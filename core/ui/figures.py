@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.evaluation.calibration import reliability_before_after
+from core.evaluation.calibration import ECE_BINS, reliability_before_after
 from core.evaluation.metrics import roc_curves
+from core.evaluation.summary import NO_FILMS
 
+# Every figure keeps plotly's mode bar upright on its right edge: lying across the top it covered the titles.
+MODEBAR = dict(orientation="v")
 PALETTE = {"train": "#2a9d8f", "val": "#e76f51", "right": "#2a9d8f", "wrong": "#e76f51"}
 # The clinical bar drawn on the per-class chart when metrics.json does not record its own.
 CLINICAL_BAR = 0.90
@@ -22,9 +25,12 @@ def probability_chart(probabilities: dict[str, float], height: int = 220):
 
     names = list(probabilities)[::-1]
     values = [probabilities[name] for name in names]
+    # Labels stay horizontal: inside a long bar, just right of a short one (plotly rotated those that did not fit).
     figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=PALETTE["right"],
-                              text=[f"{value:.1%}" for value in values], textposition="auto"))
-    figure.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
+                              text=[f"{value:.1%}" for value in values], textangle=0, cliponaxis=False,
+                              textposition=["inside" if value >= 0.2 else "outside" for value in values],
+                              insidetextanchor="end", constraintext="none"))
+    figure.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), modebar=MODEBAR,
                          xaxis=dict(range=[0, 1], tickformat=".0%", title="Probability"))
     return figure
 
@@ -37,10 +43,15 @@ def training_curves(history, best_epoch: int | None):
     """
     import plotly.graph_objects as go
 
+    epochs = [int(epoch) for epoch in history["epoch"]] if "epoch" in history else []
+    # Whole epochs only, from the first to the last one run (autorange ran past the last, to 6 for 5 epochs,
+    # and a running job's first epochs got ticks at 1.5).
+    xaxis = dict(title="Epoch", tick0=1, dtick=max(1, -(-len(epochs) // 10)),
+                 range=[min(epochs) - 0.5, max(epochs) + 0.5] if epochs else None)
     figures = []
     for metric, title in (("accuracy", "Accuracy"), ("loss", "Loss")):
         figure = go.Figure()
-        if "epoch" in history and len(history["epoch"]):
+        if epochs:
             for prefix, subset in (("", "train"), ("val_", "val")):
                 if prefix + metric in history:
                     figure.add_trace(go.Scatter(x=list(history["epoch"]), y=list(history[prefix + metric]),
@@ -49,9 +60,9 @@ def training_curves(history, best_epoch: int | None):
                                                 line=dict(color=PALETTE[subset])))
         if best_epoch:
             figure.add_vline(x=best_epoch, line_dash="dash", line_color="#555",
-                             annotation_text=f"best epoch {best_epoch}")
-        figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="Epoch",
-                             yaxis_title=title)
+                             annotation_text=f"best epoch {best_epoch}", annotation_position="top left")
+        figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis=xaxis,
+                             yaxis_title=title, modebar=MODEBAR)
         figures.append(figure)
     return figures
 
@@ -71,15 +82,16 @@ def confusion_figures(metrics: dict):
     classes = metrics["classes"]
     counts = np.asarray(metrics["confusion_matrix"], dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
-    percent = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) * 100
+    # A class with no films has no row percentages (its recall is undefined): blank cells saying so, never 0%.
+    percent = np.divide(counts, rows, out=np.full_like(counts, np.nan), where=rows > 0) * 100
+    percent_text = np.where(rows > 0, np.char.add(np.round(np.nan_to_num(percent), 1).astype(str), "%"), NO_FILMS)
     figures = []
     for values, title, text in ((counts, "Counts", counts.astype(int).astype(str)),
-                                (percent, "Row percentages (recall on the diagonal)",
-                                 np.char.add(np.round(percent, 1).astype(str), "%"))):
+                                (percent, "Row percentages (recall on the diagonal)", percent_text)):
         figure = go.Figure(go.Heatmap(z=values, x=classes, y=classes, colorscale="Teal", text=text,
                                       texttemplate="%{text}",
                                       hovertemplate="true %{y}<br>predicted %{x}: %{text}<extra></extra>"))
-        figure.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10),
+        figure.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10), modebar=MODEBAR,
                              xaxis_title="Predicted class", yaxis_title="True class",
                              yaxis=dict(autorange="reversed"))
         figures.append(figure)
@@ -87,19 +99,26 @@ def confusion_figures(metrics: dict):
 
 
 def per_class_chart(metrics: dict):
-    """Grouped bars of precision, recall, F1 and one-vs-rest accuracy per class, with the clinical bar."""
+    """Grouped bars of precision, recall, F1 and one-vs-rest accuracy per class, with the clinical bar.
+
+    A class without films has no recall or F1 bar (undefined, not 0) and "no films" under its name."""
     import plotly.graph_objects as go
 
-    classes = list(metrics["per_class"])
+    per_class = metrics["per_class"]
+    classes = list(per_class)
+    labels = [f"{name}<br>(no films)" if per_class[name].get("support") == 0 else name
+              for name in classes]
     figure = go.Figure()
     for key, name in (("precision", "Precision"), ("recall", "Recall"), ("f1", "F1"),
                       ("ovr_accuracy", "One-vs-rest accuracy")):
-        figure.add_trace(go.Bar(name=name, x=classes, y=[metrics["per_class"][c][key] for c in classes]))
+        values = [None if per_class[c].get("support") == 0 and key in ("recall", "f1") else per_class[c][key]
+                  for c in classes]
+        figure.add_trace(go.Bar(name=name, x=labels, y=values))
     threshold = (metrics.get("clinical_bar") or {}).get("threshold", CLINICAL_BAR)
     figure.add_hline(y=threshold, line_dash="dash", line_color="#b00020",
                      annotation_text=f"clinical bar {threshold:.0%}")
     figure.update_layout(barmode="group", height=360, yaxis=dict(range=[0, 1.05], tickformat=".0%"),
-                         margin=dict(l=10, r=10, t=30, b=10))
+                         margin=dict(l=10, r=10, t=30, b=10), modebar=MODEBAR)
     return figure
 
 
@@ -128,7 +147,7 @@ def roc_figure(rows: list[dict], classes: list[str]):
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                                 line=dict(dash="dot", color="#999")))
     figure.update_layout(height=400, xaxis_title="False positive rate", yaxis_title="True positive rate",
-                         margin=dict(l=10, r=10, t=30, b=10))
+                         margin=dict(l=10, r=10, t=30, b=10), modebar=MODEBAR)
     return figure
 
 
@@ -136,7 +155,8 @@ def reliability_figures(rows: list[dict], classes: list[str], temperature: float
     """{"validation": figure, "test": figure}: reliability diagrams before/after temperature scaling.
 
     rows are predictions.csv rows; a subset without rows maps to None. Points are the confidence bins of
-    core.evaluation.calibration.reliability_before_after (marker area grows with the bin's films).
+    core.evaluation.calibration.reliability_before_after with its ECE_BINS equal-width bins, so the ECE in
+    each legend is the one of the calibration table (marker area grows with the bin's films).
     """
     import plotly.graph_objects as go
 
@@ -146,7 +166,7 @@ def reliability_figures(rows: list[dict], classes: list[str], temperature: float
         if not chosen:
             figures[title] = None
             continue
-        curves = reliability_before_after(*_scores(chosen, classes), temperature)
+        curves = reliability_before_after(*_scores(chosen, classes), temperature, n_bins=ECE_BINS)
         figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
                                       line=dict(dash="dot", color="#999")))
         for name, color in (("before", PALETTE["wrong"]), ("after", PALETTE["right"])):
@@ -159,7 +179,7 @@ def reliability_figures(rows: list[dict], classes: list[str], temperature: float
                 customdata=[n for _, _, n in points],
                 hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} films<extra></extra>"))
         figure.update_layout(title=f"Reliability, {title} ({len(chosen)} films, T = {temperature:.2f})",
-                             height=340, margin=dict(l=10, r=10, t=40, b=10),
+                             height=340, margin=dict(l=10, r=10, t=40, b=10), modebar=MODEBAR,
                              xaxis=dict(title="Mean top-1 confidence", range=[0, 1]),
                              yaxis=dict(title="Accuracy", range=[0, 1.02]),
                              legend=dict(orientation="h", y=-0.25))
@@ -181,5 +201,5 @@ def confidence_histogram(rows: list[dict]):
                                       marker_color=PALETTE[outcome], opacity=0.7,
                                       xbins=dict(start=0, end=1, size=0.05)))
     figure.update_layout(barmode="overlay", height=300, xaxis_title="Confidence of the predicted class",
-                         yaxis_title="Test films", margin=dict(l=10, r=10, t=30, b=10))
+                         yaxis_title="Test films", margin=dict(l=10, r=10, t=30, b=10), modebar=MODEBAR)
     return figure

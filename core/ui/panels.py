@@ -16,7 +16,8 @@ import streamlit as st
 from core.config import preset
 from core.data.paths import confined_data_folder
 from core.evaluation.evaluate import evaluate_folder
-from core.evaluation.summary import headline_figures, overlap_warning, perceptual_check_note, percent
+from core.evaluation.calibration import ECE_DEFINITION
+from core.evaluation.summary import headline_figures, macro_note, overlap_warning, perceptual_check_note, percent
 from core.explain.gradcam import CAM_METHODS
 from core.explain.overlay import overlay
 from core.imaging.loader import SUPPORTED_EXTENSIONS
@@ -42,6 +43,9 @@ def show_headline_metrics(metrics: dict | None) -> None:
     n = (metrics or {}).get("n")
     if n:
         st.caption(f"On {n} held-out test films.")
+    note = macro_note(metrics)
+    if note:
+        st.caption(note)
 
 
 def bytes_of_file(path: Path, missing: bytes = b"") -> bytes:
@@ -79,6 +83,29 @@ def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity
 # --------------------------------------------------------------------------------------------------
 
 
+def per_class_section(metrics: dict) -> None:
+    """The counts and the per-class figures (each table the page's full width, so no column is cut off),
+    the per-class chart, and which classes the macro averages are over."""
+    counts_column, figures_column = st.columns([2, 3])
+    counts_column.markdown("TP / FP / FN / TN")
+    counts_column.dataframe(tables.counts_table(metrics))
+    figures_column.markdown("Precision, recall, F1, one-vs-rest accuracy, ROC AUC")
+    figures_column.dataframe(tables.per_class_table(metrics))
+    note = macro_note(metrics)
+    if note:
+        st.caption(note)
+    st.plotly_chart(figures.per_class_chart(metrics))
+
+
+def compare_section(runs: list) -> None:
+    """Two runs side by side (dataset, classes, test films, headline figures, recipe), with a warning when
+    they were tested on different data."""
+    warning = tables.compare_warning(runs)
+    if warning:
+        st.warning(warning)
+    st.dataframe(tables.compare_table(runs))
+
+
 def calibration_section(run, metrics: dict) -> None:
     """The calibration table and the validation and test reliability diagrams."""
     calibration = tables.calibration_table(metrics)
@@ -88,7 +115,8 @@ def calibration_section(run, metrics: dict) -> None:
     table_column, *diagram_columns = st.columns([1, 1.5, 1.5])
     table_column.dataframe(calibration, hide_index=True)
     table_column.caption("Temperature scaling is fitted on the validation split; ECE = expected calibration "
-                         "error (lower is better). Predict shows temperature-calibrated probabilities when T ≠ 1.")
+                         f"error (lower is better) of the {ECE_DEFINITION}, the same in this table, the diagrams "
+                         "and the model card. Predict shows temperature-calibrated probabilities when T ≠ 1.")
     temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
     rows = cached.load_predictions(str(run.path), tuple(run.classes))
     for column, (subset, figure) in zip(diagram_columns,

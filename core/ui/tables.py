@@ -8,7 +8,7 @@ module stays light.
 
 from __future__ import annotations
 
-from core.evaluation.summary import headline_figures, percent, percent_with_ci
+from core.evaluation.summary import class_figure_text, headline_figures, macro_classes, percent, percent_with_ci
 
 
 def fixed(value, digits: int = 3) -> str:
@@ -17,17 +17,26 @@ def fixed(value, digits: int = 3) -> str:
 
 
 def _headline_column(metrics: dict) -> dict:
-    return {figure["short_name"]: percent_with_ci(figure["value"], figure["ci95"]) for figure in headline_figures(metrics)}
+    return {figure["short_name"]: percent_with_ci(figure["value"], figure["ci95"])
+            for figure in headline_figures(metrics)}
+
+
+def _dataset_name(run) -> str:
+    root = (run.data_report or {}).get("root")
+    return str(root).rstrip("/").rsplit("/", 1)[-1] if root else "?"
 
 
 def compare_table(runs: list):
-    """Headline metrics and recipe of several runs (core.runs.registry.Run) side by side, one column each."""
+    """Dataset, classes, headline metrics and recipe of several runs (core.runs.registry.Run) side by side,
+    one column each."""
     import pandas as pd
 
     columns = {}
     for run in runs:
         metrics = run.metrics or {}
         columns[run.run_id] = {
+            "Dataset": _dataset_name(run),
+            "Classes": ", ".join(metrics.get("classes") or run.classes),
             "Test films": metrics.get("n"),
             **_headline_column(metrics),
             "Preset": run.config.get("preset"),
@@ -39,14 +48,31 @@ def compare_table(runs: list):
     return pd.DataFrame(columns).astype(str)
 
 
+def compare_warning(runs: list) -> str | None:
+    """A warning when runs were tested on different data (another dataset folder, other classes or another
+    number of test films), so their figures do not compare; None when they match."""
+    differences = []
+    if len({_dataset_name(run) for run in runs}) > 1:
+        differences.append("different dataset folders")
+    if len({tuple((run.metrics or {}).get("classes") or run.classes) for run in runs}) > 1:
+        differences.append("different classes")
+    if len({(run.metrics or {}).get("n") for run in runs}) > 1:
+        differences.append("different numbers of test films")
+    if not differences:
+        return None
+    return ("These runs were tested on different data (" + ", ".join(differences) + "): their figures are not "
+            "comparable. Evaluate both on one folder (External validation) to compare them.")
+
+
 def external_vs_internal(internal: dict, external: dict):
     """Headline figures and per-class recall of the internal test set and an external folder, side by side."""
     import pandas as pd
 
     def column(metrics):
-        values = {"Films": metrics.get("n"), **_headline_column(metrics)}
+        values = {"Films": metrics.get("n"), **_headline_column(metrics),
+                  "Macro averages over": ", ".join(macro_classes(metrics)) or "—"}
         for name, row in (metrics.get("per_class") or {}).items():
-            values[f"Recall {name}"] = percent(row.get("recall"))
+            values[f"Recall {name}"] = class_figure_text(row, "recall")
         return values
 
     return pd.DataFrame({"Internal test": column(internal), "External": column(external)}).astype(str)
@@ -76,17 +102,22 @@ def counts_table(metrics: dict):
                          for name, row in metrics["per_class"].items()}).T
 
 
+PER_CLASS_COLUMNS = {"Precision": "precision", "Recall": "recall", "F1": "f1",
+                     "One-vs-rest accuracy": "ovr_accuracy", "ROC AUC": "roc_auc"}
+
+
 def per_class_table(metrics: dict):
-    """Precision, recall, F1, one-vs-rest accuracy and ROC AUC per class (fractions)."""
+    """Precision, recall, F1, one-vs-rest accuracy and ROC AUC per class, as text with three decimals; a
+    figure that is undefined because the class has no films reads "—, no films" (never 0)."""
     import pandas as pd
 
-    return pd.DataFrame({name: {"Precision": row["precision"], "Recall": row["recall"], "F1": row["f1"],
-                                "One-vs-rest accuracy": row["ovr_accuracy"], "ROC AUC": row.get("roc_auc")}
+    return pd.DataFrame({name: {column: class_figure_text(row, key, fixed) for column, key in PER_CLASS_COLUMNS.items()}
                          for name, row in metrics["per_class"].items()}).T
 
 
 def calibration_table(metrics: dict):
-    """Temperature and expected calibration error before/after, or None when not recorded."""
+    """Temperature and expected calibration error (core.evaluation.calibration.ECE_DEFINITION) before/after,
+    or None when not recorded."""
     import pandas as pd
 
     calibration = metrics.get("calibration") or {}

@@ -57,9 +57,47 @@ def test_confusion_figures_give_counts_and_row_percentages():
     assert percent.data[0].z.tolist() == [[75.0, 25.0], [0.0, 100.0]]
 
 
-def test_confusion_figures_survive_an_empty_row():
+def test_confusion_figures_say_no_films_for_a_class_without_films():
     _, percent = figures.confusion_figures({**METRICS, "confusion_matrix": [[0, 0], [1, 1]]})
-    assert percent.data[0].z.tolist()[0] == [0.0, 0.0]
+    assert all(value != value for value in percent.data[0].z.tolist()[0])  # NaN: a blank cell, not 0%.
+    assert percent.data[0].text.tolist() == [["—, no films", "—, no films"], ["50.0%", "50.0%"]]
+
+
+def test_per_class_chart_draws_no_recall_bar_for_a_class_without_films():
+    metrics = {**METRICS, "per_class": {**METRICS["per_class"],
+                                        "Cardiomegaly": {"precision": 0.0, "recall": None, "f1": None,
+                                                         "ovr_accuracy": 0.9, "support": 0}}}
+    chart = figures.per_class_chart(metrics)
+    recall = next(trace for trace in chart.data if trace.name == "Recall")
+    assert list(recall.y) == [0.75, 0.75, None] and recall.x[2] == "Cardiomegaly<br>(no films)"
+
+
+def test_reliability_diagrams_use_the_one_ece_of_the_calibration_table():
+    from core.evaluation.calibration import ECE_BINS, expected_calibration_error
+
+    test_rows = rows()
+    diagram = figures.reliability_figures(test_rows, CLASSES, temperature=1.0)["test"]
+    y_true = [CLASSES.index(row["label"]) for row in test_rows]
+    y_score = [[row["probabilities"][name] for name in CLASSES] for row in test_rows]
+    ece = expected_calibration_error(y_true, y_score)  # What metrics.json and the card record.
+    assert f"(ECE {ece:.3f})" in diagram.data[1].name
+    assert ECE_BINS == 15
+
+
+def test_curves_have_whole_epoch_ticks_ending_at_the_last_epoch():
+    accuracy, _ = figures.training_curves({"epoch": [1, 2, 3, 4, 5], "accuracy": [0.1] * 5}, best_epoch=5)
+    assert list(accuracy.layout.xaxis.range) == [0.5, 5.5] and accuracy.layout.xaxis.dtick == 1
+    live_loss, _ = figures.live_curves([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.9}])
+    assert live_loss.layout.xaxis.dtick == 1 and live_loss.layout.xaxis.tick0 == 1
+
+
+def test_mode_bars_stand_beside_the_titles_and_bar_labels_stay_horizontal():
+    chart = figures.probability_chart({"Normal": 0.97, "Pneumonia": 0.02, "Cardiomegaly": 0.01})
+    assert chart.data[0].textangle == 0 and chart.layout.modebar.orientation == "v"
+    for figure in (*figures.training_curves({"epoch": [1]}, None), *figures.confusion_figures(METRICS),
+                   figures.per_class_chart(METRICS), figures.roc_figure(rows(), CLASSES),
+                   figures.confidence_histogram(rows())):
+        assert figure.layout.modebar.orientation == "v"
 
 
 def test_per_class_chart_draws_the_recorded_clinical_bar_or_the_default():

@@ -221,22 +221,50 @@ def test_bad_n_bootstrap_raises(n_bootstrap):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_zero_division_gives_zero():
+def test_zero_division_gives_zero_and_a_class_without_films_is_undefined():
     # Class 2 is never predicted and never true; class 1 is true but never predicted.
     y_true = np.array([0, 0, 1, 1])
     y_pred = np.array([0, 0, 0, 0])
     report = classification_report(y_true, y_pred, ["a", "b", "c"], n_bootstrap=0)
-    for name in ("b", "c"):
-        assert report["per_class"][name]["precision"] == 0.0
-        assert report["per_class"][name]["f1"] == 0.0
+    assert report["per_class"]["b"]["precision"] == 0.0 and report["per_class"]["b"]["f1"] == 0.0
     assert report["per_class"]["b"]["recall"] == 0.0
-    assert report["per_class"]["c"]["recall"] == 0.0
-    assert report["per_class"]["c"]["support"] == 0
+    # A class with no films has no recall, F1 or (never predicted) precision: None, never 0.
+    assert {key: report["per_class"]["c"][key] for key in ("precision", "recall", "f1", "support")} == {
+        "precision": None, "recall": None, "f1": None, "support": 0}
     assert report["per_class"]["a"]["precision"] == pytest.approx(0.5)
+    # Macro averages are over the classes with films, and say so.
+    assert report["macro"]["classes"] == ["a", "b"]
     expected = sklearn_metrics.precision_recall_fscore_support(
-        y_true, y_pred, labels=[0, 1, 2], average="macro", zero_division=0
+        y_true, y_pred, labels=[0, 1], average="macro", zero_division=0
     )
     assert [report["macro"][key] for key in ("precision", "recall", "f1")] == pytest.approx(expected[:3])
+    assert report["clinical_bar"]["per_class"]["c"]["recall"] is None
+    json.dumps(report)
+
+
+def test_a_class_without_films_that_was_predicted_has_precision_zero():
+    report = classification_report([0, 0, 1, 1], [0, 2, 1, 1], ["a", "b", "c"], n_bootstrap=200, seed=0)
+    assert report["per_class"]["c"]["precision"] == 0.0 and report["per_class"]["c"]["recall"] is None
+    assert report["macro"]["classes"] == ["a", "b"]
+    assert report["macro"]["f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+    # The interval is of the same macro-F1: it holds the point estimate.
+    low, high = report["ci95"]["macro_f1"]
+    assert low <= report["macro"]["f1"] <= high
+
+
+def test_every_undefined_figure_reads_no_films_never_zero_percent():
+    from core.evaluation.summary import NO_FILMS, class_figure_text, macro_note
+
+    report = classification_report([0, 0, 1, 1], [0, 0, 0, 1], ["Normal", "Pneumonia", "Cardiomegaly"],
+                                   n_bootstrap=0)
+    row = report["per_class"]["Cardiomegaly"]
+    assert [class_figure_text(row, key) for key in ("precision", "recall", "f1", "roc_auc")] == [NO_FILMS] * 4
+    assert class_figure_text(report["per_class"]["Normal"], "recall") == "100.0%"
+    # A report written before the undefined figures existed (0.0 stored) reads the same.
+    assert class_figure_text({"support": 0, "recall": 0.0}, "recall") == NO_FILMS
+    assert macro_note(report) == ("Macro averages are over Normal and Pneumonia only: Cardiomegaly has no films "
+                                  "here, so their recall and F1 are undefined.")
+    assert macro_note(classification_report([0, 1], [0, 1], ["a", "b"], n_bootstrap=0)) is None
 
 
 def test_clinical_bar_flags_what_fails():

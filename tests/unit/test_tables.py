@@ -23,15 +23,40 @@ class FakeRun:
     run_id: str
     metrics: dict | None
     config: dict = field(default_factory=lambda: {"preset": "paper", "alpha": 0.35, "image_size": 64})
+    data_report: dict = field(default_factory=lambda: {"root": "/data/nih-cxr4"})
+    classes: list = field(default_factory=lambda: ["Normal", "Pneumonia"])
 
 
 def test_compare_table_one_column_per_run():
     table = tables.compare_table([FakeRun("a", METRICS), FakeRun("b", None)])
     assert list(table.columns) == ["a", "b"]
+    assert table.loc["Dataset", "a"] == "nih-cxr4" and table.loc["Classes", "b"] == "Normal, Pneumonia"
+    assert table.loc["Test films", "a"] == "8" and table.loc["Preset", "a"] == "paper"
     assert table.loc["Overall accuracy", "a"] == "87.5% (95% CI 50.0%–98.0%)"
     assert table.loc["Macro-F1", "a"] == "87.3%" and table.loc["Overall accuracy", "b"] == "—"
     assert table.loc["ECE test (after calibration)", "a"] == "0.060"
     assert table.loc["Epochs run", "a"] == "3"
+
+
+def test_compare_warns_when_the_runs_were_tested_on_different_data():
+    paediatric = FakeRun("p", {**METRICS, "n": 120}, data_report={"root": "/data/pediatric-pneumonia"})
+    four_class = FakeRun("f", {**METRICS, "n": 4, "classes": ["Normal", "Pneumonia", "Cardiomegaly"]})
+    warning = tables.compare_warning([paediatric, four_class])
+    assert "tested on different data" in warning
+    assert all(part in warning for part in ("dataset folders", "classes", "numbers of test films"))
+    assert tables.compare_warning([FakeRun("a", METRICS), FakeRun("b", METRICS)]) is None
+
+
+def test_a_class_without_films_reads_no_films_never_zero_percent():
+    per_class = {**PER_CLASS, "Cardiomegaly": {"tp": 0, "fp": 0, "fn": 0, "tn": 8, "support": 0,
+                                               "precision": None, "recall": None, "f1": None,
+                                               "ovr_accuracy": 1.0, "roc_auc": None}}
+    external = {**METRICS, "per_class": per_class, "macro": {"f1": 0.873, "classes": ["Normal", "Pneumonia"]}}
+    table = tables.external_vs_internal(METRICS, external)
+    assert table.loc["Recall Cardiomegaly", "External"] == "—, no films"
+    assert table.loc["Macro averages over", "External"] == "Normal, Pneumonia"
+    figures_table = tables.per_class_table(external)
+    assert figures_table.loc["Cardiomegaly"].tolist() == ["—, no films"] * 3 + ["1.000", "—, no films"]
 
 
 def test_external_vs_internal_adds_recall_per_class():
@@ -54,7 +79,7 @@ def test_counts_and_per_class_tables():
     counts = tables.counts_table(METRICS)
     assert counts.loc["Normal"].tolist() == [3, 0, 1, 4, 4]
     per_class = tables.per_class_table(METRICS)
-    assert per_class.loc["Normal", "ROC AUC"] == 0.9 and per_class.loc["Pneumonia", "ROC AUC"] != 0.9
+    assert per_class.loc["Normal", "ROC AUC"] == "0.900" and per_class.loc["Pneumonia", "ROC AUC"] == "—"
     assert per_class.columns.tolist() == ["Precision", "Recall", "F1", "One-vs-rest accuracy", "ROC AUC"]
 
 
