@@ -1,4 +1,4 @@
-"""Command line: `python -m core train|evaluate|predict|pacs|split|export ...` (see `python -m core --help`).
+"""Command line: `python -m core train|evaluate|predict|pacs|split|export|explain-check ...` (see `python -m core --help`).
 
 `main(argv)` runs one command in this process and returns its exit status (0 done, 2 refused or failed,
 argparse's own status for bad arguments), so tests and other Python callers need no child process.
@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from core.config import DISTRIBUTE_CHOICES, PRESETS, TrainConfig, preset
@@ -21,10 +22,13 @@ from core.evaluation.evaluate import ENGINES as EVALUATE_ENGINES
 from core.evaluation.evaluate import LITE_WORTH_FILMS, evaluate_folder
 from core.evaluation.summary import (class_figure_text, headline_text, macro_note, overlap_warning,
                                      perceptual_check_note)
+from core.explain.faithfulness import DEFAULT_FILMS, check_run
+from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS, METHODS
 from core.explain.overlay import overlay
 from core.hospital.dicomweb import connect as connect_pacs
 from core.hospital.pacs import classify_study, find_study_uids
 from core.imaging.loader import SUPPORTED_EXTENSIONS
+from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME
 from core.runs.jobs import TrainingBusyError
 from core.runs.registry import load_run
 from core.serving.export import (
@@ -73,11 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+",
                          help="films (PNG, JPEG, BMP, TIFF, DICOM), or folders: every film in them, streamed")
     predict.add_argument("--json", action="store_true", help="one JSON object per input line")
-    predict.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per film into this folder")
+    predict.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per film into this folder, and beside it "
+                         "<stem>_cam.npy: the map of the predicted class, float32 in [0, 1] on the model's input "
+                         "grid (S x S), to check the maps independently")
     _engine_argument(predict, PREDICT_ENGINES, "what runs the model: 'lite' converts it to TensorFlow Lite first "
                      "(once per model and machine, then faster per film), 'cached' (default) uses a converted "
                      "copy when one exists, 'keras' never converts")
     _pacs_arguments(commands)
+    _explain_check_arguments(commands)
     split = commands.add_parser("split", help="lay out a run's train/val/test split as folders, as the paper did")
     split.add_argument("--model", required=True, help="run folder whose split.csv is laid out")
     split.add_argument("--out", required=True, help="folder to create: OUT/{train,val,test}/<class>/<film>")
@@ -204,6 +211,7 @@ def _predict(args) -> int:
         if cam_dir and result.error is None:
             out = cam_dir / f"{Path(file).stem}_gradcam.png"
             Image.fromarray(overlay(result.gray, result.cam)).save(out)
+            np.save(cam_dir / f"{Path(file).stem}_cam.npy", np.asarray(result.cam, np.float32))
         if args.json:
             print(json.dumps(result.to_json()), flush=True)
         elif result.error:
@@ -303,6 +311,46 @@ def _split(args) -> int:
     return 2 if report["missing"] else 0
 
 
+def _explain_check_arguments(commands) -> None:
+    check = _run_command(commands, "explain-check", "check whether a run's heatmaps are faithful to its model")
+    check.add_argument("--data", help="where the run's dataset is now, when it has moved")
+    check.add_argument("--films", type=int, default=DEFAULT_FILMS,
+                       help=f"test films to check (default {DEFAULT_FILMS}; all when the test set is smaller)")
+    check.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                       help="; ".join(f"{name}: {label}" for name, label in METHOD_LABELS.items()))
+    check.add_argument("--json", help="write the report to this file instead of the run folder's explain_check.json "
+                                      "(for a run folder that must stay as it is)")
+
+
+def _explain_check(args) -> int:
+    """Deletion and insertion against random order, cascading randomisation, class sensitivity, the verdict."""
+    if args.films < 1:
+        print(f"error: got --films {args.films}; check at least 1 film.", file=sys.stderr)
+        return 2
+    try:
+        report = check_run(args.model, args.data, films=args.films, method=args.method, out=args.json,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{report['method_label']} at {report['layer']}, {report['n_films']} test films, {report['grid']} x "
+          f"{report['grid']} cells, {report['replacement_text']}; {report['random_orders']} random orders")
+    for name, better in (("deletion", "lower"), ("insertion", "higher")):
+        part = report[name]
+        print(f"{name} AUC {part['map_auc']:.3f} in map order against {part['random_auc']:.3f} in random order "
+              f"({better} is better; map better on {part['films_better']:.0%} of films)")
+    steps = ", ".join(f"{step['step']} {step['spearman']:.2f}" if step["spearman"] is not None
+                      else f"{step['step']} (blank maps)" for step in report["randomisation"])
+    print(f"randomisation, Spearman of trained and randomised maps after: {steps}")
+    sensitivity = report["class_sensitivity"]["spearman"]
+    print("class sensitivity, Spearman of the predicted and the runner-up class's maps: "
+          + (f"{sensitivity:.2f}" if sensitivity is not None else "(blank maps)"))
+    for line in [report["verdict"]["text"], *report["verdict"]["warnings"]]:
+        print(line)
+    print(f"wrote {args.json or Path(args.model) / EXPLAIN_CHECK_FILE_NAME} in {report['seconds']['total']:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command (argv without the program name; None reads sys.argv) and return its exit status."""
     try:
@@ -310,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_request:  # --help, or arguments argparse refused (it has printed why).
         return exit_request.code if isinstance(exit_request.code, int) else 0 if exit_request.code is None else 2
     commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "split": _split,
-                "pacs": _pacs}
+                "pacs": _pacs, "explain-check": _explain_check}
     return commands[args.command](args)
 
 

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+
 from conftest import CLASS_NAMES, METRIC_KEYS, PROJECT_ROOT, dataset_of
 from core.cli import main
 
@@ -43,6 +45,10 @@ def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, t
     assert set(lines[0]["gate"]) >= {"passed", "reason"}
     assert "error" in lines[1] and "error" in lines[2]
     assert len(list(cam_dir.glob("*.png"))) == 1
+    # Beside the overlay, the map itself on the model's input grid, for anyone to check.
+    cam = np.load(cam_dir / f"{good.stem}_cam.npy")
+    size = json.loads((tiny_run / "config.json").read_text())["image_size"]
+    assert cam.dtype == np.float32 and cam.shape == (size, size) and 0.0 <= cam.min() <= cam.max() <= 1.0
 
 
 def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_path, capsys):
@@ -91,3 +97,15 @@ def test_cli_evaluate_prints_the_perceptual_check(tiny_run, copies_folder, capsy
     stdout = capsys.readouterr().out
     assert "6 are resized or re-encoded copies of them (perceptual hash)" in stdout
     assert "Perceptual check: 6 near-duplicates" in stdout
+
+def test_cli_explain_check_prints_the_checks_and_the_verdict(tiny_run, tmp_path, capsys):
+    out = tmp_path / "check.json"
+    assert main(["explain-check", "--model", str(tiny_run), "--films", "2", "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["n_films"] == 2 and report["method"] == "gradcam"
+    assert "deletion AUC" in stdout and "random order" in stdout and "randomisation" in stdout
+    assert report["verdict"]["text"] in stdout
+    assert not (tiny_run / "explain_check.json").exists()  # --json leaves the run folder as it was
+    assert main(["explain-check", "--model", str(tiny_run), "--films", "0"]) == 2
+    assert main(["explain-check", "--model", str(tiny_run), "--method", "occlusion"]) == 2
