@@ -63,8 +63,12 @@ def list_candidate_files(
     """
     root = check_dataset_root(root)
     confined = [root, *(Path(r).expanduser().resolve() for r in (allowed_data_roots() if roots is None else roots))]
-    layout, folders = detect_layout(root)
-    skipped = _stray_entries(root, layout, folders)
+    try:
+        layout, folders = detect_layout(root)
+        skipped = _stray_entries(root, layout, folders)
+    except OSError as error:
+        raise ValueError(f"The dataset folder {root} could not be listed ({error.strerror or error}). Check its "
+                         "permissions.") from None
     candidates = []
     for subset, class_dirs in folders.items():
         for class_dir in class_dirs:
