@@ -66,7 +66,11 @@ def connect(url: str | None = None, timeout: float = 30.0):
         session.headers["Authorization"] = f"Bearer {credentials['token']}"
     elif credentials:
         session.auth = (credentials["user"], credentials["password"])
-    return DICOMwebClient(url, session=session, timeout=timeout)
+    client = DICOMwebClient(url, session=session, timeout=timeout)
+    # Retry a busy server (HTTP 429/503/504) or a refused connection briefly, not the client's default
+    # five times over about 30 s: a PACS that is down is reported within seconds.
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=250)
+    return client
 
 
 def search_studies(client, *, patient_id: str | None = None, accession: str | None = None,

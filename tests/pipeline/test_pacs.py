@@ -133,9 +133,12 @@ def _series_of(orthanc, study_uid: str, sop_uid: str) -> str:
     raise AssertionError(f"{sop_uid} is not in the PACS")
 
 
-def test_cli_pacs_prints_one_predict_shaped_object_per_film_and_stores(orthanc, tiny_run, capsys):
+def test_cli_pacs_prints_one_predict_shaped_object_per_film_and_stores(orthanc, tiny_run, keras_predictor,
+                                                                         monkeypatch, capsys):
     from core.cli import main
 
+    # The session's loaded predictor of the same run (tests/system/test_pacs.py lets the CLI load its own).
+    monkeypatch.setattr("core.cli.Predictor", lambda run, engine: keras_predictor)
     accession = "ACC-CLI-2"
     film = dicom_film(synthetic_film(256, seed=9), patient_id=PATIENT_ID, patient_name=PATIENT_NAME,
                       accession=accession)
