@@ -71,7 +71,11 @@ def from_pacs(run_path: str) -> None:
     labels = {f"{_study_label(row)} · …{str(row['StudyInstanceUID'])[-6:]}": row["StudyInstanceUID"]
               for row in studies}
     study_uid = labels[st.selectbox(f"Study ({len(studies)} found)", list(labels), key="pacs_study")]
-    films = dicomweb.study_films(_client(url), study_uid)
+    try:
+        films = dicomweb.study_films(_client(url), study_uid)
+    except Exception as error:
+        st.error(f"The PACS did not list the study's films ({type(error).__name__}).")
+        return
     frontal = [film for film in films if film.skip_reason is None]
     for film in films:
         if film.skip_reason:
