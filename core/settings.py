@@ -13,14 +13,18 @@
 | `PARU_AUDIT_FILE_NAMES` | "1" to store uploaded file names in the audit log (they often carry patient identifiers; by default only the SHA-256 is stored) | unset |
 | `PARU_AUDIT_MAX_BYTES` | the size at which the audit log is set aside as `audit-<time>.jsonl` and a new one started | 16 MiB |
 | `PARU_USER_DIR`     | the user's own writable data, such as review tags of the shipped runs, which stay unmodified in git | `$XDG_DATA_HOME/paru`, else `~/.local/share/paru` |
-| `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`) | "2" |
+| `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`), and the command line drops the start-up lines it hides (`filter_native_stderr`) | "2" |
 
 Nothing here imports TensorFlow or Streamlit.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
+import sys
+import threading
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -113,8 +117,75 @@ def keras_home() -> Path:
 
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up lines (oneDNN notices, CUDA probes on a CPU machine) out of what users
-    see, unless the user chose a level. Must run before TensorFlow is imported to take effect."""
+    see, unless the user chose a level. Must run before TensorFlow is imported to take effect: core/__init__.py
+    calls it, so every entry point (the CLI, the app, a training child, which inherits the variable) has it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# TensorFlow's C++ log lines ("I0000 00:00:1796162578.676630   27906 port.cc:153] ...") and the notices that
+# come with them. This TensorFlow writes its start-up lines through absl before TF_CPP_MIN_LOG_LEVEL is read,
+# so the variable alone lets them through; the CUDA probe on a machine without a GPU logs an error that is no
+# failure ("failed call to cuInit").
+_NATIVE_LOG_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] ")
+_NATIVE_NOTICES = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+                   b"To enable the following instructions:", b"INFO: Created TensorFlow Lite XNNPACK delegate")
+
+
+def _is_quiet_native_line(line: bytes, level: int) -> bool:
+    """Whether TF_CPP_MIN_LOG_LEVEL `level` hides this stderr line (INFO at 1, WARNING and the CUDA probe at 2,
+    ERROR at 3; FATAL never)."""
+    if line.startswith(_NATIVE_NOTICES):
+        return level >= 1
+    if not _NATIVE_LOG_LINE.match(line):
+        return False
+    severity = line[:1]
+    if severity == b"E" and b"cuInit" in line:
+        return level >= 2
+    return {b"I": 0, b"W": 1, b"E": 2}.get(severity, 99) < level
+
+
+def filter_native_stderr() -> None:
+    """Drop the TensorFlow C++ lines that TF_CPP_MIN_LOG_LEVEL asks to hide from this process's stderr (file
+    descriptor 2, so the C++ writes are caught too); every other line passes unchanged and in order.
+
+    For the command line (core/__main__.py): its stderr is what users read, in a terminal or, for a
+    background training, in the log the Training page shows. A level of 0 keeps everything.
+    """
+    try:
+        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+    except ValueError:
+        return
+    if level <= 0:
+        return
+    try:
+        original = os.dup(2)
+    except OSError:  # No stderr to filter.
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def relay() -> None:
+        pending = b""
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                kept = b"".join(line + b"\n" for line in lines if not _is_quiet_native_line(line, level))
+                if kept:
+                    os.write(original, kept)
+        if pending and not _is_quiet_native_line(pending, level):
+            os.write(original, pending)
+
+    thread = threading.Thread(target=relay, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # Closes the pipe's last write end, so the relay reads to its end and stops.
+        thread.join(timeout=5)
+
+    atexit.register(restore)
 
 
 def job_log() -> str | None:
