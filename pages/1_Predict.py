@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.runs import audit
 from core.ui import cached, figures, frame, navigation, pacs_panel, panels, tables
 
 navigation.require_shell()
@@ -37,6 +38,11 @@ for upload in uploads:
     data = upload.getvalue()
     prediction = cached.predict_upload(run_path, data, upload.name)
     results.append(prediction)
+    try:  # One audit line per prediction per session, outside the cache all sessions share.
+        audit.record_once(st.session_state.setdefault("audit_recorded", set()), data, run.run_id, prediction,
+                          frame.models_dir())
+    except audit.AuditLogError as error:
+        st.error(str(error))
     with st.container(border=True):
         st.markdown(f"**{prediction.file}**")
         if prediction.error:

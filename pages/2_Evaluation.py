@@ -30,10 +30,14 @@ st.subheader("Dataset (the paper's Table 1)")
 st.dataframe(tables.distribution_table(run.data_report))
 
 st.subheader("Training curves")
-history = cached.load_history(str(run.path))
-if history.empty:
+try:
+    history = cached.load_history(str(run.path))
+except ValueError as error:  # A damaged history.csv: said, and the rest of the page still shown.
+    st.error(str(error))
+    history = None
+if history is not None and history.empty:
     st.info("This run has no history.csv.")
-else:
+elif history is not None:
     best_epoch = (metrics.get("training") or {}).get("best_epoch")
     for column, figure in zip(st.columns(2), figures.training_curves(history, best_epoch)):
         column.plotly_chart(figure)

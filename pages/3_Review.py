@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.runs import review
-from core.runs.artifacts import MODEL_CARD_FILE_NAME, TAGS_FILE_NAME, misclassified_test_rows
+from core.runs.artifacts import MODEL_CARD_FILE_NAME, misclassified_test_rows
 from core.ui import cached, figures, frame, mixups, navigation, panels, tables
 
 navigation.require_shell()
@@ -43,20 +43,35 @@ chosen = st.multiselect("Mix-ups to show (true → predicted)", options,
                         default=tables.default_mixups(options, run.classes), key=f"mixups-{run.run_id}")
 cases = [row for row in wrong if tables.mixup_name(row) in chosen]
 
-tags = review.load_tags(run.path)
+tags, tag_problems = review.read_tags(run.path)
+for problem in tag_problems:
+    st.warning(problem)
 st.download_button("Download tags (CSV)", review.tags_csv(tags), file_name=f"{run.run_id}-review-tags.csv",
                    mime="text/csv")
-st.caption(f"{len(cases)} films, most confident mistakes first. Tags are saved in "
-           f"`{run.path / TAGS_FILE_NAME}` as you change them, and the model card's \"Failure modes "
-           "seen in review\" section is rewritten from them.")
+tags_file = review.tags_path(run.path)
+st.caption(f"{len(cases)} films, most confident mistakes first. Tags are saved in `{tags_file}` as you change "
+           + ("them, and the model card's \"Failure modes seen in review\" section is rewritten from them."
+              if tags_file.parent == run.path else
+              "them: this run is shipped with Paru, so your tags are kept in your own folder and its files, "
+              "model card included, stay as shipped."))
 st.download_button("Download model card", panels.bytes_of_file(run.path / MODEL_CARD_FILE_NAME),
                    file_name=f"{run.run_id}-model_card.md", mime="text/markdown", key="model_card_download")
 
 
 def save(file: str, row: dict) -> None:
-    review.save_tag(run.path, file, st.session_state[f"tag-{run.run_id}-{file}"],
-                    st.session_state.get(f"note-{run.run_id}-{file}", ""),
-                    label=row["label"], predicted=row["predicted"])
+    try:
+        review.save_tag(run.path, file, st.session_state[f"tag-{run.run_id}-{file}"],
+                        st.session_state.get(f"note-{run.run_id}-{file}", ""),
+                        label=row["label"], predicted=row["predicted"])
+    except (OSError, ValueError) as error:  # A damaged or unwritable tags file: said, nothing overwritten.
+        st.error(f"The tag of {file} was not saved: {error}")
+
+
+try:
+    cached.get_predictor(str(run.path))  # The cards need the model; a refused one is said once, here.
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
 
 
 cam_shares = {film["file"]: film for film in (regions or {}).get("films", [])}

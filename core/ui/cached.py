@@ -17,10 +17,8 @@ from core.data.scan import scan_dataset
 from core.explain.gradcam import grad_cam_vis
 from core.explain.overlay import overlay
 from core.imaging.loader import load_image
-from core.runs import audit
-from core.runs.artifacts import HISTORY_FILE_NAME, PREDICTIONS_FILE_NAME, read_predictions_csv
+from core.runs.artifacts import HISTORY_FILE_NAME, PREDICTIONS_FILE_NAME, read_history_csv, read_predictions_csv
 from core.serving.predict import Predictor
-from core.settings import default_models_dir
 
 # Films and overlays are shown in a page column (300-500 px wide): sent at this longest side, an overlay costs a
 # quarter of the work and bytes of a 1024 px one and still looks sharp on a high-density screen.
@@ -46,11 +44,12 @@ def load_predictions(run_path: str, classes: tuple[str, ...]) -> list[dict]:
 
 @st.cache_data(show_spinner=False)
 def load_history(run_path: str):
-    """history.csv of a run as a DataFrame (empty when missing)."""
+    """history.csv of a run as a DataFrame (empty when missing); ValueError naming the file when it is damaged
+    (core.runs.artifacts.read_history_csv)."""
     import pandas as pd
 
     path = Path(run_path) / HISTORY_FILE_NAME
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    return pd.DataFrame(read_history_csv(path)) if path.is_file() else pd.DataFrame()
 
 
 @st.cache_data(show_spinner="Checking the dataset folder…")
@@ -68,16 +67,11 @@ def predict_upload(run_path: str, data: bytes, name: str):
     """Classify one uploaded film with its fast Grad-CAM. The name is only shown, never used as a path.
 
     Cached per (run, bytes, name), so moving the opacity slider or switching the explanation method does
-    not classify the film again, and the audit log gets one line per film, not one per rerun.
+    not classify the film again. The audit line is written by the page (core.runs.audit.record_once), never
+    here: a cache shared by all sessions would log a film only for the first session that sent it.
     """
-    prediction = get_predictor(run_path).predict(data, name=name, with_cam=True, display=True,
-                                                 display_max_side=DISPLAY_MAX_SIDE)
-    try:
-        # One audit line per prediction (the file's hash and the output, never the image).
-        audit.record(data, Path(run_path).name, prediction, default_models_dir())
-    except OSError:
-        pass  # An unwritable audit log must not stop a prediction; the log is a convenience here.
-    return prediction
+    return get_predictor(run_path).predict(data, name=name, with_cam=True, display=True,
+                                           display_max_side=DISPLAY_MAX_SIDE)
 
 
 @st.cache_data(show_spinner="Computing Grad-CAM++…", max_entries=64)

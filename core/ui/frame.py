@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.runs.registry import Run, list_runs
+from core.runs.registry import Run, list_runs, scan_runs
 from core.settings import default_models_dir
 from core.ui import navigation
 
@@ -55,12 +55,17 @@ def draw_sidebar(pages: list) -> Run | None:
     Returns the chosen Run (also what `current_run()` returns during this script run), or None when there
     is no finished run (the sidebar then says so).
     """
-    runs = available_runs()
+    runs, damaged = scan_runs(models_dir())
     with st.sidebar:
         navigation.sidebar_menu(pages)
         st.divider()
         st.caption(f"⚠️ {DISCLAIMER}")
         run = run_selector(runs)
+        if damaged:
+            with st.expander(f"{len(damaged)} damaged run{'s' if len(damaged) > 1 else ''} not listed",
+                             icon=":material/warning:"):
+                for item in damaged:
+                    st.caption(f"**{item.run_id}**: {item.reason}")
     _current_run.set(run)
     return run
 

@@ -56,3 +56,42 @@ def test_audit_page_without_a_log_says_what_to_do(without_run):
     at = open_page(AUDIT)
     assert not at.exception, at.exception
     assert "No prediction recorded yet" in texts(at.warning)
+
+
+def test_two_sessions_uploading_the_same_film_write_two_lines_and_a_rerun_none(run_copy):
+    data = png_bytes(1, seed=4242)
+    log = run_copy.path.parent / "audit.jsonl"
+    first = open_page(navigation.PREDICT.script)
+    first.file_uploader[0].upload("same.png", data, "image/png").run()
+    first.slider(key="cam_opacity").set_value(0.6).run()  # A rerun of the same session: no new line.
+    second = open_page(navigation.PREDICT.script)
+    second.file_uploader[0].upload("same.png", data, "image/png").run()
+    assert not first.exception and not second.exception
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["sha256"] for line in lines] == [hashlib.sha256(data).hexdigest()] * 2
+    assert all("file_name" not in line for line in lines)  # Names are opt-in.
+
+
+def test_an_unwritable_audit_log_is_shown_on_the_predict_page(run_copy):
+    log = run_copy.path.parent / "audit.jsonl"
+    log.mkdir()  # Nothing can be appended to a folder: every write fails, as on a read-only disk.
+    at = open_page(navigation.PREDICT.script)
+    at.file_uploader[0].upload("film.png", png_bytes(0, seed=5), "image/png").run()
+    assert not at.exception, at.exception
+    assert "could not be written to the audit log" in texts(at.error)
+
+
+def test_the_audit_page_survives_damaged_lines_and_mixed_entries(monkeypatch, tmp_path):
+    models_dir = tmp_path / "audit-models"
+    models_dir.mkdir()
+    good = {"time": "2026-01-01T10:00:00+00:00", "sha256": "a" * 64, "run_id": "run-a", "label": "Normal",
+            "confidence": 0.7, "gate": {"passed": True, "reason": None}, "error": None}
+    not_an_image = {"time": "2026-01-01T11:00:00+00:00", "sha256": "b" * 64, "run_id": "run-a", "label": None,
+                    "confidence": None, "gate": None, "error": "not an image"}
+    (models_dir / "audit.jsonl").write_bytes(b"42\n\xff\xfe\n" + json.dumps(good).encode() + b"\n"
+                                             + json.dumps(not_an_image).encode() + b"\n")
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    at = open_page(AUDIT)
+    assert not at.exception, at.exception
+    assert "2 of the last 200 lines" in texts(at.warning)
+    assert list(at.dataframe[0].value["sha256"]) == ["b" * 64, "a" * 64]

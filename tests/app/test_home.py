@@ -96,3 +96,19 @@ def test_core_ui_does_not_import_tensorflow():
             "core.ui.panels, core.ui.mixups; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
+
+
+def test_a_damaged_run_beside_a_good_one_is_named_and_breaks_no_page(monkeypatch, tmp_path, tiny_run):
+    import shutil
+
+    from core.runs.artifacts import CLASSES_FILE_NAME
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(tiny_run, models_dir / tiny_run.name)
+    shutil.copytree(tiny_run, models_dir / "zz-damaged")
+    (models_dir / "zz-damaged" / CLASSES_FILE_NAME).write_text('["Normal", "Pneu')  # Cut short.
+    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
+    for page in (None, *PAGES):
+        at = open_page(page)
+        assert not at.exception, (page, at.exception)
+    assert "zz-damaged" in texts(at.sidebar.caption) and "not valid JSON" in texts(at.sidebar.caption)
