@@ -12,6 +12,7 @@ A finished run folder `models/<run_id>/` holds:
     predictions.csv         file, label, predicted, one p_<class> column per class, subset (val and test)
     data_report.json        counts per class and subset, skipped files with reasons, duplicates, the root
     gate.npz                the "is this a chest film?" gate's statistics (core.serving.gate)
+    similar_cases.npz       the training films' pooled features, paths and labels (core.serving.similar)
     perceptual_hashes.json  perceptual hashes of the training and validation films (core.evaluation.overlap)
     model_card.md           what the model is, what it saw, how good it is, what it is not for
     status.json             {"state": "finished", "started", "finished", "pid"}
@@ -51,6 +52,7 @@ METRICS_FILE_NAME = "metrics.json"
 PREDICTIONS_FILE_NAME = "predictions.csv"
 DATA_REPORT_FILE_NAME = "data_report.json"
 GATE_FILE_NAME = "gate.npz"
+SIMILAR_FILE_NAME = "similar_cases.npz"
 HASHES_FILE_NAME = "perceptual_hashes.json"
 MODEL_CARD_FILE_NAME = "model_card.md"
 STATUS_FILE_NAME = "status.json"

@@ -19,6 +19,7 @@ from core.model import POOLED_FEATURES_LAYER_NAME, load_model
 from core.runs.registry import Run, check_model_outputs, load_run
 from core.serving import gate as film_gate
 from core.serving.lite import cached_path, load_engine
+from core.serving.similar import load_similar_index, nearest
 
 ENGINES = ("cached", "lite", "background", "keras")
 """What may run single films (see `Predictor`)."""
@@ -45,6 +46,8 @@ class Prediction:
             the label must not be presented as a diagnosis.
         seconds: wall time from bytes to result.
         engine: what ran the model ("TensorFlow Lite" or "Keras"; see core.serving.lite).
+        similar: the nearest training films in the run's pooled features ({"file", "label", "distance"};
+            core.serving.similar), () when the run stores none.
     """
 
     file: str
@@ -60,6 +63,7 @@ class Prediction:
     gate: film_gate.GateResult | None = None
     seconds: float = 0.0
     engine: str = ""
+    similar: tuple[dict, ...] = ()
 
     def to_json(self) -> dict:
         """The CLI's JSON line: {"file", "label", "confidence", "probabilities"} or {"file", "error"}."""
@@ -110,6 +114,7 @@ class Predictor:
         self.temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
         self.calibrated = calibrated and abs(self.temperature - 1.0) > 1e-6
         self.gate_statistics = film_gate.load_gate(self.run.path)
+        self.similar_index = load_similar_index(self.run.path)
         # With a CAM, one pass gives the probabilities, the CAM and the gate's pooled features together.
         self._grad_cam = GradCam(self.model, extra_output_name=POOLED_FEATURES_LAYER_NAME)
         self._features_model = film_gate.feature_model(self.model)
@@ -222,6 +227,7 @@ class Predictor:
             calibrated=self.calibrated, cam=cam, gray=film.gray if display else None,
             notices=film.notices if film else (), gate=gate_result, seconds=time.perf_counter() - started,
             engine=lite.name if lite is not None else "Keras",
+            similar=tuple(nearest(self.similar_index, features[0])),
         )
 
     def predict_files(self, paths: list[str | os.PathLike], batch_size: int = 64) -> list[Prediction]:

@@ -40,6 +40,7 @@ from core.runs.artifacts import (
 from core.runs.card import write_model_card
 from core.runs.registry import check_writable, new_run_id, staging_dir_for
 from core.serving.gate import fit_gate, pooled_features, save_gate
+from core.serving.similar import save_similar_index
 from core.settings import default_models_dir, job_log
 from core.training.fit import fit, write_progress
 
@@ -194,6 +195,9 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     # A head trained on features hands back the ones it computed (the backbone did not change since).
     features = fitted.features or {subset: pooled_features(model, scan.images[index[subset]]) for subset in ("train", "val")}
     save_gate(staging, fit_gate(features["train"], features["val"]))
+    # Similar cases: the training films a new film lies nearest to, in the same pooled features.
+    save_similar_index(staging, features["train"], [scan.records[i].path for i in index["train"]],
+                       [scan.records[i].label for i in index["train"]])
     log(f"Test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci95']['accuracy'][0]:.3f}-"
         f"{metrics['ci95']['accuracy'][1]:.3f}), macro-F1 {metrics['macro']['f1']:.4f}, mean one-vs-rest "
         f"accuracy {metrics['mean_ovr_accuracy']:.4f}; best epoch {best_epoch}")
