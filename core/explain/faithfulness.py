@@ -15,7 +15,8 @@
 3. Class sensitivity. Spearman between the map of the predicted class and the map of the runner-up class:
    maps that do not change with the class say nothing about the class.
 
-`check_run` writes the report to <run>/explain_check.json; `check_films` is the same on any model and films.
+`check_run` writes the report to <run>/explain_check.json (read back with core.runs.artifacts.read_explain_check);
+`check_films` is the same on any model and films.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from core.runs.artifacts import (
     EXPLAIN_CHECK_FILE_NAME,
     SPLIT_FILE_NAME,
     now_iso,
-    read_json,
     read_split_csv,
     run_dataset_root,
     write_json_atomic,
 )
+from core.runs.card import refresh_model_card_quietly
 from core.runs.registry import Run, load_run
 
 REPORT_VERSION = 1
@@ -350,7 +351,7 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
         films: at most this many test films, drawn with `seed` (all when there are fewer).
         method, layer_name: as core.explain.methods.explain.
         model: the run's Keras model when already loaded.
-        out: the report's file; None writes <run>/explain_check.json.
+        out: the report's file; None writes <run>/explain_check.json and refreshes the model card.
         options: grid, step_cells, random_orders, blocks, as check_films.
 
     Returns:
@@ -380,10 +381,6 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
     report = {"version": REPORT_VERSION, "computed": now_iso(), "run_id": run.run_id,
               "films": [str(Path(path).relative_to(root)) for path in decoded], **report}
     write_json_atomic(Path(out) if out else run.path / EXPLAIN_CHECK_FILE_NAME, report)
+    if not out:
+        refresh_model_card_quietly(run.path)
     return report
-
-
-def load_explain_check(run_dir: str | os.PathLike) -> dict | None:
-    """The report in <run>/explain_check.json, or None when the run was never checked."""
-    data = read_json(Path(run_dir) / EXPLAIN_CHECK_FILE_NAME)
-    return data if isinstance(data, dict) and "verdict" in data else None

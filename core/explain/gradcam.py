@@ -31,7 +31,7 @@ import weakref
 
 import numpy as np
 
-from core.model import LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
+from core.model import CAM_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
 """Methods of `grad_cam_vis`: tf-keras-vis's Gradcam, GradcamPlusPlus, Scorecam and Layercam."""
@@ -54,7 +54,7 @@ class GradCam:
 
     Grad-CAM (Selvaraju et al., 2017), step by step, for each image:
 
-    1. Run the model once, keeping the feature maps A of `layer_name` (h x w x c; `Conv_1` is 7 x 7 x 1280
+    1. Run the model once, keeping the feature maps A of `layer_name` (h x w x c; `out_relu` is 7 x 7 x 1280
        for a 224 film) and the class scores.
     2. Take the gradient of the chosen class's score with respect to A.
     3. Average that gradient over the h x w positions: one weight per channel, that is how much the class
@@ -74,7 +74,8 @@ class GradCam:
         model: a Keras model taking raw films (n, S, S, 1), such as one from core.model.build_model. The
             explainer shares the model's layers and variables, so later training of the model is seen.
         layer_name: the layer whose feature maps are weighted. Any layer with a 4-D output
-            (batch, height, width, channels) works; the default is the last convolution.
+            (batch, height, width, channels) works; the default is core.model.CAM_LAYER_NAME, the last block's
+            post-activation output, where Grad-CAM is the class-weighted sum of the maps (the CAM).
         extra_output_name: optionally, a layer whose output the same forward pass also returns (see
             `with_extra_output`), such as the pooled features core.serving.gate needs. None (default) adds nothing.
 
@@ -83,7 +84,7 @@ class GradCam:
             message lists the model's convolution layers. `extra_output_name` is not a layer of the model.
     """
 
-    def __init__(self, model, layer_name: str = LAST_CONV_LAYER_NAME, extra_output_name: str | None = None):
+    def __init__(self, model, layer_name: str = CAM_LAYER_NAME, extra_output_name: str | None = None):
         import keras
         import tensorflow as tf
 
@@ -212,14 +213,14 @@ class GradCam:
 
 
 def grad_cam(model, images, class_index: int | None = None,
-             layer_name: str = LAST_CONV_LAYER_NAME) -> np.ndarray:
+             layer_name: str = CAM_LAYER_NAME) -> np.ndarray:
     """Grad-CAMs of a batch of films with a `GradCam` cached per model and layer (compiled once).
 
     Args:
         model: a Keras model taking raw films, such as one from core.model.build_model.
         images: (n, S, S, 1) raw films in 0..255 (or one (S, S, 1) film).
         class_index: class to explain for every image; None explains each image's predicted class.
-        layer_name: layer whose feature maps are weighted (default: the last convolution).
+        layer_name: layer whose feature maps are weighted (default: core.model.CAM_LAYER_NAME).
 
     Returns:
         (n, S, S) float32 CAMs in [0, 1]. Use `GradCam(model)(images)` to get the probabilities too.
@@ -241,7 +242,7 @@ def _cached_grad_cam(model, layer_name: str) -> GradCam:
 
 
 def grad_cam_vis(model, images, class_index: int | None = None, method: str = "gradcam",
-                 layer_name: str = LAST_CONV_LAYER_NAME, max_channels: int | None = None) -> np.ndarray:
+                 layer_name: str = CAM_LAYER_NAME, max_channels: int | None = None) -> np.ndarray:
     """Grad-CAM, Grad-CAM++, Score-CAM or LayerCAM computed by tf-keras-vis, normalised like `GradCam`.
 
     tf-keras-vis works on a clone of the model whose softmax is replaced by a linear activation

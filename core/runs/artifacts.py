@@ -236,6 +236,12 @@ def read_data_report(run_dir: str | os.PathLike) -> dict | None:
     return report if isinstance(report, dict) else None
 
 
+def read_explain_check(run_dir: str | os.PathLike) -> dict | None:
+    """explain_check.json of a run (core.explain.faithfulness), or None when the run was never checked."""
+    report = read_json(Path(run_dir) / EXPLAIN_CHECK_FILE_NAME)
+    return report if isinstance(report, dict) and isinstance(report.get("verdict"), dict) else None
+
+
 # --------------------------------------------------------------------------------------------------
 # CSV
 # --------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 it must not be used for, and the failure modes a person found in review.
 
 The card is written by training once the run has been evaluated (core.training.run), and rewritten by
-`refresh_model_card` from the run's own files whenever the review tags (review_tags.json) or the Grad-CAM
-region analysis (cam_regions.json) of the run change. It reads files only, so it depends on nothing that
+`refresh_model_card` from the run's own files whenever the review tags (review_tags.json), the Grad-CAM
+region analysis (cam_regions.json) or the heatmap faithfulness report (explain_check.json) of the run change. It reads files only, so it depends on nothing that
 computes them."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from core.runs.artifacts import (
     MODEL_CARD_FILE_NAME,
     TAGS_FILE_NAME,
     read_data_report,
+    read_explain_check,
     read_json,
     read_metrics,
 )
@@ -132,6 +133,7 @@ def write_model_card(run_dir: Path, config: TrainConfig, metrics: dict, data_rep
         "- A frontal-film classifier: lateral views, other body parts and photographs are out of scope.",
         "",
         *review_section(run_dir),
+        *explanation_section(run_dir),
     ]
     path = run_dir / MODEL_CARD_FILE_NAME
     path.write_text("\n".join(lines))
@@ -190,9 +192,47 @@ def review_section(run_dir: Path) -> list[str]:
     return lines
 
 
+def explanation_section(run_dir: Path) -> list[str]:
+    """Markdown lines of "Are the heatmaps faithful?", from the run's explain_check.json; [] when never checked.
+
+    The verdict in words, deletion and insertion AUC in map order against random order, the Spearman of the
+    trained and the randomised model's maps at each step of the cascade, and the class sensitivity."""
+    report = read_explain_check(run_dir)
+    if report is None:
+        return []
+
+    def number(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    steps = ", ".join(f"{step.get('step')} {number(step.get('spearman'))}" for step in report.get("randomisation", []))
+    lines = [
+        "## Are the heatmaps faithful?",
+        "",
+        f"{report.get('method_label', report.get('method'))} at `{report.get('layer')}`, checked on "
+        f"{report.get('n_films')} test films ({report.get('computed', '?')}): {report['verdict'].get('text', '')}",
+        *[f"- {warning}" for warning in report["verdict"].get("warnings", [])],
+        "",
+        "| check | map order | random order |",
+        "|---|---|---|",
+    ]
+    for name, better in (("deletion", "lower"), ("insertion", "higher")):
+        part = report.get(name) or {}
+        lines.append(f"| {name} AUC ({better} is better) | {number(part.get('map_auc'))} | "
+                     f"{number(part.get('random_auc'))} |")
+    lines += [
+        "",
+        f"{report.get('grid')} x {report.get('grid')} cells, {report.get('replacement_text', '')}; "
+        f"{report.get('random_orders')} random orders per film. Cascading randomisation (Spearman of the trained "
+        f"and the randomised model's maps; near 0 is right): {steps}. Class sensitivity (Spearman of the "
+        f"predicted and the runner-up class's maps): {number((report.get('class_sensitivity') or {}).get('spearman'))}.",
+        "",
+    ]
+    return lines
+
+
 def refresh_model_card(run_dir: str | Path) -> Path | None:
     """Rewrite run_dir/model_card.md from the run's own files (config.json, metrics.json, data_report.json,
-    review_tags.json, cam_regions.json). Returns the path, or None when config.json or metrics.json is
+    review_tags.json, cam_regions.json, explain_check.json). Returns the path, or None when config.json or metrics.json is
     missing (the card is then left as it is)."""
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)

@@ -21,6 +21,13 @@ The Grad-CAM channel weights are the mean of that gradient over positions; the C
 the weighted sum of the maps, upsampled bilinearly (half-pixel centres, as tf.image.resize) and divided by
 its maximum: exactly what core.explain.gradcam.GradCam computes with a gradient tape, in a few NumPy products.
 
+At the CAM layer `out_relu` (core.model.CAM_LAYER_NAME, the default) the gradient is constant over positions,
+
+    dz_c / dr[i, j, k] = W[k, c] * s2[k] / (h * w)
+
+so Grad-CAM there is the class-weighted sum of the activated maps r, the CAM of Zhou et al., computed from the
+same `Conv_1` output (r is its batch-norm and ReLU6).
+
 The engine checks itself when built: the head recomputed from its maps must give its own pooled features
 and probabilities. A model of another shape fails that check and the caller keeps the Keras path.
 """
@@ -36,6 +43,7 @@ import numpy as np
 
 from core.model import (
     BACKBONE_OUTPUT_LAYER_NAME,
+    CAM_LAYER_NAME,
     HEAD_BN_LAYER_NAME,
     HEAD_CHAIN,
     LAST_CONV_BN_LAYER_NAME,
@@ -216,11 +224,19 @@ class LiteEngine:
 class ClosedFormGradCam:
     """Grad-CAM from one film's `Conv_1` maps, without a gradient tape (see the module docstring).
 
+    `layer_name` is where Grad-CAM is taken: `out_relu` (CAM_LAYER_NAME, the default, as for
+    core.explain.gradcam.GradCam) or `Conv_1`; ValueError for any other layer.
+
     >>> ClosedFormGradCam(model)(maps, class_index)        # doctest: +SKIP
     """
 
-    def __init__(self, model):
+    LAYERS = (BACKBONE_OUTPUT_LAYER_NAME, LAST_CONV_LAYER_NAME)
+
+    def __init__(self, model, layer_name: str = CAM_LAYER_NAME):
+        if layer_name not in self.LAYERS:
+            raise ValueError(f"Got layer_name={layer_name!r}; the closed form exists for {self.LAYERS} only.")
         _check_chain(model)
+        self.layer_name = layer_name
         self.image_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         self.head = _HeadMaths(model)
         self._upsample = {}
@@ -228,8 +244,10 @@ class ClosedFormGradCam:
     def __call__(self, maps: np.ndarray, class_index: int) -> np.ndarray:
         """Grad-CAM (S, S) in [0, 1] of class `class_index` from one film's `Conv_1` maps (h, w, c)."""
         height, width = maps.shape[:2]
-        weights = self.head.channel_weights(maps, class_index)
-        cam = np.maximum(maps @ weights, 0.0)
+        if self.layer_name == BACKBONE_OUTPUT_LAYER_NAME:
+            cam = np.maximum(self.head.activated(maps) @ self.head.output_weights(class_index, height * width), 0.0)
+        else:
+            cam = np.maximum(maps @ self.head.channel_weights(maps, class_index), 0.0)
         rows, cols = self._upsampling(height, self.image_shape[0]), self._upsampling(width, self.image_shape[1])
         cam = rows @ cam @ cols.T
         peak = float(cam.max())
@@ -256,9 +274,12 @@ class _HeadMaths:
         self.kernel = np.asarray(dense.kernel, np.float64)
         self.bias = np.asarray(dense.bias, np.float64) if dense.use_bias else np.zeros(self.kernel.shape[1])
 
+    def activated(self, maps: np.ndarray) -> np.ndarray:
+        """out_relu's maps r from Conv_1's maps A."""
+        return np.clip(maps * self.scale1 + self.shift1, 0.0, 6.0)
+
     def forward(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        activated = np.clip(maps * self.scale1 + self.shift1, 0.0, 6.0)
-        pooled = activated.mean(axis=(0, 1))
+        pooled = self.activated(maps).mean(axis=(0, 1))
         logits = (pooled * self.scale2 + self.shift2) @ self.kernel + self.bias
         logits -= logits.max()
         exp = np.exp(logits)
@@ -270,6 +291,10 @@ class _HeadMaths:
         active = ((pre > 0) & (pre < 6)).mean(axis=(0, 1))
         weights = self.kernel[:, class_index] * self.scale2 * self.scale1 * active / (height * width)
         return weights.astype(np.float32)
+
+    def output_weights(self, class_index: int, positions: int) -> np.ndarray:
+        """Grad-CAM's channel weights at out_relu: the class's head weights, the same at every position."""
+        return (self.kernel[:, class_index] * self.scale2 / positions).astype(np.float32)
 
 
 def _batch_norm_affine(layer) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ from square_fixture import IMAGE_SIZE, square_films
 from core.explain.faithfulness import (
     check_films,
     check_run,
-    load_explain_check,
     perturbation_check,
     probability_function,
     randomisation_steps,
@@ -24,8 +23,9 @@ from core.explain.faithfulness import (
 )
 from core.explain.gradcam import GradCam
 from core.explain.methods import METHOD_LAYERS, METHODS, explain
-from core.model import CAM_LAYER_NAME, HEAD_BN_LAYER_NAME, PREDICTIONS_LAYER_NAME
-from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME
+from core.model import CAM_LAYER_NAME, HEAD_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, PREDICTIONS_LAYER_NAME
+from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME, MODEL_CARD_FILE_NAME, read_explain_check
+from core.serving.lite import ClosedFormGradCam
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +59,31 @@ def class_weighted_sum(model, films, class_index):
 @needs_pretrained
 @pytest.mark.parametrize("class_index", [0, 1])
 def test_grad_cam_at_the_cam_layer_is_the_class_weighted_sum_of_the_maps(square_model, class_index):
+    import keras
+
     films = square_films(8, seed=3)[0]
     _, grad_cams = GradCam(square_model, layer_name=CAM_LAYER_NAME)(films, class_index=class_index)
     expected = class_weighted_sum(square_model, films, class_index)
     np.testing.assert_allclose(grad_cams, expected, atol=1e-5)
+    # The TensorFlow Lite engine's closed form, from the last convolution's maps, is the same CAM.
+    conv_maps = np.asarray(keras.Model(square_model.inputs, square_model.get_layer(LAST_CONV_LAYER_NAME).output)(films))
+    closed_form = ClosedFormGradCam(square_model)
+    np.testing.assert_allclose(np.stack([closed_form(maps, class_index) for maps in conv_maps]), expected, atol=1e-5)
     if class_index == 1:  # a trained model: the films with the square have evidence for class 1
         assert np.allclose(grad_cams[1::2].max(axis=(1, 2)), 1.0)
+
+
+@needs_pretrained
+def test_the_closed_form_at_the_last_convolution_is_grad_cam_there_too(square_model):
+    import keras
+
+    films = square_films(4, seed=3)[0]
+    _, grad_cams = GradCam(square_model, layer_name=LAST_CONV_LAYER_NAME)(films, class_index=1)
+    conv_maps = np.asarray(keras.Model(square_model.inputs, square_model.get_layer(LAST_CONV_LAYER_NAME).output)(films))
+    closed_form = ClosedFormGradCam(square_model, layer_name=LAST_CONV_LAYER_NAME)
+    np.testing.assert_allclose(np.stack([closed_form(maps, 1) for maps in conv_maps]), grad_cams, atol=1e-5)
+    with pytest.raises(ValueError, match="closed form exists for"):
+        ClosedFormGradCam(square_model, layer_name="block_13_expand_relu")
 
 
 @needs_pretrained
@@ -133,6 +152,8 @@ def test_unknown_method_and_mismatched_classes_raise(square_model, square_test_f
 def test_check_run_writes_the_report_to_the_run_folder(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     report = check_run(run, films=3, random_orders=1, blocks=1)
-    assert load_explain_check(run) == report
+    assert read_explain_check(run) == report
+    card = (run / MODEL_CARD_FILE_NAME).read_text()
+    assert "## Are the heatmaps faithful?" in card and report["verdict"]["text"] in card
     assert (run / EXPLAIN_CHECK_FILE_NAME).is_file() and report["n_films"] == len(report["films"]) <= 3
     assert report["run_id"] == run.name and report["verdict"]["text"]

@@ -14,7 +14,7 @@ from square_fixture import IMAGE_SIZE, square_films
 
 from core.explain.gradcam import GradCam, grad_cam, grad_cam_vis
 from core.explain.regions import cam_regions
-from core.model import LAST_CONV_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
+from core.model import CAM_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +118,9 @@ def test_grad_cam_caches_one_explainer_per_model(trained_model, test_films):
     from core.explain import gradcam as explain
 
     grad_cam(trained_model, test_films[0][:1])
-    first = explain._GRAD_CAM_CACHE[trained_model][LAST_CONV_LAYER_NAME]
+    first = explain._GRAD_CAM_CACHE[trained_model][CAM_LAYER_NAME]
     grad_cam(trained_model, test_films[0][:3])
-    assert explain._GRAD_CAM_CACHE[trained_model][LAST_CONV_LAYER_NAME] is first
+    assert explain._GRAD_CAM_CACHE[trained_model][CAM_LAYER_NAME] is first
 
 
 def test_a_fully_frozen_model_still_gets_maps(trained_model, explained, test_films):

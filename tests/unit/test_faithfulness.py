@@ -123,3 +123,18 @@ def test_verdict_in_words():
     copied = verdict(_report(0.6, 0.05, last_spearman=0.9, class_spearman=0.95))
     assert not copied["faithful"] and len(copied["warnings"]) == 2
     assert "randomised" in copied["warnings"][0] and "runner-up" in copied["warnings"][1]
+
+
+def test_the_model_card_section_carries_the_verdict_and_the_figures(tmp_path):
+    from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME, write_json_atomic
+    from core.runs.card import explanation_section
+
+    assert explanation_section(tmp_path) == []
+    report = {**_report(0.6, 0.05), "method_label": "Grad-CAM (fast)", "layer": "out_relu", "grid": 7,
+              "replacement_text": "each deleted cell is replaced by the mean pixel value of its own film",
+              "random_orders": 3, "insertion": {"map_auc": 0.5, "random_auc": 0.4}}
+    report["verdict"] = verdict(report)
+    write_json_atomic(tmp_path / EXPLAIN_CHECK_FILE_NAME, report)
+    text = "\n".join(explanation_section(tmp_path))
+    assert text.startswith("## Are the heatmaps faithful?") and report["verdict"]["text"] in text
+    assert "| deletion AUC (lower is better) | 0.180 | 0.300 |" in text and "block_14 0.100" in text

@@ -37,8 +37,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.serving",),
     ("core.evaluation.evaluate", "core.evaluation.overlap"),
     ("core.runs.card", "core.runs.review", "core.runs.audit", "core.runs.jobs"),
-    # The Grad-CAM region analysis of a run refreshes the run's model card once it is cached.
-    ("core.explain.regions",),
+    # The Grad-CAM region analysis and the faithfulness report of a run refresh the run's model card once cached.
+    ("core.explain.regions", "core.explain.faithfulness"),
     ("core.training",),
     # Hospital I/O (DICOMweb, DICOM SR/SC, FHIR) wraps predictions; only the CLI and the UI call it.
     ("core.hospital",),
