@@ -1,4 +1,5 @@
-"""Command line: `python -m core train|evaluate|predict|pacs|split|export|explain-check ...` (see `python -m core --help`).
+"""Command line: `python -m core train|evaluate|predict|pacs|split|export|explain-check|pack-review ...`
+(see `python -m core --help`).
 
 `main(argv)` runs one command in this process and returns its exit status (0 done, 2 refused or failed,
 argparse's own status for bad arguments), so tests and other Python callers need no child process.
@@ -28,9 +29,10 @@ from core.explain.overlay import overlay
 from core.hospital.dicomweb import connect as connect_pacs
 from core.hospital.pacs import classify_study, find_study_uids
 from core.imaging.loader import SUPPORTED_EXTENSIONS
-from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME
+from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME, REVIEW_FILMS_DIR_NAME
 from core.runs.jobs import TrainingBusyError
 from core.runs.registry import load_run
+from core.runs.review_films import DEFAULT_CORRECT, DEFAULT_MAX_SIDE, pack_review_films
 from core.serving.export import (
     DEFAULT_VARIANT,
     PARITY_MAX_DIFFERENCE,
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                      "copy when one exists, 'keras' never converts")
     _pacs_arguments(commands)
     _explain_check_arguments(commands)
+    _pack_review_arguments(commands)
     split = commands.add_parser("split", help="lay out a run's train/val/test split as folders, as the paper did")
     split.add_argument("--model", required=True, help="run folder whose split.csv is laid out")
     split.add_argument("--out", required=True, help="folder to create: OUT/{train,val,test}/<class>/<film>")
@@ -163,7 +166,8 @@ def _train(args) -> int:
         print(f"error: could not write the run ({error.strerror or error}: {error.filename or ''}). Free disk "
               "space or choose another folder with --out; earlier runs are untouched.", file=sys.stderr)
         return 2
-    print(run_dir)
+    if run_dir is not None:  # None: a worker other than the chief of a cluster, which registers no run.
+        print(run_dir)
     return 0
 
 
@@ -351,6 +355,30 @@ def _explain_check(args) -> int:
     return 0
 
 
+def _pack_review_arguments(commands) -> None:
+    pack = _run_command(commands, "pack-review", "copy a run's misclassified (and a few correct) test films, "
+                        "downsized, into its review_films/ folder, so Review works without the dataset")
+    pack.add_argument("--data", help="where the run's dataset is now, when it has moved")
+    pack.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                      help=f"longest side of a packed film in pixels (default {DEFAULT_MAX_SIDE})")
+    pack.add_argument("--correct", type=int, default=DEFAULT_CORRECT,
+                      help=f"correctly classified test films to add for contrast (default {DEFAULT_CORRECT})")
+
+
+def _pack_review(args) -> int:
+    try:
+        manifest = pack_review_films(args.model, args.data, max_side=args.max_side, correct=args.correct)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    wrong = sum(film["kind"] == "misclassified" for film in manifest["films"])
+    print(f"{len(manifest['films'])} review films ({wrong} misclassified, {len(manifest['films']) - wrong} correct), "
+          f"{manifest['total_bytes'] / 1e6:.2f} MB, in {Path(args.model) / REVIEW_FILMS_DIR_NAME}")
+    for path in manifest["missing"]:
+        print(f"not found or not readable, not packed: {path}", file=sys.stderr)
+    return 2 if manifest["missing"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command (argv without the program name; None reads sys.argv) and return its exit status."""
     try:
@@ -358,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_request:  # --help, or arguments argparse refused (it has printed why).
         return exit_request.code if isinstance(exit_request.code, int) else 0 if exit_request.code is None else 2
     commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "split": _split,
-                "pacs": _pacs, "explain-check": _explain_check}
+                "pacs": _pacs, "explain-check": _explain_check, "pack-review": _pack_review}
     return commands[args.command](args)
 
 

@@ -14,6 +14,7 @@
 | `PARU_AUDIT_MAX_BYTES` | the size at which the audit log is set aside as `audit-<time>.jsonl` and a new one started | 16 MiB |
 | `PARU_USER_DIR`     | the user's own writable data, such as review tags of the shipped runs, which stay unmodified in git | `$XDG_DATA_HOME/paru`, else `~/.local/share/paru` |
 | `PARU_DEFAULT_RUN`  | the run id the app opens with when neither the link (`?run=`) nor the session names one | `demo-nih-cxr4-paper` (the shipped demo) |
+| `TF_CONFIG`         | TensorFlow's own: the cluster and this process's task, for `--distribute multiworker` (see `tf_config`) | unset: one worker |
 | `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`), and the command line drops the start-up lines it hides (`filter_native_stderr`) | "2" |
 
 Nothing here imports TensorFlow or Streamlit.
@@ -22,6 +23,7 @@ Nothing here imports TensorFlow or Streamlit.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import sys
@@ -100,6 +102,23 @@ def audit_max_bytes() -> int:
         return max(4096, int(os.environ.get("PARU_AUDIT_MAX_BYTES") or AUDIT_MAX_BYTES))
     except ValueError:
         return AUDIT_MAX_BYTES
+
+
+def tf_config() -> dict:
+    """$TF_CONFIG parsed ({"cluster": {"worker": [...], ...}, "task": {"type", "index"}}), or {} when unset.
+
+    Raises ValueError when it is set but is not a JSON object: every worker would otherwise wait forever
+    for a cluster it cannot name."""
+    text = (os.environ.get("TF_CONFIG") or "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object, got {type(value).__name__}.")
+    return value
 
 
 def shared_keras_home() -> Path | None:

@@ -32,7 +32,9 @@ from core.runs.artifacts import (
     write_history_csv,
     write_json_atomic,
 )
+from core.serving.batch import rows_in_chunks
 from core.serving.gate import pooled_features
+from core.training.distributed import fit_multiworker
 from core.training.pipeline import balanced_class_weights, make_dataset
 
 PROGRESS_WRITES_PER_SECOND = 5
@@ -56,16 +58,24 @@ class Fitted:
 
 def fit(staging: Path, images: np.ndarray, labels: np.ndarray, index: dict[str, np.ndarray],
         class_names: list[str], config: TrainConfig, state: dict, log: Callable[[str], None],
-        stop_requested: Callable[[], bool]) -> Fitted | None:
+        stop_requested: Callable[[], bool], checkpoints: Path | None = None) -> Fitted | None:
     """Fit the model the config describes on the decoded films; None when a stop was requested.
 
     Args:
         staging: the run's staging folder (model.keras, history.csv and progress.json are written there).
-        images: uint8 (n, S, S, 1) decoded films; labels: int (n,); index: {"train", "val"} row indices.
+        images: uint8 (n, S, S, 1) decoded films, in memory or memory-mapped (core.training.cache);
+            labels: int (n,); index: {"train", "val"} row indices.
         class_names: ordered class names; config: the recipe.
         state: the progress dict written to progress.json (updated in place).
         log: receives one line per step; stop_requested: polled between batches.
+        checkpoints: this worker's checkpoint folder, for distribute="multiworker" (core.training.distributed,
+            a custom training loop: Keras's fit fails under that strategy). On a worker other than the
+            chief, the returned Fitted has no model.
     """
+    if config.distribute == "multiworker":
+        result = fit_multiworker(staging, images, labels, index, len(class_names), config, state, log,
+                                 stop_requested, checkpoints, write_progress)
+        return None if result is None else Fitted(*result)
     fitter = _fit_head_on_features if config.head_on_features else _fit_network
     return fitter(staging, images, labels, index, len(class_names), config, state, log, stop_requested)
 
@@ -78,10 +88,11 @@ def write_progress(staging: Path, state: dict) -> None:
 def _fit_network(staging, images, labels, index, num_classes, config, state, log, stop_requested):
     import keras
 
-    train_ds = make_dataset(images[index["train"]], labels[index["train"]], num_classes, config, training=True)
-    val_ds = make_dataset(images[index["val"]], labels[index["val"]], num_classes, config, training=False)
-    class_weight = _class_weight(labels[index["train"]], num_classes, config)
+    # The strategy first: a strategy created after other TensorFlow operations ran may not configure.
     strategy = _strategy(config.distribute)
+    train_ds = make_dataset(images, labels, num_classes, config, training=True, rows=index["train"])
+    val_ds = make_dataset(images, labels, num_classes, config, training=False, rows=index["val"])
+    class_weight = _class_weight(labels[index["train"]], num_classes, config)
     if config.distribute != "none":
         log(f"Distributed training ({config.distribute}): {strategy.num_replicas_in_sync} replicas, "
             f"global batch {config.batch_size}")
@@ -145,15 +156,20 @@ def _fit_head_on_features(staging, images, labels, index, num_classes, config, s
     model = build_model(config, num_classes)
     state.update(phase="features")
     write_progress(staging, state)
-    train_images, train_labels = images[index["train"]], labels[index["train"]]
-    log(f"Computing the pooled features of {len(train_images)} training and {len(index['val'])} validation "
+    train_labels = labels[index["train"]]
+    log(f"Computing the pooled features of {len(train_labels)} training and {len(index['val'])} validation "
         "films once" + (", and of the training films' mirror images" if config.horizontal_flip else ""))
-    train_x = pooled_features(model, train_images)
+
+    def features_of(rows, mirrored=False):  # A chunk at a time: the films may be a memory-mapped cache.
+        return rows_in_chunks(lambda films: pooled_features(model, films[:, :, ::-1] if mirrored else films),
+                              images, rows)
+
+    train_x = features_of(index["train"])
     gate_features = {"train": train_x}
     if config.horizontal_flip:
-        train_x = np.concatenate([train_x, pooled_features(model, train_images[:, :, ::-1])])
+        train_x = np.concatenate([train_x, features_of(index["train"], mirrored=True)])
         train_labels = np.concatenate([train_labels, train_labels])
-    val_x = gate_features["val"] = pooled_features(model, images[index["val"]])
+    val_x = gate_features["val"] = features_of(index["val"])
     if stop_requested():
         return None
 
@@ -279,7 +295,8 @@ def _progress_callback(staging: Path, state: dict, stop_requested: Callable[[], 
 
 
 def _strategy(name: str):
-    """The tf.distribute strategy the config asks for; the default strategy for "none"."""
+    """The tf.distribute strategy of a Keras fit: mirrored, else the default strategy ("multiworker" trains
+    with its own loop, core.training.distributed)."""
     import tensorflow as tf
 
     if name == "mirrored":
@@ -287,6 +304,4 @@ def _strategy(name: str):
         # which is how the tests exercise this path on two logical CPUs).
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()

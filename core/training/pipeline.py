@@ -76,21 +76,48 @@ def build_augmentation(config: TrainConfig):
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, config: TrainConfig,
-                 training: bool):
+                 training: bool, rows: np.ndarray | None = None, shard: tuple[int, int] | None = None,
+                 skip_batches: int = 0):
     """A batched tf.data pipeline over decoded films: shuffle and augment only when training, prefetch.
 
-    images: uint8 (n, S, S, 1), already decoded once for the whole run; labels: int (n,).
+    images: uint8 (N, S, S, 1) decoded films, in memory or a memory-mapped cache (core.training.cache);
+    labels: int (N,); rows: the rows to use (default all), in order. Only row numbers enter the pipeline:
+    each batch's films are read from `images` when the batch is formed, so a memory-mapped cache is never
+    copied whole (a tensor made from the films would be). The order is the one a pipeline over the films
+    themselves would give: the shuffle permutes row numbers with the same seed.
     Yields (float32 raw pixels (b, S, S, 1), one-hot float32 (b, k)).
     """
     import tensorflow as tf
 
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
     one_hot = np.eye(num_classes, dtype=np.float32)[labels]
-    dataset = tf.data.Dataset.from_tensor_slices((images, one_hot))
+    shape = (None,) + tuple(images.shape[1:])
+
+    def read(batch_rows):
+        return images[batch_rows].astype(np.float32), one_hot[batch_rows]
+
+    def gather(batch_rows):
+        films, targets = tf.numpy_function(read, [batch_rows], (tf.float32, tf.float32), stateful=False)
+        return tf.ensure_shape(films, shape), tf.ensure_shape(targets, (None, num_classes))
+
+    dataset = tf.data.Dataset.from_tensor_slices(rows)
     if training:
-        dataset = dataset.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(config.batch_size)
-    dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.shuffle(len(rows), seed=config.seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(config.batch_size).skip(skip_batches)
+    if shard is not None:
+        dataset = dataset.map(lambda batch_rows: _part_of_batch(batch_rows, *shard))
+        config = config.replace(seed=config.seed + shard[0])
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     augmentation = build_augmentation(config) if training else None
     if augmentation is not None:
         dataset = dataset.map(lambda x, y: (augmentation(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _part_of_batch(batch_rows, index: int, count: int):
+    """Part `index` of `count` of a batch: rows [index * m / count, (index + 1) * m / count) of its m rows,
+    so the parts of all workers together are the batch, in order."""
+    import tensorflow as tf
+
+    size = tf.shape(batch_rows, out_type=tf.int64)[0]
+    return batch_rows[index * size // count:(index + 1) * size // count]

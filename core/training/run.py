@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from core.config import TrainConfig
-from core.data.scan import assign_subsets, check_dataset_root, scan_dataset
+from core.data.listing import check_dataset_root
+from core.data.scan import assign_subsets, scan_dataset
 from core.data.split import split_summary
 from core.evaluation.evaluate import write_run_evaluation
 from core.runs import jobs
@@ -32,6 +34,7 @@ from core.runs.artifacts import (
     SPLIT_FILE_NAME,
     STATUS_FILE_NAME,
     STOP_FILE_NAME,
+    dataset_name,
     now_iso,
     read_json,
     write_json_atomic,
@@ -39,9 +42,12 @@ from core.runs.artifacts import (
 )
 from core.runs.card import write_model_card
 from core.runs.registry import check_writable, new_run_id, staging_dir_for
+from core.serving.batch import rows_in_chunks
 from core.serving.gate import fit_gate, pooled_features, save_gate
 from core.serving.similar import save_similar_index
 from core.settings import default_models_dir, job_log
+from core.training.cache import decode_to_disk, remove_film_cache
+from core.training.distributed import checkpoint_folder, cluster_role
 from core.training.fit import fit, write_progress
 
 CANCELLED_MESSAGE = "Training was cancelled by the user; no model was registered."
@@ -57,7 +63,7 @@ def train_run(
     out_dir: str | os.PathLike | None = None,
     models_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
-) -> Path:
+) -> Path | None:
     """Train a model on a dataset folder and register it as a finished run.
 
     Args:
@@ -68,7 +74,8 @@ def train_run(
         log: receives one line per step.
 
     Returns:
-        The path of the finished run folder.
+        The path of the finished run folder; None on a worker other than the chief of a multi-worker
+        cluster (`--distribute multiworker`): such a worker trains but writes no run, progress or lock.
 
     Raises:
         ValueError: bad dataset, impossible split, unwritable output; nothing was trained.
@@ -78,6 +85,10 @@ def train_run(
     config = config or TrainConfig()
     models_dir = Path(models_dir) if models_dir else default_models_dir()
     data_root = check_dataset_root(data_dir)
+    is_chief = cluster_role()[0] if config.distribute == "multiworker" else True
+    checkpoints = checkpoint_folder(models_dir, data_root, config) if config.distribute == "multiworker" else None
+    if not is_chief:
+        return _train_as_worker(data_root, config, checkpoints, log)
     run_dir = Path(out_dir) if out_dir else models_dir / new_run_id(data_root, config.preset)
     run_dir = run_dir.resolve()
     if run_dir.exists():
@@ -106,9 +117,10 @@ def train_run(
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         write_json_atomic(staging / STATUS_FILE_NAME, {"state": "running", "started": now_iso(), "pid": os.getpid()})
-        _train_into(staging, data_root, config, log, stop_requested)
+        _train_into(staging, data_root, config, log, stop_requested, checkpoints)
         if stop_requested():  # Asked during the evaluation: the run must not be registered after all.
             raise TrainingCancelled(CANCELLED_MESSAGE)
+        remove_film_cache(staging)
         write_json_atomic(staging / STATUS_FILE_NAME, {
             **(_read(staging / STATUS_FILE_NAME)), "state": "finished", "finished": now_iso()})
         os.replace(staging, run_dir)
@@ -125,10 +137,23 @@ def train_run(
         _mark(staging, "failed", message, traceback.format_exc())
         raise
     finally:
+        remove_film_cache(staging)
         jobs.record_last_job(models_dir, outcome)
         jobs.release_lock(models_dir)
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _train_as_worker(data_root: Path, config: TrainConfig, checkpoints: Path, log) -> None:
+    """A non-chief worker of a cluster: the same dataset check, split and fit as the chief, in a scratch
+    folder deleted afterwards. A stop requested on the chief reaches it through the training loop."""
+    scratch = Path(tempfile.mkdtemp(prefix="paru-worker-"))
+    try:
+        _train_into(scratch, data_root, config, log, lambda: False, checkpoints, chief=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log("This worker's share of the training is done; the chief (worker 0) registers the run.")
+    return None
 
 
 def _read(path: Path) -> dict:
@@ -141,32 +166,45 @@ def _mark(staging: Path, state: str, message: str, details: str = "") -> None:
                                                     "ended": now_iso(), "error": message, "traceback": details})
 
 
-def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_requested) -> None:
+def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_requested,
+                checkpoints: Path | None = None, chief: bool = True) -> None:
+    """Check, split, fit, evaluate into `staging`; a non-chief worker (chief=False) stops after the fit and
+    writes nothing there but the decoded-film cache."""
     started = time.monotonic()
-    config.save(staging / CONFIG_FILE_NAME)
+    writes = write_progress if chief else (lambda *_: None)
     state = {"phase": "checking", "epoch": 0, "epochs": config.warmup_epochs + config.epochs, "batch": 0,
              "batches": 0, "started": now_iso(), "pid": os.getpid()}
-    write_progress(staging, state)
+    if chief:
+        config.save(staging / CONFIG_FILE_NAME)
+    writes(staging, state)
 
     log(f"Checking and decoding every film in {data_root} ...")
 
-    def scan_progress(done, total):
-        state.update(files_done=done, files_total=total)
-        write_progress(staging, state)
+    def check_stop(*_):
         if stop_requested():
             raise TrainingCancelled("Training was cancelled while the dataset was being checked.")
 
-    scan = scan_dataset(data_root, image_size=config.image_size, decode=True, progress=scan_progress)
+    def decode_progress(done, total):
+        state.update(files_done=done, files_total=total)
+        writes(staging, state)
+        check_stop()
+
+    # Two passes, each film decoded once: the scan hashes every file (duplicates, sizes, headers); the
+    # decode into the staging folder's memory-mapped cache finds the films that do not decode.
+    scan = scan_dataset(data_root, image_size=config.image_size, decode=False, progress=check_stop)
+    scan = decode_to_disk(scan, staging, config.image_size, progress=decode_progress)
     decode_seconds = time.monotonic() - started
     subsets = assign_subsets(scan, fractions=config.split, seed=config.seed)
     labels = scan.labels
     class_names = scan.class_names
-    write_json_atomic(staging / CLASSES_FILE_NAME, class_names)
-    write_split_csv(staging / SPLIT_FILE_NAME, scan, subsets)
-    report = {**scan.report(), "subsets": split_summary(labels, subsets, class_names),
-              "decode_seconds": round(decode_seconds, 2), "split_fractions": list(config.split),
-              "seed": config.seed}
-    write_json_atomic(staging / DATA_REPORT_FILE_NAME, report)
+    # The dataset is recorded by its name under the data root, never a folder of this machine.
+    report = {**scan.report(config.split), "root": dataset_name(data_root),
+              "subsets": split_summary(labels, subsets, class_names), "decode_seconds": round(decode_seconds, 2),
+              "split_fractions": list(config.split), "seed": config.seed}
+    if chief:
+        write_json_atomic(staging / CLASSES_FILE_NAME, class_names)
+        write_split_csv(staging / SPLIT_FILE_NAME, scan, subsets)
+        write_json_atomic(staging / DATA_REPORT_FILE_NAME, report)
     log(f"{len(scan.records)} films usable, {len(scan.skipped)} skipped; classes {class_names}; "
         f"split {report['subsets']} (decoded once in {decode_seconds:.1f} s)")
     for item in scan.skipped[:20]:
@@ -175,9 +213,12 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     index = {s: np.flatnonzero(subsets == s) for s in ("train", "val", "test")}
     if len(index["val"]) == 0:
         raise ValueError("The split left no validation films; use a split with a validation fraction above 0.")
-    fitted = fit(staging, scan.images, labels, index, class_names, config, state, log, stop_requested)
+    fitted = fit(staging, scan.images, labels, index, class_names, config, state, log, stop_requested,
+                 checkpoints)
     if fitted is None:
         raise TrainingCancelled(CANCELLED_MESSAGE)
+    if not chief:
+        return
     model, history_rows, best_epoch = fitted.model, fitted.history, fitted.best_epoch
     train_seconds = time.monotonic() - started
 
@@ -193,7 +234,8 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     write_model_card(staging, config, metrics, report)
     # The "is this a chest film?" gate's statistics: fitted on training films, threshold on validation.
     # A head trained on features hands back the ones it computed (the backbone did not change since).
-    features = fitted.features or {subset: pooled_features(model, scan.images[index[subset]]) for subset in ("train", "val")}
+    features = fitted.features or {subset: rows_in_chunks(lambda films: pooled_features(model, films), scan.images,
+                                                          index[subset]) for subset in ("train", "val")}
     save_gate(staging, fit_gate(features["train"], features["val"]))
     # Similar cases: the training films a new film lies nearest to, in the same pooled features.
     save_similar_index(staging, features["train"], [scan.records[i].path for i in index["train"]],
