@@ -100,7 +100,8 @@ def _check_probabilities(probabilities, labels=None) -> tuple[np.ndarray, np.nda
         raise ValueError(f"Got {labels.shape[0] if labels.ndim else 0} labels for {probabilities.shape[0]} rows "
                          "of probabilities; expected one class index per row.")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= probabilities.shape[1]:
-        raise ValueError(f"Got labels {np.unique(labels)[:10]}; expected class indices 0..{probabilities.shape[1] - 1}.")
+        raise ValueError(f"Got labels {np.unique(labels)[:10]}; expected class indices "
+                         f"0..{probabilities.shape[1] - 1}.")
     return probabilities, labels.astype(np.int64)
 
 

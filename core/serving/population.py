@@ -1,0 +1,405 @@
+"""The population gate: is this a chest film like the ones this model was trained on, prepared the right way?
+
+Three questions, each with its own answer a person can act on (`KINDS`):
+
+- "not_a_chest_film": the image statistics say it is no radiograph (a colour picture, a nearly uniform
+  image; core.serving.gate's checks), or it is further from the training films than films of another
+  population, or mis-prepared chest films, come (`FAR_FACTOR` times the threshold).
+- "mis_prepared": a chest film, but turned on its side, upside down, with inverted gray levels (a
+  MONOCHROME1 film read as MONOCHROME2) or a part of the film blown up to full size; the reason says which and
+  the fix ("the film looks upside down: rotate it").
+- "unlike_training_films": a chest film, but unlike this model's training films (another population,
+  scanner or age group); its figures do not apply.
+
+Population distance (Lee, Lee, Lee & Shin, "A Simple Unified Framework for Detecting Out-of-Distribution
+Samples and Adversarial Attacks", NeurIPS 2018): at several depths of the backbone (`POPULATION_LAYERS`:
+two middle blocks, the last block and the pooled head features), the globally averaged feature maps are
+scored by their Mahalanobis distance to the nearest class mean of the training films, with one covariance
+shared by the classes. With hundreds of films and up to 1280 features, the covariance is estimated in its
+top principal directions plus one isotropic variance for the rest (a low-rank-plus-noise model; the
+inverse of a full sample covariance would not exist). Each depth's log distance is standardised by those
+of films the statistics did not see (the validation films, and each training film scored out of fold),
+and the depths are averaged: a film unlike the training films at any depth moves the average, and no
+single depth's noise decides. The threshold is the `PASS_QUANTILE` quantile of those unseen films' scores,
+so about that share of unseen films of the training population passes (bench/population.py measures it).
+A far film is first checked against `FAR_FACTOR`, then against the mis-preparation classifier.
+
+Mis-preparation: a multinomial logistic regression on the same standardised features, fitted at training
+time on the training films and one mis-prepared copy of each (rotated a quarter turn either way, upside down,
+inverted, or a quarter of the film blown up to full size, in turn). Chosen over comparing the film's distance
+with those of its rotated and inverted copies, which costs four more forward passes for every film and cannot
+see a crop at all: the classifier costs nothing per film (the features are already there). It is consulted
+only for films the population distance refuses, and where it names a defect that can be undone, the undone
+film is scored once more: a film the fix brings back among the training films is mis-prepared; one that stays
+far is unlike the training films (an adult film under a paediatric model is not cured by rotating it).
+
+Statistics live in the run folder (`POPULATION_FILE_NAME`), fitted by `fit_population` at training time.
+NumPy only at serving time; TensorFlow only in `depth_feature_model` and scikit-learn only in the fit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from core.model import POOLED_FEATURES_LAYER_NAME
+from core.serving import gate as film_gate
+
+POPULATION_FILE_NAME = "population.npz"
+POPULATION_LAYERS = ("block_5_add", "block_12_add", "block_15_add", POOLED_FEATURES_LAYER_NAME)
+"""Backbone depths scored, shallow to deep (MobileNetV2's layer names; the last is core.model's)."""
+KINDS = ("ok", "not_a_chest_film", "unlike_training_films", "mis_prepared")
+DEFECTS = ("rotated", "upside_down", "inverted", "cropped")
+"""What a mis-prepared film can be; the classifier's classes are ("ok",) + DEFECTS."""
+PASS_QUANTILE = 0.99
+FAR_FACTOR = 4.0
+"""A score this many times the threshold (in standardised log distance) counts as no chest film at all."""
+MAX_COMPONENTS = 64
+FOLDS = 10
+COMPONENT_FILMS = 5
+DEFECT_PROBABILITY = 0.5
+CLASSIFIER_C = 0.01
+"""Inverse L2 strength of the mis-preparation classifier (strong: 1,568 features, hundreds of films)."""
+
+_REASONS = {
+    "ok": "Resembles this model's training films (population score {score:.2f}x the threshold).",
+    "unlike_training_films": (
+        "This is unlike the chest films this model was trained on ({population}; population score "
+        "{score:.2f}x the threshold): it may come from another population, age group or scanner, where the "
+        "model's figures do not apply. No diagnosis is shown; use a model trained on films like this one."),
+    "not_a_chest_film": (
+        "This does not look like a chest radiograph (population score {score:.1f}x the threshold, far beyond "
+        "films of other hospitals). Upload a frontal chest X-ray."),
+    "rotated": "The film looks turned on its side: rotate it upright (a quarter turn) and upload it again.",
+    "upside_down": "The film looks upside down: rotate it by 180 degrees and upload it again.",
+    "inverted": ("The film's gray levels look inverted (bones dark, air bright; for example a MONOCHROME1 "
+                 "film exported without its inversion): invert it and upload it again."),
+    "cropped": ("This looks like part of a chest film blown up to full size: upload the whole frontal film, "
+                "uncropped."),
+}
+
+
+@dataclass(frozen=True)
+class PopulationVerdict:
+    """passed: a diagnosis may be shown; kind: one of KINDS; reason: what it means and what to do;
+    score: the population score divided by the threshold (above 1 fails), None when not computed;
+    defect: one of DEFECTS when kind is "mis_prepared"."""
+
+    passed: bool
+    kind: str
+    reason: str
+    score: float | None = None
+    defect: str | None = None
+
+    def to_json(self) -> dict:
+        out = {"passed": self.passed, "kind": self.kind, "reason": self.reason}
+        if self.score is not None:
+            out["score"] = round(self.score, 4)
+        if self.defect is not None:
+            out["defect"] = self.defect
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------------
+
+
+def depth_feature_model(model):
+    """A keras.Model from raw films to [probabilities, pooled features of each POPULATION_LAYERS depth]."""
+    import keras
+
+    outputs = [model.output]
+    for name in POPULATION_LAYERS:
+        layer_output = model.get_layer(name).output
+        outputs.append(layer_output if len(layer_output.shape) == 2
+                       else keras.layers.GlobalAveragePooling2D(name=f"population_pool_{name}")(layer_output))
+    return keras.Model(model.input, outputs)
+
+
+def depth_features(feature_model, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (n, k), features (n, D)): the depths' pooled features side by side, for raw films."""
+    outputs = feature_model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+    return np.asarray(outputs[0]), np.concatenate([np.asarray(o) for o in outputs[1:]], axis=1)
+
+
+def mis_prepare(image: np.ndarray, defect: str, variant: int = 0) -> np.ndarray:
+    """A mis-prepared copy of a model-input film (S, S, 1) uint8: what `DEFECTS` name.
+
+    variant picks the direction of a quarter turn (even: counter-clockwise) and the quarter that is blown up
+    (0-3: top left, top right, bottom left, bottom right)."""
+    gray = np.asarray(image)[:, :, 0]
+    if defect == "rotated":
+        out = np.rot90(gray, 1 if variant % 2 == 0 else 3)
+    elif defect == "upside_down":
+        out = np.rot90(gray, 2)
+    elif defect == "inverted":
+        out = 255 - gray
+    elif defect == "cropped":
+        h, w = gray.shape
+        row, col = divmod(variant % 4, 2)
+        part = np.ascontiguousarray(gray[row * h // 2:(row + 1) * h // 2, col * w // 2:(col + 1) * w // 2])
+        out = np.asarray(Image.fromarray(part, mode="L").resize((w, h), Image.Resampling.BILINEAR))
+    else:
+        raise ValueError(f"Got defect={defect!r}; must be one of {DEFECTS}.")
+    return np.ascontiguousarray(out, dtype=np.uint8)[:, :, np.newaxis]
+
+
+def undo(image: np.ndarray, defect: str) -> list[np.ndarray]:
+    """The candidate fixes of a defect (both quarter turns for "rotated"); none for "cropped"."""
+    gray = np.asarray(image)[:, :, 0]
+    if defect == "rotated":
+        candidates = [np.rot90(gray, 1), np.rot90(gray, 3)]
+    elif defect == "upside_down":
+        candidates = [np.rot90(gray, 2)]
+    elif defect == "inverted":
+        candidates = [255 - gray]
+    else:
+        candidates = []
+    return [np.ascontiguousarray(c, dtype=np.uint8)[:, :, np.newaxis] for c in candidates]
+
+
+# --------------------------------------------------------------------------------------------------
+# Fitting
+# --------------------------------------------------------------------------------------------------
+
+
+def _fit_depth(features: np.ndarray, labels: np.ndarray) -> dict:
+    classes = np.unique(labels)
+    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
+    centred = features - means[np.searchsorted(classes, labels)]
+    _, singular_values, vt = np.linalg.svd(centred, full_matrices=False)
+    # At most one direction per COMPONENT_FILMS films: more would fit the training films' own noise, and
+    # then films the statistics never saw (out of fold, validation) look further away than they are.
+    k = int(max(1, min(MAX_COMPONENTS, len(features) // COMPONENT_FILMS, features.shape[1] - 1)))
+    variances = singular_values ** 2 / max(len(features) - len(classes), 1)
+    # The rest of the variance, spread over the remaining directions (the "noise" of the low-rank model).
+    rest = float(max(variances[k:].sum() / max(features.shape[1] - k, 1), 1e-8))
+    return {"means": means, "components": vt[:k], "variances": np.maximum(variances[:k], rest), "rest": rest}
+
+
+def _depth_distance(features: np.ndarray, depth: dict) -> np.ndarray:
+    """log of the Mahalanobis distance per feature to the nearest class mean, (n,)."""
+    best = None
+    for mean in depth["means"]:
+        centred = features - mean
+        projected = centred @ depth["components"].T
+        residual = np.maximum(np.sum(centred ** 2, axis=1) - np.sum(projected ** 2, axis=1), 0.0)
+        distance = np.sum(projected ** 2 / depth["variances"], axis=1) + residual / depth["rest"]
+        best = distance if best is None else np.minimum(best, distance)
+    return np.log(best / features.shape[1] + 1e-12)
+
+
+def _split(features: np.ndarray, sizes) -> list[np.ndarray]:
+    return np.split(np.asarray(features, np.float64), np.cumsum(sizes)[:-1], axis=1)
+
+
+def _distances(features: np.ndarray, depths: list[dict], sizes) -> np.ndarray:
+    return np.stack([_depth_distance(part, depth) for part, depth in zip(_split(features, sizes), depths)], 1)
+
+
+def _out_of_fold_distances(train: np.ndarray, labels: np.ndarray, sizes, folds: int = FOLDS) -> np.ndarray:
+    """Each training film's distances (n, depths) under statistics fitted without it (`folds`-fold): films
+    the statistics never saw, as many as there are training films, for a threshold that a handful of
+    validation films alone would leave to chance."""
+    order = np.random.default_rng(0).permutation(len(train))
+    out = np.empty((len(train), len(sizes)))
+    for fold in np.array_split(order, min(folds, len(train))):
+        rest = np.setdiff1d(order, fold)
+        depths = [_fit_depth(part, labels[rest]) for part in _split(train[rest], sizes)]
+        out[fold] = _distances(train[fold], depths, sizes)
+    return out
+
+
+def fit_population(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
+                   sizes: list[int], defect_features: np.ndarray, defect_labels: np.ndarray) -> dict:
+    """Fit the population statistics and the mis-preparation classifier.
+
+    Args:
+        train_features (n, D), val_features (m, D): depth_features of correctly prepared training and
+            validation films; sizes: how many of the D columns each POPULATION_LAYERS depth has.
+        train_labels (n,): class indices (the distance is to the nearest class mean).
+        defect_features (r, D), defect_labels (r,): features of mis-prepared copies (see
+            `mis_prepared_copies`) and their index in DEFECTS.
+    Returns:
+        The statistics `save_population` writes and `assess` reads.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    train = np.asarray(train_features, np.float64)
+    labels = np.asarray(train_labels)
+    if len(train) < 4 or len(val_features) < 2:
+        raise ValueError(f"Got {len(train)} training and {len(val_features)} validation films; the population "
+                         "gate needs at least 4 and 2.")
+    depths = [_fit_depth(part, labels) for part in _split(train, sizes)]
+    reference = np.concatenate([_out_of_fold_distances(train, labels, sizes),
+                                _distances(np.asarray(val_features, np.float64), depths, sizes)])
+    centre, spread = reference.mean(axis=0), reference.std(axis=0) + 1e-6
+    val_scores = ((reference - centre) / spread).mean(axis=1)
+    # The plain quantile, not the finite-sample one of split conformal prediction: with a few hundred
+    # reference films that is their largest score, which a single odd film of the training source
+    # (a lateral view, a child among adults) would then set. The score is a mean of standard scores, so it
+    # can be negative; the threshold is kept away from 0 so that "times the threshold" stays meaningful.
+    threshold = float(max(np.quantile(val_scores, PASS_QUANTILE), 0.5))
+    x = np.concatenate([train, np.asarray(defect_features, np.float64)])
+    y = np.concatenate([np.zeros(len(train), int), np.asarray(defect_labels, int) + 1])
+    x_mean, x_scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    classifier = LogisticRegression(C=CLASSIFIER_C, max_iter=3000).fit((x - x_mean) / x_scale, y)
+    statistics = {"sizes": np.asarray(sizes, np.int64), "centre": centre, "spread": spread,
+                  "threshold": np.float64(threshold), "x_mean": x_mean, "x_scale": x_scale,
+                  "coef": classifier.coef_, "intercept": classifier.intercept_,
+                  "classifier_classes": classifier.classes_.astype(np.int64)}
+    for index, depth in enumerate(depths):
+        statistics.update({f"depth{index}_{key}": np.asarray(value) for key, value in depth.items()})
+    return statistics
+
+
+def mis_prepared_copies(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One mis-prepared copy of each film, the DEFECTS in turn (the quarter and direction varying):
+    (copies (n, S, S, 1) uint8, defect indices (n,))."""
+    labels = np.arange(len(images)) % len(DEFECTS)
+    copies = [mis_prepare(image, DEFECTS[label], variant=index // len(DEFECTS))
+              for index, (image, label) in enumerate(zip(images, labels))]
+    return np.stack(copies) if copies else np.zeros((0,) + tuple(images.shape[1:]), np.uint8), labels
+
+
+def depth_sizes(model) -> list[int]:
+    """How many features each POPULATION_LAYERS depth contributes (its channel count)."""
+    return [int(model.get_layer(name).output.shape[-1]) for name in POPULATION_LAYERS]
+
+
+def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray, labels: np.ndarray,
+                           index: dict) -> Path:
+    """Fit and save a run's population statistics at training time.
+
+    Args:
+        model: the trained model; images: every film of the run (n, S, S, 1) uint8; labels (n,) class
+        indices; index: {"train": rows, "val": rows} into them.
+    Costs one forward pass over the training and validation films and one over a mis-prepared copy of
+    each training film.
+    """
+    feature_model = depth_feature_model(model)
+
+    def features_of(films):
+        return depth_features(feature_model, films)[1]
+
+    train = images[index["train"]]
+    copies, defect_labels = mis_prepared_copies(train)
+    statistics = fit_population(features_of(train), np.asarray(labels)[index["train"]],
+                                features_of(images[index["val"]]), depth_sizes(model),
+                                features_of(copies), defect_labels)
+    return save_population(run_dir, statistics)
+
+
+def save_population(run_dir: str | os.PathLike, statistics: dict) -> Path:
+    path = Path(run_dir) / POPULATION_FILE_NAME
+    np.savez_compressed(path, **{key: (np.asarray(value, np.float32) if np.asarray(value).dtype.kind == "f"
+                                       else np.asarray(value)) for key, value in statistics.items()})
+    return path
+
+
+def load_population(run_dir: str | os.PathLike) -> dict | None:
+    """The run's statistics, or None: a run trained before this gate, or a damaged file (then the caller
+    keeps core.serving.gate's check)."""
+    path = Path(run_dir) / POPULATION_FILE_NAME
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            statistics = {key: data[key] for key in data.files}
+        statistics = {key: (value.astype(np.float64) if value.dtype.kind == "f" else value)
+                      for key, value in statistics.items()}
+        statistics["threshold"] = float(statistics["threshold"])
+        n_depths = len(statistics["sizes"])
+        for index in range(n_depths):
+            for key in ("means", "components", "variances", "rest"):
+                statistics[f"depth{index}_{key}"]  # noqa: B018 - a missing key is a damaged file.
+        return statistics
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------------
+
+
+def population_scores(features: np.ndarray, statistics: dict) -> np.ndarray:
+    """The population score of each film (n,) divided by the threshold: above 1 fails."""
+    features = np.atleast_2d(np.asarray(features, np.float64))
+    sizes = [int(s) for s in statistics["sizes"]]
+    raw = []
+    for index, part in enumerate(_split(features, sizes)):
+        depth = {key: statistics[f"depth{index}_{key}"] for key in ("means", "components", "variances", "rest")}
+        depth["rest"] = float(depth["rest"])
+        raw.append(_depth_distance(part, depth))
+    scores = ((np.stack(raw, axis=1) - statistics["centre"]) / statistics["spread"]).mean(axis=1)
+    return scores / statistics["threshold"]
+
+
+def defect_probabilities(features: np.ndarray, statistics: dict) -> np.ndarray:
+    """(n, 1 + len(DEFECTS)) probabilities of ("ok",) + DEFECTS from the mis-preparation classifier."""
+    x = (np.atleast_2d(np.asarray(features, np.float64)) - statistics["x_mean"]) / statistics["x_scale"]
+    logits = x @ statistics["coef"].T + statistics["intercept"]
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    out = np.zeros((len(x), 1 + len(DEFECTS)))
+    out[:, statistics["classifier_classes"].astype(int)] = probabilities
+    return out
+
+
+def from_gate_result(result: film_gate.GateResult) -> PopulationVerdict:
+    """The verdict of core.serving.gate's check, for a run trained before population statistics existed:
+    its one feature distance cannot tell another population from no chest film, and says so."""
+    if result.passed:
+        return PopulationVerdict(True, "ok", result.reason, result.score)
+    if result.score is None:
+        return PopulationVerdict(False, "not_a_chest_film", result.reason)
+    return PopulationVerdict(False, "unlike_training_films", (
+        f"This image is unlike the films this model was trained on (feature distance {result.score:.2f}x "
+        "the threshold): a film of another population or scanner, or no chest film at all (this run was "
+        "trained before the gate that tells them apart). No diagnosis is shown."), result.score)
+
+
+def assess(image: np.ndarray, gray: np.ndarray, colorfulness: float, features: np.ndarray | None,
+           statistics: dict | None, features_of: Callable[[np.ndarray], np.ndarray] | None = None,
+           population: str = "") -> PopulationVerdict:
+    """The gate's verdict for one film.
+
+    Args:
+        image: the model-input film (S, S, 1); gray: the decoded film (2-D uint8); colorfulness: the loader's.
+        features: the film's depth_features row (D,), or None; statistics: load_population's, or None.
+        features_of: model-input films (n, S, S, 1) -> depth features (n, D), used to score an undone defect
+            (at most two more films, only for films already refused); None skips that check.
+        population: a few words on the training films for the reason, e.g. "paediatric films, 562 in training".
+    """
+    basic = film_gate.check(gray, colorfulness, None, None)
+    if not basic.passed:
+        return PopulationVerdict(False, "not_a_chest_film", basic.reason)
+    if statistics is None or features is None:
+        return PopulationVerdict(True, "ok", "Image statistics look like a radiograph (this run has no "
+                                             "population statistics).")
+    score = float(population_scores(features, statistics)[0])
+    if score <= 1.0:
+        return PopulationVerdict(True, "ok", _REASONS["ok"].format(score=score), score)
+    if score > FAR_FACTOR:
+        return PopulationVerdict(False, "not_a_chest_film", _REASONS["not_a_chest_film"].format(score=score), score)
+    probabilities = defect_probabilities(features, statistics)[0]
+    top = int(np.argmax(probabilities))
+    if top > 0 and probabilities[top] >= DEFECT_PROBABILITY:
+        defect = DEFECTS[top - 1]
+        fixes = undo(image, defect)
+        if not fixes or features_of is None:
+            return PopulationVerdict(False, "mis_prepared", _REASONS[defect], score, defect)
+        fixed = float(np.min(population_scores(features_of(np.stack(fixes)), statistics)))
+        if fixed <= 1.0:
+            return PopulationVerdict(False, "mis_prepared", _REASONS[defect], score, defect)
+    return PopulationVerdict(False, "unlike_training_films",
+                             _REASONS["unlike_training_films"].format(score=score,
+                                                                      population=population or "its training films"),
+                             score)
