@@ -79,4 +79,4 @@ st.subheader("Mobile export (TensorFlow Lite)")
 panels.export_section(run)
 
 with st.expander("External validation"):
-    panels.external_validation_section(run, metrics, str(default_data_root()))
+    panels.external_validation_section(run, metrics, default_data_root())

@@ -1,11 +1,8 @@
 """Training: check a dataset folder, choose a recipe, and train a model in a separate process."""
 
-from pathlib import Path
-
 import streamlit as st
 
 from core.config import PRESETS
-from core.data.paths import dataset_folders
 from core.settings import default_data_root
 from core.ui import frame, navigation, panels
 
@@ -17,13 +14,8 @@ st.caption(f"Runs are written to `{models_dir}` · {frame.DISCLAIMER}")
 
 st.subheader("1. Dataset folder")
 data_root = default_data_root()
-folders = dataset_folders(data_root)
-left, right = st.columns(2)
-picked = left.selectbox(f"Folders under {data_root}", folders or ["(none)"], key="train_folder_pick",
-                        format_func=lambda path: Path(path).name, disabled=not folders)
-typed = right.text_input("…or type a folder path", key="train_folder_typed",
-                         help="Class folders (Normal/, Pneumonia/, …) or train/val/test folders of class folders.")
-folder = typed.strip() or (picked if folders else "")
+folder = panels.folder_picker(data_root, "train_folder",
+                              help="Class folders (Normal/, Pneumonia/, …) or train/val/test folders of class folders.")
 scan = None
 if not folder:
     st.info(f"No dataset folder under {data_root}. Type the path of one.")

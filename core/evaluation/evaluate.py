@@ -23,17 +23,20 @@ from core.evaluation.metrics import classification_report
 from core.evaluation.overlap import check_overlap, write_run_hashes
 from core.model import load_model
 from core.runs.artifacts import (
+    EXTERNAL_FILE_NAME,
     METRICS_FILE_NAME,
     PREDICTIONS_FILE_NAME,
     ExternalMetrics,
     RunMetrics,
     now_iso,
+    read_json,
     write_json_atomic,
     write_predictions_csv,
 )
-from core.runs.registry import Run, load_run
+from core.runs.registry import Run, is_shipped_run, load_run
 from core.serving.batch import PREDICT_BATCH_SIZE, predict_probabilities, rows_in_chunks
 from core.serving.lite import cached_path, load_engine
+from core.settings import user_data_dir
 
 ENGINES = ("auto", "lite", "keras")
 """evaluate_folder's engine choices (the CLI's --engine of `evaluate` reads them from here)."""
@@ -173,3 +176,30 @@ def _scorer(model, run: Run, engine: str, n_films: int, batch_size: int):
             if lite is not None:
                 return lite.probabilities, lite.name
     return (lambda images: predict_probabilities(model, images, batch_size)), "Keras"
+
+
+def external_result_path(run_dir: str | os.PathLike) -> Path:
+    """Where a run's last external validation is kept: its run folder, or the user data dir for a shipped run
+    (its tracked files stay as shipped, as review tags do)."""
+    run_dir = Path(run_dir)
+    if is_shipped_run(run_dir):
+        return user_data_dir() / "external" / f"{run_dir.name}.json"
+    return run_dir / EXTERNAL_FILE_NAME
+
+
+def save_external_result(run_dir: str | os.PathLike, external: ExternalMetrics) -> Path:
+    """Keep `evaluate_folder`'s result as the run's last external validation (replacing the previous one);
+    OSError when the place cannot be written."""
+    path = external_result_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, external)
+    return path
+
+
+def load_external_result(run_dir: str | os.PathLike) -> ExternalMetrics | None:
+    """The run's last kept external validation, or None when there is none, it cannot be read, or it is not
+    this run's."""
+    result = read_json(external_result_path(run_dir))
+    if not isinstance(result, dict) or result.get("run_id") != Path(run_dir).name or "per_class" not in result:
+        return None
+    return result

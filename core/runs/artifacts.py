@@ -10,19 +10,27 @@ A finished run folder `models/<run_id>/` holds:
     history.csv             one row per epoch (epoch, phase, loss, accuracy, val_loss, val_accuracy, ...)
     metrics.json            test-set metrics and the training summary (`RunMetrics` below)
     predictions.csv         file, label, predicted, one p_<class> column per class, subset (val and test)
-    data_report.json        counts per class and subset, skipped files with reasons, duplicates, the root
+    data_report.json        counts per class and subset, skipped files with reasons, duplicates, and "root":
+                            the dataset folder relative to its data root (`dataset_name`), e.g. "nih-cxr4"
     gate.npz                the "is this a chest film?" gate's statistics (core.serving.gate)
     similar_cases.npz       the training films' pooled features, paths and labels (core.serving.similar)
     perceptual_hashes.json  perceptual hashes of the training and validation films (core.evaluation.overlap)
     model_card.md           what the model is, what it saw, how good it is, what it is not for
-    status.json             {"state": "finished", "started", "finished", "pid"}
+    status.json             {"state": "finished", "started", "finished", "pid"}; a run the project ships
+                            also says "demo": true (a demonstration run, not a clinical model)
 
 and, once a person or the app has worked with the run:
 
     review_tags.json        a reviewer's tag and note per misclassified test film (core.runs.review)
     cam_regions.json        where Grad-CAM puts its mass on a bounded set of test films (core.explain.regions)
     explain_check.json      whether the heatmaps are faithful to the model (core.explain.faithfulness)
+    external_validation.json  the last external validation (`ExternalMetrics` plus "evaluated"), kept for the
+                            next session (core.evaluation.evaluate.save_external_result; a shipped run's in
+                            the user data dir)
     exports/                TensorFlow Lite exports built from the app, <variant>-v<format>.tflite
+    review_films/           downsized copies of the misclassified (and a few correct) test films at their
+                            split.csv paths, with manifest.json, so Review works without the dataset
+                            (core.runs.review_films; shipped runs carry one)
 
 A run is written in a hidden staging folder (`.<run_id>.partial`, which also holds progress.json and, when a
 stop is requested, STOP) and renamed into place only when it has finished. Nothing here imports TensorFlow.
@@ -59,7 +67,10 @@ STATUS_FILE_NAME = "status.json"
 TAGS_FILE_NAME = "review_tags.json"
 CAM_REGIONS_FILE_NAME = "cam_regions.json"
 EXPLAIN_CHECK_FILE_NAME = "explain_check.json"
+EXTERNAL_FILE_NAME = "external_validation.json"
 EXPORTS_DIR_NAME = "exports"
+REVIEW_FILMS_DIR_NAME = "review_films"
+REVIEW_FILMS_MANIFEST_FILE_NAME = "manifest.json"
 PROGRESS_FILE_NAME = "progress.json"
 STOP_FILE_NAME = "STOP"
 
@@ -357,22 +368,35 @@ def misclassified_test_rows(rows: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
+def dataset_name(data_root: str | os.PathLike) -> str:
+    """What a run records as its dataset folder (data_report.json "root"): the folder relative to the data
+    root that holds it (core.settings.allowed_data_roots, then ../shared/data), e.g. "nih-cxr4", so the run
+    finds its films on any machine whose data root has that folder; the absolute path only for a folder
+    outside every data root, which nothing else could find again."""
+    resolved = Path(data_root).expanduser().resolve()
+    holders = [root for root in map(Path.resolve, _data_roots()) if resolved != root and resolved.is_relative_to(root)]
+    return resolved.relative_to(holders[0]).as_posix() if holders else str(resolved)
+
+
+def _data_roots() -> list[Path]:
+    return [root.expanduser() for root in [*allowed_data_roots(), SHARED_ROOT / "data"]]
+
+
 def dataset_root_candidates(run_dir: str | os.PathLike) -> list[Path]:
     """The folders, in order, where a run's films may be on this machine.
 
-    The folder recorded in data_report.json, then a folder of the same name under each allowed data root
-    (core.settings.allowed_data_roots) and under ../shared/data beside the project (how the shipped demo run
-    finds its films on another machine). [] when the run does not record its folder.
+    A relative "root" (`dataset_name`) under each allowed data root, then under ../shared/data; an absolute
+    one (older runs, or a folder outside the data roots) itself first, then a folder of the same name under
+    those roots. [] when the run does not record its folder, or records a relative one that climbs out (..).
     """
     recorded = (read_data_report(run_dir) or {}).get("root")
-    if not recorded:
+    if not recorded or not isinstance(recorded, str):
         return []
-    name = Path(recorded).name
-    candidates = [Path(recorded).expanduser()]
-    for root in [*allowed_data_roots(), SHARED_ROOT / "data"]:
-        if root / name not in candidates:
-            candidates.append(root / name)
-    return candidates
+    path = Path(recorded).expanduser()
+    if not path.is_absolute() and ".." in path.parts:
+        return []
+    under_roots = [root / (path.name if path.is_absolute() else path) for root in _data_roots()]
+    return list(dict.fromkeys([path, *under_roots] if path.is_absolute() else under_roots))
 
 
 def find_dataset_root(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -402,5 +426,6 @@ def run_dataset_root(run_dir: str | os.PathLike, data_dir: str | os.PathLike | N
     if data_dir is None and not dataset_root_candidates(run_dir):
         raise ValueError(f"{run_dir} does not say where its dataset is; pass the dataset folder (--data).")
     missing = data_dir if data_dir is not None else (read_data_report(run_dir) or {}).get("root")
-    raise ValueError(f"The run's dataset folder {missing} does not exist on this machine; pass the folder "
+    where = "" if data_dir is not None or Path(missing).is_absolute() else " under any data root"
+    raise ValueError(f"The run's dataset folder {missing} does not exist{where} on this machine; pass the folder "
                      "where the same films are now (--data).")

@@ -1,6 +1,6 @@
 """Sections the pages draw: headline cards, the Evaluation page's export and external-validation sections,
-the Training page's folder check, recipe form and job panel, and small helpers of Predict (core.ui.mixups
-holds the Review page's).
+the Training page's folder check, recipe form and job panel (core.ui.mixups holds the Review page's,
+core.ui.predict_panel the Predict page's).
 
 Each function draws with Streamlit and returns only what the page needs next (a widget value, a scan
 report); figures come from core.ui.figures, tables from core.ui.tables, cached work from core.ui.cached.
@@ -8,26 +8,20 @@ report); figures come from core.ui.figures, tables from core.ui.tables, cached w
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from core.config import preset
-from core.data.paths import confined_data_folder
-from core.evaluation.evaluate import evaluate_folder
+from core.data.paths import confined_data_folder, dataset_folders
+from core.evaluation.evaluate import evaluate_folder, load_external_result, save_external_result
 from core.evaluation.calibration import ECE_DEFINITION
 from core.evaluation.summary import headline_figures, macro_note, overlap_warning, perceptual_check_note, percent
-from core.explain.gradcam import CAM_METHODS
-from core.explain.overlay import overlay
-from core.imaging.loader import SUPPORTED_EXTENSIONS
 from core.runs import jobs
 from core.serving import export
 from core.ui import cached, figures, tables
 
-UPLOAD_TYPES = sorted(extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS)
-"""The file types the Predict uploader accepts: every extension core.imaging reads."""
-CAM_METHOD_LABELS = dict(zip(("Grad-CAM (fast)", "Grad-CAM++ (tf-keras-vis)"), CAM_METHODS))
 # The widths the Training page offers: those with ImageNet weights up to the paper's 1.0.
 ALPHAS = (0.35, 0.5, 0.75, 1.0)
 
@@ -60,22 +54,6 @@ def file_size_text(path: Path) -> str:
     """A file's size as '4.5 MB' / '812 kB'."""
     size = Path(path).stat().st_size
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-
-
-# --------------------------------------------------------------------------------------------------
-# Predict
-# --------------------------------------------------------------------------------------------------
-
-
-def with_file_name(name: str, message: str) -> str:
-    """Prefix an error message with the upload's name unless the message already names it."""
-    return message if name in message else f"{name}: {message}"
-
-
-def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity: float) -> np.ndarray:
-    """The film with the chosen method's CAM painted over it (RGB uint8)."""
-    cam = prediction.cam if method == "gradcam" else cached.cam_for_method(run_path, data, prediction.label, method)
-    return overlay(prediction.gray, cam, opacity=opacity)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,7 +116,8 @@ def export_section(run) -> None:
     variant_column, action_column = st.columns([1, 2])
     variant = variant_column.selectbox("Variant", export.VARIANTS, key="export_variant")
     export_file = export.export_path(run_path, variant)
-    if not export_file.is_file() and action_column.button(f"Build {variant} export", key="export_go"):
+    build_slot = action_column.empty()  # The build button goes once the export exists, in this run too.
+    if not export_file.is_file() and build_slot.button(f"Build {variant} export", key="export_go"):
         try:
             with st.spinner(f"Converting the model to TensorFlow Lite ({variant})…"):
                 export.build_export(run_path, variant)
@@ -146,6 +125,7 @@ def export_section(run) -> None:
             st.error(str(error))
     if not export_file.is_file():
         return
+    build_slot.empty()
     action_column.metric(f"{variant} .tflite size", file_size_text(export_file))
     report = export.read_export_parity(run_path, variant)
     if report is None:
@@ -164,19 +144,43 @@ def export_section(run) -> None:
                                   key="export_download")
 
 
-def external_validation_section(run, metrics: dict, default_folder: str) -> None:
-    """Evaluate the run on a typed dataset folder (confined to the data roots) and compare with its test set."""
-    st.markdown("Evaluate this run on another dataset folder (class folders named after the model's classes).")
-    folder = st.text_input("Dataset folder", value=default_folder, key="external_folder")
-    if st.button("Evaluate on this folder", key="external_go"):
+def folder_picker(data_root: Path, key: str, help: str) -> str:
+    """The dataset folders under the data root as a choice, and a path one may type instead; returns the typed
+    path, else the chosen folder, else ""."""
+    folders = dataset_folders(data_root)
+    left, right = st.columns(2)
+    picked = left.selectbox(f"Folders under {data_root}", folders or ["(none)"], key=f"{key}_pick",
+                            format_func=lambda path: Path(path).name, disabled=not folders)
+    typed = right.text_input("…or type a folder path", key=f"{key}_typed", help=help)
+    return typed.strip() or (picked if folders else "")
+
+
+def external_validation_section(run, metrics: dict, data_root: Path) -> None:
+    """Evaluate the run on a dataset folder (confined to the data roots), compare with its test set, and keep
+    the result with the run, so the last one is shown again in a later session."""
+    st.markdown("Evaluate this run on another dataset folder (class folders named after the model's classes: "
+                f"{', '.join(run.classes)}).")
+    folder = folder_picker(data_root, "external_folder", help="Class folders named after the model's classes.")
+    if st.button("Evaluate on this folder", key="external_go", disabled=not folder):
         try:
             with st.spinner("Evaluating every film in the folder…"):
-                st.session_state.external_metrics = evaluate_folder(run, confined_data_folder(folder))
+                result = evaluate_folder(run, confined_data_folder(folder))
         except ValueError as error:
             st.error(str(error))
-    external = st.session_state.get("external_metrics")
-    if not external or external.get("run_id") != run.run_id:
+        else:
+            try:
+                save_external_result(run.path, result)
+            except OSError as error:
+                st.warning(f"The result is shown but could not be kept with the run: {error}")
+    external = load_external_result(run.path)
+    if external is None:
         return
+    show_external_result(run, metrics, external)
+
+
+def show_external_result(run, metrics: dict, external: dict) -> None:
+    """An external validation: overlap warnings, the skipped files, the figures beside the internal test set's
+    (downloadable as JSON and CSV) and both confusion matrices."""
     overlap = external.get("overlap") or {}
     perceptual = overlap.get("perceptual") or {}
     warning = overlap_warning(overlap)
@@ -188,8 +192,23 @@ def external_validation_section(run, metrics: dict, default_folder: str) -> None
             st.dataframe(tables.near_duplicate_table(perceptual["matches"]), hide_index=True)
     else:
         st.info(perceptual_check_note(overlap))
-    st.caption(f"Folder: `{external['data_dir']}` · {len(external.get('skipped', []))} files skipped")
-    st.dataframe(tables.external_vs_internal(metrics, external))
+    skipped = external.get("skipped") or []
+    st.caption(f"Folder: `{external['data_dir']}` · evaluated {external.get('evaluated', '?')} · "
+               f"{external.get('n')} films · {len(skipped)} files skipped")
+    if skipped:
+        with st.expander(f"{len(skipped)} files skipped"):
+            st.dataframe(tables.skipped_table(skipped), hide_index=True)
+    comparison = tables.external_vs_internal(metrics, external)
+    st.dataframe(comparison)
+    note = macro_note(external)
+    if note:
+        st.caption(f"External folder: {note}")
+    json_column, csv_column = st.columns(2)
+    json_column.download_button("Download the external result (JSON)", json.dumps(external, indent=2),
+                                file_name=f"{run.run_id}-external.json", mime="application/json",
+                                key="external_json")
+    csv_column.download_button("Download the figures (CSV)", comparison.to_csv().encode(),
+                               file_name=f"{run.run_id}-external-figures.csv", mime="text/csv", key="external_csv")
     for column, matrices, title in zip(st.columns(2), (figures.confusion_figures(metrics),
                                                        figures.confusion_figures(external)),
                                        ("Internal test", "External folder")):

@@ -131,6 +131,14 @@ def calibration_table(metrics: dict):
     })
 
 
+def skipped_table(skipped: list[dict]):
+    """The files a folder check or an evaluation skipped, each with its reason."""
+    import pandas as pd
+
+    return pd.DataFrame({"File": [item.get("path", "?") for item in skipped],
+                         "Reason": [item.get("reason", "") for item in skipped]})
+
+
 def near_duplicate_table(matches: list[dict]):
     """Evaluated films that are resized or re-encoded copies of training films, with their distance."""
     import pandas as pd

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from app.conftest import chart_specs, open_page, plotly_charts, texts
 from conftest import jpeg_copy
-from core.runs.artifacts import read_split_csv
+from core.runs.artifacts import EXTERNAL_FILE_NAME, read_split_csv
 from core.ui import navigation
 
 EVALUATION = navigation.EVALUATION.script
@@ -34,32 +34,44 @@ def test_evaluation_draws_reliability_diagrams_for_validation_and_test(with_run)
     assert "Calibration" in texts(at.subheader)
 
 
-def test_external_validation_warns_about_overlap(with_run, data_root):
+def test_external_validation_offers_the_data_roots_folders_and_keeps_its_result(run_copy, data_root):
     at = open_page(EVALUATION)
-    at.text_input(key="external_folder").set_value(str(data_root))
+    # The data root's dataset folders are offered, as on the Training page: no path to type.
+    assert data_root.name in at.selectbox(key="external_folder_pick").options
+    at.selectbox(key="external_folder_pick").set_value(str(data_root))
     at.button(key="external_go").click().run()
     assert not at.exception, at.exception
     # The run was trained on this very folder: every film is identical to one it saw.
     assert "not an independent test" in texts(at.warning)
     assert len(at.dataframe) >= 5
+    labels = [button.label for button in at.download_button]
+    assert "Download the external result (JSON)" in labels and "Download the figures (CSV)" in labels
+    # Kept with the run: a new session shows the last result without evaluating again.
+    kept = json.loads((run_copy.path / EXTERNAL_FILE_NAME).read_text())
+    assert kept["run_id"] == run_copy.run_id and kept["data_dir"] == str(data_root)
+    again = open_page(EVALUATION)
+    assert "not an independent test" in texts(again.warning)
+    assert f"Folder: `{data_root}`" in texts(again.caption)
 
 
 def test_folders_outside_the_data_roots_are_refused(with_run, data_root):
     at = open_page(EVALUATION)
-    at.text_input(key="external_folder").set_value(str(data_root.parent / ".." / "..")).run()
+    at.text_input(key="external_folder_typed").set_value(str(data_root.parent / ".." / "..")).run()
     at.button(key="external_go").click().run()
     assert not at.exception, at.exception
     assert any("outside the data folders" in error.value for error in at.error)
 
 
-def test_external_validation_counts_resized_copies_of_training_films(with_run, data_root, monkeypatch, tmp_path):
-    train = [row for row in read_split_csv(with_run.path / "split.csv") if row["subset"] == "train"][:5]
+def test_external_validation_counts_resized_copies_of_training_films(run_copy, data_root, monkeypatch, tmp_path):
+    train = [row for row in read_split_csv(run_copy.path / "split.csv") if row["subset"] == "train"]
+    train = [row for row in train if row["label"] == run_copy.classes[0]][:5]
     folder = tmp_path / "copies"
     for row in train:
         jpeg_copy(data_root / row["path"], folder / row["label"] / (Path(row["path"]).stem + ".jpg"), 72)
+    jpeg_copy(data_root / train[0]["path"], folder / "Effusion" / "effusion.jpg", 72)  # Not a class of the model.
     monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path))
     at = open_page(EVALUATION)
-    at.text_input(key="external_folder").set_value(str(folder))
+    at.text_input(key="external_folder_typed").set_value(str(folder))
     at.button(key="external_go").click().run()
     assert not at.exception, at.exception
     warning = texts(at.warning)
@@ -68,6 +80,15 @@ def test_external_validation_counts_resized_copies_of_training_films(with_run, d
     assert "Hamming distance of at most 32 of 256 bits" in texts(at.caption)
     matches = [frame.value for frame in at.dataframe if "Hamming distance" in frame.value.columns]
     assert len(matches) == 1 and len(matches[0]) == 5
+    # The skipped files are listed, each with its reason, not only counted.
+    skipped = [frame.value for frame in at.dataframe if "Reason" in frame.value.columns]
+    assert len(skipped) == 1 and skipped[0]["File"].tolist() == ["Effusion/effusion.jpg"]
+    # The folder holds no film of the second class: its recall is undefined, never 0.0%.
+    other = run_copy.classes[1]
+    comparison = next(frame.value for frame in at.dataframe if "External" in frame.value.columns)
+    assert comparison.loc[f"Recall {other}", "External"] == "—, no films"
+    assert comparison.loc["Macro averages over", "External"] == run_copy.classes[0]
+    assert "no films" in chart_specs(at)
 
 
 def test_external_validation_says_when_the_perceptual_check_could_not_run(run_copy, data_root, tmp_path):
@@ -77,7 +98,7 @@ def test_external_validation_says_when_the_perceptual_check_could_not_run(run_co
     report["root"] = str(tmp_path / "moved-away")
     (run_copy.path / "data_report.json").write_text(json.dumps(report))
     at = open_page(EVALUATION)
-    at.text_input(key="external_folder").set_value(str(data_root))
+    at.text_input(key="external_folder_typed").set_value(str(data_root))
     at.button(key="external_go").click().run()
     assert not at.exception, at.exception
     info = texts(at.info)
@@ -100,6 +121,8 @@ def test_evaluation_builds_a_mobile_export_once_and_offers_it(run_copy, fake_exp
     assert not at.error, texts(at.error)
     assert fake_export == [(str(run_copy.path), "float16")]
     assert "Download float16 .tflite" in [button.label for button in at.download_button]
+    # Its work done, the build button is gone at once, not only on a later visit.
+    assert "export_go" not in [button.key for button in at.button]
     assert any(metric.label == "float16 .tflite size" for metric in at.metric)
     shown = texts(at.success) + texts(at.warning)
     assert "Checked against the Keras model on 48 of the run's films: top-1 agreement 100.0%" in shown
