@@ -39,12 +39,14 @@ def films_root(run) -> Path | None:
 def cam_regions_section(run, dataset_root: Path | None) -> dict | None:
     """The saved Grad-CAM region analysis, or a button that computes it once; returns the analysis or None."""
     regions = cam_regions.load_cam_regions(run.path)
+    slot = st.empty()  # The caption and button, cleared as soon as the analysis exists.
+    offer = slot.container()
     if regions is None:
-        st.caption(f"Explains up to {cam_regions.CAM_MAX_FILMS} test films (the misclassified ones and as many "
+        offer.caption(f"Explains up to {cam_regions.CAM_MAX_FILMS} test films (the misclassified ones and as many "
                    "right ones) and measures how much of each Grad-CAM lies in the central lung fields and how "
                    "much on the border and corners, where labels, side markers and devices sit. Computed once, "
                    f"saved in `{cam_regions.CAM_REGIONS_FILE_NAME}` in the run folder.")
-        if st.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=dataset_root is None):
+        if offer.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=dataset_root is None):
             try:
                 with st.spinner("Explaining test films…"):
                     regions = cam_regions.compute_cam_regions(run, dataset_root,
@@ -52,6 +54,7 @@ def cam_regions_section(run, dataset_root: Path | None) -> dict | None:
             except ValueError as error:
                 st.error(str(error))
     if regions is not None:
+        slot.empty()
         show_cam_regions(regions)
     return regions
 
@@ -76,7 +79,7 @@ def show_cam_regions(regions: dict) -> None:
 def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict, shares: dict | None,
               save: Callable[[str, dict], None]) -> None:
     """One misclassified film: the film and its Grad-CAM, the probabilities, its Grad-CAM mass shares, and
-    the tag and note widgets (keys tag-<run>-<file>, note-<run>-<file>; `save(file, row)` on change)."""
+    the tag form (keys tag-<run>-<file>, note-<run>-<file>, save-<run>-<file>; `save(file, row)` on Save)."""
     file = row["file"]
     percent = tables.percent
     with st.container(border=True):
@@ -100,8 +103,24 @@ def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict,
                                 f"border band ({percent(shares['corners'])} corners)"
                                 + (" — mostly outside the lung fields"
                                    if shares["border"] > cam_regions.CAM_FLAG_SHARE else ""))
-        tag_key, note_key = f"tag-{run.run_id}-{file}", f"note-{run.run_id}-{file}"
-        st.session_state[tag_key] = st.session_state.get(tag_key, tag.get("tag", "untagged"))
-        st.session_state[note_key] = st.session_state.get(note_key, tag.get("note", ""))
-        info_column.selectbox("Tag", TAGS, key=tag_key, on_change=save, args=(file, row))
-        info_column.text_input("Note", key=note_key, on_change=save, args=(file, row))
+        tag_form(run, row, tag, save, info_column)
+
+
+def tag_form(run, row: dict, tag: dict, save: Callable[[str, dict], None], column) -> None:
+    """The tag and note of one film in one form, saved together by its Save button: a note typed and not
+    saved says so by its button (a browser sends a text box only on Enter or blur, so an autosaved note was
+    lost on a reload), and what is saved is said under it."""
+    file = row["file"]
+    tag_key, note_key = f"tag-{run.run_id}-{file}", f"note-{run.run_id}-{file}"
+    st.session_state[tag_key] = st.session_state.get(tag_key, tag.get("tag", "untagged"))
+    st.session_state[note_key] = st.session_state.get(note_key, tag.get("note", ""))
+    with column.form(f"review-{run.run_id}-{file}", border=False):
+        st.selectbox("Tag", TAGS, key=tag_key)
+        st.text_input("Note", key=note_key)
+        st.form_submit_button("Save tag and note", key=f"save-{run.run_id}-{file}", on_click=save, args=(file, row))
+    if tag:
+        note = f": “{tag['note']}”" if tag.get("note") else ""
+        column.caption(f"Saved: {tag.get('tag', 'untagged')}{note}" + (f" ({tag['updated']})" if tag.get("updated")
+                                                                      else ""))
+    else:
+        column.caption("Not saved yet: choose a tag, write a note, then Save.")

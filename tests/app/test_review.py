@@ -19,7 +19,8 @@ def test_review_tags_persist(review_run):
     assert "Normal → Pneumonia" in at.multiselect[0].value
     assert len(at.image) >= 2  # The film and its Grad-CAM.
     key = f"tag-{run.run_id}-{file}"
-    at.selectbox(key=key).set_value("label error").run()
+    at.selectbox(key=key).set_value("label error")
+    at.button(key=f"save-{run.run_id}-{file}").click().run()
     assert not at.exception, at.exception
     assert at.selectbox(key=key).value == "label error"
     at.run()
@@ -40,12 +41,28 @@ def test_review_tags_update_the_model_card(review_run):
     at = open_page(REVIEW)
     assert "Download model card" in [button.label for button in at.download_button]
     at.text_input(key=f"note-{run.run_id}-{file}").set_value("blurred film, label doubtful")
-    at.selectbox(key=f"tag-{run.run_id}-{file}").set_value("label error").run()
+    at.selectbox(key=f"tag-{run.run_id}-{file}").set_value("label error")
+    at.button(key=f"save-{run.run_id}-{file}").click().run()
     assert not at.exception, at.exception
     card = (run.path / "model_card.md").read_text()
     assert "## Failure modes seen in review" in card
     assert "| label error | 1 | Normal -> Pneumonia (1) |" in card
     assert "blurred film, label doubtful" in card
+
+
+def test_a_note_is_saved_with_its_tag_and_an_unsaved_one_says_so(review_run):
+    run, file = review_run
+    at = open_page(REVIEW)
+    assert "Not saved yet" in texts(at.caption)
+    at.text_input(key=f"note-{run.run_id}-{file}").set_value("rotated film")
+    at.selectbox(key=f"tag-{run.run_id}-{file}").set_value("ambiguous")
+    at.button(key=f"save-{run.run_id}-{file}").click().run()
+    assert not at.exception, at.exception
+    assert load_tags(run.path)[file]["note"] == "rotated film"
+    # A reload reads the note back with its tag, and says what is saved.
+    fresh = open_page(REVIEW)
+    assert fresh.text_input(key=f"note-{run.run_id}-{file}").value == "rotated film"
+    assert "Saved: ambiguous: “rotated film”" in texts(fresh.caption)
 
 
 def test_review_measures_grad_cam_regions_once(review_run):
@@ -54,6 +71,7 @@ def test_review_measures_grad_cam_regions_once(review_run):
     assert "Where the model looks (Grad-CAM mass)" in texts(at.subheader)
     at.button(key="cam_regions_go").click().run()
     assert not at.exception, at.exception
+    assert "cam_regions_go" not in [button.key for button in at.button]  # Its work done, the button goes.
     table = next(frame.value for frame in at.dataframe if "Border band" in frame.value.columns)
     assert list(table[""]) == ["Right answers", "Wrong answers", "Uniform map (area shares)"]
     assert (run.path / "cam_regions.json").is_file()
@@ -81,3 +99,33 @@ def test_review_asks_for_the_films_when_the_recorded_folder_is_gone(review_run, 
     assert len(at.image) >= 2
     at.text_input(key="review_root").set_value("/etc").run()
     assert any("outside the data folders" in error.value for error in at.error)
+
+
+def test_review_shows_the_packed_review_films_and_their_grad_cam_without_the_dataset(review_run, tmp_path,
+                                                                                     monkeypatch):
+    import json
+    import shutil
+
+    from core.runs.review_films import pack_review_films
+
+    run, file = review_run
+    copy = tmp_path / "shipped-models" / run.run_id
+    shutil.copytree(run.path, copy)
+    pack_review_films(copy, max_side=64)
+    # A fresh machine: the run records its dataset by name and no data root holds it.
+    report = json.loads((copy / "data_report.json").read_text())
+    report["root"] = "moved-away"
+    (copy / "data_report.json").write_text(json.dumps(report))
+    (tmp_path / "empty-data").mkdir()
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "empty-data"))
+    monkeypatch.setenv("PARU_MODELS_DIR", str(copy.parent))
+    at = open_page(REVIEW)
+    assert not at.exception, at.exception
+    assert "review films shipped with the run are shown" in texts(at.info)
+    assert "Film not found on this machine." not in texts(at.info)
+    assert len(at.image) >= 2  # The film and its Grad-CAM, from the packed copy.
+    assert "Downsized copy shipped with the run" in texts(at.caption)
+    at.button(key="cam_regions_go").click().run()  # The region analysis reads the packed films too.
+    assert not at.exception, at.exception
+    assert any("Border band" in frame.value.columns for frame in at.dataframe)
+    assert file in {film["file"] for film in json.loads((copy / "cam_regions.json").read_text())["films"]}
