@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.paths import film_under_root
 from core.data.scan import decode_in_chunks
 from core.explain.gradcam import GradCam
 from core.explain.overlay import clean_cam
@@ -26,6 +25,7 @@ from core.runs.artifacts import (
 )
 from core.runs.card import refresh_model_card_quietly
 from core.runs.registry import Run, load_run
+from core.runs.review_films import run_film
 
 CAM_MAX_FILMS = 60
 """At most this many test films are explained: all of them when the test set is this small, else the
@@ -152,18 +152,19 @@ def load_cam_regions(run_dir: str | os.PathLike) -> dict | None:
     return data if isinstance(data, dict) and "films" in data else None
 
 
-def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int = CAM_MAX_FILMS,
+def compute_cam_regions(run, dataset_root: str | os.PathLike | None, *, max_films: int = CAM_MAX_FILMS,
                         model=None, batch_size: int = 16, progress=None) -> dict:
     """Explain a bounded set of the run's test films with Grad-CAM and measure where each map's mass lies.
 
-    Films come from `select_cam_films` over predictions.csv and are read from `dataset_root`; each CAM is
+    Films come from `select_cam_films` over predictions.csv and are read from `dataset_root`, else from the
+    run's review films (core.runs.review_films.run_film); each CAM is
     that of the class the model predicts, split by `cam_regions` into central / border /
     corners shares. The result is written to <run>/cam_regions.json (and the model card refreshed), so the
     work is done once per run.
 
     Args:
         run: a core.runs.registry.Run (or run folder).
-        dataset_root: the folder holding the films named in predictions.csv.
+        dataset_root: the folder holding the films named in predictions.csv (None: review films only).
         max_films: bound on the number of films explained (see select_cam_films).
         model: the run's loaded Keras model, to reuse one already in memory; loaded when None.
         batch_size: films per Grad-CAM batch.
@@ -183,10 +184,10 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int 
     chosen = select_cam_films(rows, max_films)
     if not chosen:
         raise ValueError(f"{predictions} lists no test films; re-evaluate the run first.")
-    root = Path(dataset_root).resolve()
+    root = Path(dataset_root).resolve() if dataset_root is not None else None
     by_path, missing = {}, []
     for row in chosen:
-        path = film_under_root(root, row["file"])
+        path = run_film(run.path, root, row["file"])
         if path is not None:
             by_path[path] = row
         else:
@@ -209,7 +210,8 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike, *, max_films: int 
         if progress is not None:
             progress(done, len(by_path))
     if not films:
-        raise ValueError(f"None of the {len(chosen)} chosen test films could be read under {root}; "
+        where = root if root is not None else "the dataset folder or the run's review films"
+        raise ValueError(f"None of the {len(chosen)} chosen test films could be read under {where}; "
                          "choose the folder the run was trained on.")
     result = {
         "computed": now_iso(), "run_id": run.run_id, "n": len(films), "border_fraction": CAM_BORDER_FRACTION,

@@ -1,5 +1,6 @@
 """The Review page's sections: where the run's films are, the Grad-CAM region analysis, and one card per
-misclassified film with its tag and note.
+misclassified film with its tag and note. A film is read from the dataset folder, else from the review films
+the run carries (core.runs.review_films).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.data.paths import confined_data_folder, film_under_root
+from core.data.paths import confined_data_folder
 from core.explain import regions as cam_regions
 from core.runs.review import TAGS
+from core.runs.review_films import read_review_manifest, review_films_dir, run_film
 from core.ui import cached, figures, tables
 
 
@@ -23,7 +25,13 @@ def films_root(run) -> Path | None:
     if dataset_root is not None:
         return dataset_root
     recorded = (run.data_report or {}).get("root", "?")
-    st.warning(f"The run's dataset folder `{recorded}` is not on this machine. Type where the films are.")
+    packed = read_review_manifest(run.path)
+    if packed is not None:
+        st.info(f"The run's dataset folder `{recorded}` is not on this machine: the {len(packed['films'])} review "
+                f"films shipped with the run are shown (downsized to {packed.get('max_side')} px). Type where "
+                "the dataset is to see the full-size films.")
+    else:
+        st.warning(f"The run's dataset folder `{recorded}` is not on this machine. Type where the films are.")
     typed = st.text_input("Dataset folder", key="review_root")
     try:
         dataset_root = confined_data_folder(typed) if typed else None
@@ -46,7 +54,8 @@ def cam_regions_section(run, dataset_root: Path | None) -> dict | None:
                    "right ones) and measures how much of each Grad-CAM lies in the central lung fields and how "
                    "much on the border and corners, where labels, side markers and devices sit. Computed once, "
                    f"saved in `{cam_regions.CAM_REGIONS_FILE_NAME}` in the run folder.")
-        if offer.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=dataset_root is None):
+        no_films = dataset_root is None and read_review_manifest(run.path) is None
+        if offer.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=no_films):
             try:
                 with st.spinner("Explaining test films…"):
                     regions = cam_regions.compute_cam_regions(run, dataset_root,
@@ -86,7 +95,7 @@ def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict,
         st.markdown(f"**{file}** — true **{row['label']}**, predicted **{row['predicted']}** "
                     f"({row['confidence']:.1%})")
         film_column, cam_column, info_column = st.columns([1, 1, 1.2])
-        film_path = film_under_root(dataset_root, file) if dataset_root else None
+        film_path = run_film(run.path, dataset_root, file)
         if film_path is None:
             film_column.info("Film not found on this machine.")
         else:
@@ -95,6 +104,10 @@ def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict,
                 film_column.error(case["error"])
             else:
                 film_column.image(case["gray"], caption="Film", width="stretch")
+                if film_path.is_relative_to(review_films_dir(run.path).resolve()):
+                    attribution = (read_review_manifest(run.path) or {}).get("attribution")
+                    film_column.caption("Downsized copy shipped with the run" + (f". {attribution}" if attribution
+                                                                                 else ""))
                 cam_column.image(case["overlay"], caption="Grad-CAM", width="stretch")
         info_column.plotly_chart(figures.probability_chart(row["probabilities"], height=180), key=f"probs-{number}",
                                  config={"displayModeBar": False})

@@ -4,6 +4,7 @@ and the one answer to "where are this run's films?"."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,6 +89,46 @@ def test_unreachable_films_raise_with_the_next_step(tmp_path, monkeypatch):
     (run_dir / artifacts.SPLIT_FILE_NAME).unlink()
     with pytest.raises(ValueError, match=r"has no split.csv"):
         run_dataset_root(run_dir)
+
+
+def test_a_dataset_under_a_data_root_is_recorded_by_its_name_and_found_under_another_machines_root(
+        tmp_path, monkeypatch):
+    trained_on = tmp_path / "trainer" / "data"
+    (trained_on / "chest-set").mkdir(parents=True)
+    (trained_on / "group" / "set-b").mkdir(parents=True)
+    monkeypatch.setenv("PARU_DATA_ROOT", str(trained_on))
+    assert artifacts.dataset_name(trained_on / "chest-set") == "chest-set"
+    assert artifacts.dataset_name(trained_on / "group" / "set-b") == "group/set-b"
+    outside = tmp_path / "elsewhere" / "chest-set"
+    assert artifacts.dataset_name(outside) == str(outside.resolve())  # Nothing else could find it again.
+    assert artifacts.dataset_name(trained_on) == str(trained_on.resolve())  # The root itself has no name under it.
+    # Another machine: the same name under its own data roots (the first that has it wins).
+    run_dir = _run_folder(tmp_path, "group/set-b")
+    first, second = tmp_path / "laptop" / "a", tmp_path / "laptop" / "b"
+    (second / "group" / "set-b").mkdir(parents=True)
+    monkeypatch.setenv("PARU_DATA_ROOT", f"{first}{os.pathsep}{second}")
+    assert artifacts.dataset_root_candidates(run_dir)[:2] == [first / "group" / "set-b", second / "group" / "set-b"]
+    assert find_dataset_root(run_dir) == second / "group" / "set-b"
+    assert run_dataset_root(run_dir) == second / "group" / "set-b"
+    (second / "group" / "set-b").rmdir()
+    with pytest.raises(ValueError, match=r"group/set-b does not exist under any data root on this machine"):
+        run_dataset_root(run_dir)
+
+
+def test_a_recorded_name_that_climbs_out_of_the_data_root_is_never_looked_for(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "secret").mkdir()
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
+    run_dir = _run_folder(tmp_path, "../secret")
+    assert artifacts.dataset_root_candidates(run_dir) == []
+    assert find_dataset_root(run_dir) is None
+
+
+def test_an_old_run_recording_an_absolute_folder_still_finds_it(tmp_path, monkeypatch):
+    recorded = tmp_path / "old-machine" / "chest-set"
+    recorded.mkdir(parents=True)
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
+    assert find_dataset_root(_run_folder(tmp_path, str(recorded))) == recorded
 
 
 # --------------------------------------------------------------------------------------------------
