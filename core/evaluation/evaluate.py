@@ -21,7 +21,6 @@ from core.data.scan import decode_in_chunks
 from core.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from core.evaluation.metrics import classification_report
 from core.evaluation.overlap import check_overlap, write_run_hashes
-from core.model import load_model
 from core.runs.artifacts import (
     EXTERNAL_FILE_NAME,
     METRICS_FILE_NAME,
@@ -33,7 +32,7 @@ from core.runs.artifacts import (
     write_json_atomic,
     write_predictions_csv,
 )
-from core.runs.registry import Run, is_shipped_run, load_run
+from core.runs.registry import Run, is_shipped_run, load_run, load_run_model
 from core.serving.batch import PREDICT_BATCH_SIZE, predict_probabilities, rows_in_chunks
 from core.serving.lite import cached_path, load_engine
 from core.settings import user_data_dir
@@ -135,7 +134,7 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
         )
     if engine not in ENGINES:
         raise ValueError(f"Got engine={engine!r}; must be one of {ENGINES}.")
-    model = load_model(run.model_path)
+    model = load_run_model(run)
     score, engine_used = _scorer(model, run, engine, len(known), batch_size)
     label_of = {path: class_names.index(label) for path, label in known}
     y_true, scores, files, digests, film_hashes = [], [], [], [], []

@@ -30,7 +30,7 @@ import numpy as np
 
 from core.data.scan import decode_in_chunks
 from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS, METHOD_LAYERS, check_method, explain
-from core.model import HEAD_LAYER_NAMES, LAST_CONV_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, backbone_layers, load_model
+from core.model import HEAD_LAYER_NAMES, LAST_CONV_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, backbone_layers
 from core.runs.artifacts import (
     EXPLAIN_CHECK_FILE_NAME,
     SPLIT_FILE_NAME,
@@ -40,7 +40,7 @@ from core.runs.artifacts import (
     write_json_atomic,
 )
 from core.runs.card import refresh_model_card_quietly
-from core.runs.registry import Run, load_run
+from core.runs.registry import Run, load_run, load_run_model
 
 REPORT_VERSION = 1
 GRID = 7
@@ -375,7 +375,7 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
     if not decoded:
         raise ValueError(f"None of the {len(paths)} chosen test films could be read under {root}; pass the folder "
                          "where the run's films are now (--data).")
-    model = model if model is not None else load_model(run.model_path)
+    model = model if model is not None else load_run_model(run)
     report = check_films(model, np.concatenate(images), method=method, layer_name=layer_name, seed=seed, log=log,
                          **options)
     report = {"version": REPORT_VERSION, "computed": now_iso(), "run_id": run.run_id,

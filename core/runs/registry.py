@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from core.model import load_model
 from core.runs.artifacts import (
     CLASSES_FILE_NAME,
     CONFIG_FILE_NAME,
@@ -148,6 +149,19 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         check_metrics(read_json_strict(path / METRICS_FILE_NAME, dict, "a JSON object (RunMetrics)"),
                       path / METRICS_FILE_NAME)
     return Run(path.resolve(), config, classes, status)
+
+
+def load_run_model(run: Run):
+    """The run's Keras model, loaded in safe mode; ValueError saying what to do when Keras refuses or cannot
+    read the file, or when its output units do not match classes.json (`check_model_outputs`)."""
+    try:
+        model = load_model(run.model_path)
+    except Exception as error:  # Keras raises many types for a refused or broken file.
+        raise ValueError(
+            f"{run.model_path} cannot be loaded in Keras safe mode ({type(error).__name__}: {str(error)[:300]}). "
+            "Paru never runs code stored in a model file; retrain the run or choose another one.") from None
+    check_model_outputs(run, int(model.output_shape[-1]))
+    return model
 
 
 def check_model_outputs(run: Run, n_outputs: int) -> None:

@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from core.data.scan import decode_in_chunks
-from core.model import load_model
 from core.runs.artifacts import EXPORTS_DIR_NAME, SPLIT_FILE_NAME, read_json, read_split_csv, run_dataset_root
-from core.runs.registry import load_run
+from core.runs.registry import load_run, load_run_model
 from core.serving.batch import predict_probabilities
 from core.serving.lite import tflite_interpreter
 from core.serving.tflite import convert_keras, flatbuffer_modules
@@ -53,7 +52,7 @@ def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, varia
 
     if variant not in VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {VARIANTS}.")
-    model = load_model(load_run(run_dir).model_path)
+    model = load_run_model(load_run(run_dir))
 
     def convert(variant: str) -> bytes:
         def configure(converter):
@@ -201,7 +200,7 @@ class TFLiteClassifier:
 
 def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, images: np.ndarray) -> dict:
     """Compare a .tflite export with the Keras model on films: agreement, largest difference, size, speed."""
-    keras_probabilities = predict_probabilities(load_model(load_run(run_dir).model_path), images)
+    keras_probabilities = predict_probabilities(load_run_model(load_run(run_dir)), images)
     classifier = TFLiteClassifier(tflite_path)
     classifier(images[:1])
     started = time.perf_counter()

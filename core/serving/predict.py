@@ -15,8 +15,8 @@ from core.data.scan import decode_in_chunks
 from core.evaluation.calibration import apply_temperature
 from core.explain.gradcam import GradCam
 from core.imaging.loader import ImageLoadError, load_image, read_file_bytes, read_film_and_model_input
-from core.model import POOLED_FEATURES_LAYER_NAME, load_model
-from core.runs.registry import Run, check_model_outputs, load_run
+from core.model import POOLED_FEATURES_LAYER_NAME
+from core.runs.registry import Run, load_run, load_run_model
 from core.serving import gate as film_gate
 from core.serving.lite import cached_path, load_engine
 from core.serving.similar import load_similar_index, nearest
@@ -102,14 +102,7 @@ class Predictor:
         self.run = run if isinstance(run, Run) else load_run(run)
         self.class_names = list(self.run.classes)
         self.image_size = int(self.run.config.get("image_size", 224))
-        try:
-            self.model = load_model(self.run.model_path)
-        except Exception as error:  # Keras raises many types for a refused or broken file.
-            raise ValueError(
-                f"{self.run.model_path} cannot be loaded in Keras safe mode ({type(error).__name__}: "
-                f"{str(error)[:300]}). Paru never runs code stored in a model file; retrain the run or choose "
-                "another one.") from None
-        check_model_outputs(self.run, int(self.model.output_shape[-1]))
+        self.model = load_run_model(self.run)  # ValueError for a refused model or mismatched classes.json.
         metrics = self.run.metrics or {}
         self.temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
         self.calibrated = calibrated and abs(self.temperature - 1.0) > 1e-6

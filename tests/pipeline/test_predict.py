@@ -47,6 +47,12 @@ def test_classes_not_matching_the_model_and_a_model_refused_by_safe_mode_are_cle
     run_dir = _run_with_model(tmp_path / "mismatch", three_outputs, ["Normal", "Pneumonia"])
     with pytest.raises(ValueError, match="names 2 classes but the model has 3 output units"):
         Predictor(run_dir, engine="keras")
+    from conftest import make_dataset
+    from core.evaluation.evaluate import evaluate_folder
+
+    films = make_dataset(tmp_path / "films", per_class=1, class_folders=("Normal", "Pneumonia"))
+    with pytest.raises(ValueError, match="names 2 classes but the model has 3 output units"):
+        evaluate_folder(run_dir, films, engine="keras")
 
     lambda_output = keras.layers.Lambda(lambda x: x * 2)(keras.layers.Flatten()(inputs))
     unsafe = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(lambda_output))
