@@ -323,8 +323,16 @@ def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
     return True
 
 
-def record_last_job(models_dir: Path, outcome: dict) -> None:
-    write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(), "log": job_log()})
+def record_last_job(models_dir: Path, outcome: dict) -> bool:
+    """Write how the training ended to .last_job.json; False when it cannot be written (a full disk), so
+    the caller still releases the lock (the next look at the lock then records the job as died)."""
+    try:
+        write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(), "log": job_log()})
+    except OSError as error:
+        print(f"Could not record how the training ended in {models_dir / LAST_JOB_NAME}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------

@@ -157,3 +157,18 @@ def test_a_stop_asked_during_the_evaluation_registers_no_run(tmp_path, monkeypat
     assert not (models_dir / "run-1").exists()
     assert read_json(models_dir / jobs.LAST_JOB_NAME)["state"] == "cancelled"
     assert read_json(models_dir / ".run-1.partial" / STATUS_FILE_NAME)["state"] == "cancelled"
+
+
+def test_a_full_disk_at_the_end_of_a_training_still_releases_the_lock(tmp_path, monkeypatch):
+    import errno
+
+    jobs.acquire_lock(tmp_path, {"run_id": "run-1"})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobs, "write_json_atomic", full_disk)
+    assert jobs.record_last_job(tmp_path, {"run_id": "run-1", "state": "failed"}) is False
+    monkeypatch.undo()
+    jobs.release_lock(tmp_path)
+    assert not (tmp_path / jobs.LOCK_NAME).exists()
