@@ -324,13 +324,18 @@ def request_stop(models_dir: str | os.PathLike | None = None) -> bool:
 
 
 def record_last_job(models_dir: Path, outcome: dict) -> bool:
-    """Write how the training ended to .last_job.json; False when it cannot be written (a full disk), so
-    the caller still releases the lock (the next look at the lock then records the job as died)."""
+    """Write how the training ended to .last_job.json. When it cannot be written (a full disk) the previous
+    record is removed, so an older run's outcome never stands for this one, and False is returned without
+    raising, so the caller still releases the lock."""
+    path = models_dir / LAST_JOB_NAME
     try:
-        write_json_atomic(models_dir / LAST_JOB_NAME, {**outcome, "ended": now_iso(), "log": job_log()})
+        write_json_atomic(path, {**outcome, "ended": now_iso(), "log": job_log()})
     except OSError as error:
-        print(f"Could not record how the training ended in {models_dir / LAST_JOB_NAME}: "
-              f"{error.strerror or error}", file=sys.stderr)
+        print(f"Could not record how the training ended in {path}: {error.strerror or error}", file=sys.stderr)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
         return False
     return True
 

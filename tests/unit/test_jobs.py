@@ -162,6 +162,7 @@ def test_a_stop_asked_during_the_evaluation_registers_no_run(tmp_path, monkeypat
 def test_a_full_disk_at_the_end_of_a_training_still_releases_the_lock(tmp_path, monkeypatch):
     import errno
 
+    write_json_atomic(tmp_path / jobs.LAST_JOB_NAME, {"run_id": "run-older", "state": "finished"})
     jobs.acquire_lock(tmp_path, {"run_id": "run-1"})
 
     def full_disk(*args, **kwargs):
@@ -169,6 +170,7 @@ def test_a_full_disk_at_the_end_of_a_training_still_releases_the_lock(tmp_path, 
 
     monkeypatch.setattr(jobs, "write_json_atomic", full_disk)
     assert jobs.record_last_job(tmp_path, {"run_id": "run-1", "state": "failed"}) is False
+    assert not (tmp_path / jobs.LAST_JOB_NAME).exists()  # The older run's outcome does not stand for this one.
     monkeypatch.undo()
     jobs.release_lock(tmp_path)
     assert not (tmp_path / jobs.LOCK_NAME).exists()
