@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.config import PRESETS
 from core.settings import default_data_root
-from core.ui import frame, navigation, panels
+from core.ui import frame, navigation, panels, training
 
 navigation.require_shell()
 models_dir = frame.models_dir()
@@ -12,6 +12,7 @@ models_dir = frame.models_dir()
 st.title("🏋️ Training")
 st.caption(f"Runs are written to `{models_dir}` · {frame.DISCLAIMER}")
 
+running = training.running_job_notice(models_dir)
 st.subheader("1. Dataset folder")
 data_root = default_data_root()
 folder = panels.folder_picker(data_root, "train_folder",
@@ -20,7 +21,7 @@ scan = None
 if not folder:
     st.info(f"No dataset folder under {data_root}. Type the path of one.")
 else:
-    scan = panels.dataset_check(folder)
+    scan = training.dataset_check(folder)
 
 st.subheader("2. Recipe")
 # The paper's recipe stays the default. `recommended` beat it on every seed of both small real sets
@@ -32,9 +33,9 @@ preset_name = st.radio("Preset", names, horizontal=True, key="train_preset",
                             "fine-tuned). recommended: Paru's recipe for a few hundred films (backbone kept, head "
                             "only, on features computed once), better than paper on "
                             "every seed of both small sets in bench/accuracy.py.")
-overrides = panels.recipe_form(preset_name, can_start=scan is not None)
+overrides = training.recipe_form(preset_name, can_start=scan is not None and not running)
 if overrides is not None:
-    panels.start_training(folder, models_dir, preset_name, overrides)
+    training.start_training(folder, models_dir, preset_name, overrides)
 
 st.subheader("3. Progress")
-panels.job_panel(models_dir)
+training.job_panel(models_dir)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from core.config import preset
 from core.runs.artifacts import (
+    CONFIG_FILE_NAME,
     PROGRESS_FILE_NAME,
     STATUS_FILE_NAME,
     STOP_FILE_NAME,
@@ -388,8 +389,9 @@ def read_job_status(models_dir: str | os.PathLike) -> JobStatus:
 def progress_fraction(progress: dict | None) -> float:
     """The share of a job done, in [0, 1], from its progress.json.
 
-    "checking": files checked of all files; "features": 0 (computed once, before the first epoch);
-    "evaluating" and "done": 1; a training phase: batches done over `epochs` x `batches`.
+    "checking": files checked of all files; "features": films whose pooled features are computed of all
+    (features_done / features_total, computed once before the first epoch); "evaluating" and "done": 1; a
+    training phase: batches done over `epochs` x `batches`.
     """
     if not progress:
         return 0.0
@@ -398,9 +400,20 @@ def progress_fraction(progress: dict | None) -> float:
         done, total = progress.get("files_done", 0), progress.get("files_total") or 0
         return done / total if total else 0.0
     if phase == "features":
-        return 0.0
+        done, total = progress.get("features_done", 0), progress.get("features_total") or 0
+        return min(1.0, done / total) if total else 0.0
     if phase in ("evaluating", "done"):
         return 1.0
     epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
     epoch, batch = progress.get("epoch", 0), progress.get("batch", 0)
     return min(1.0, max(0.0, ((max(epoch, 1) - 1) * batches + batch) / (epochs * batches)))
+
+
+def running_recipe(status: JobStatus) -> tuple[str | None, dict]:
+    """(dataset folder, config.json) of the running training, so a page reloaded mid-training can show what
+    runs; (None, {}) when none runs, and {} for the recipe until the child has written it."""
+    if not status.running:
+        return None, {}
+    lock = status.lock or {}
+    config = read_json(Path(lock["staging_dir"]) / CONFIG_FILE_NAME, {}) if lock.get("staging_dir") else {}
+    return lock.get("data_dir"), config if isinstance(config, dict) else {}

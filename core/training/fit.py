@@ -38,6 +38,12 @@ from core.training.distributed import fit_multiworker
 from core.training.pipeline import balanced_class_weights, make_dataset
 
 PROGRESS_WRITES_PER_SECOND = 5
+# An ETA is given only from what this run has measured, once there is enough of it: batches after the first
+# (which also traces and compiles the step), for at least this many batches and seconds. Until then
+# progress.json's eta_seconds is None and the page says "estimating...".
+ETA_MIN_BATCHES, ETA_MIN_SECONDS = 3, 1.0
+# The pooled features are computed this many films at a time, so their progress can be shown.
+FEATURE_CHUNK = 128
 """A head trained on features runs far more batches a second than anyone reads progress."""
 
 
@@ -63,7 +69,7 @@ def fit(staging: Path, images: np.ndarray, labels: np.ndarray, index: dict[str, 
 
     Args:
         staging: the run's staging folder (model.keras, history.csv and progress.json are written there).
-        images: uint8 (n, S, S, 1) decoded films, in memory or memory-mapped (core.training.cache);
+        images: uint8 (n, S, S, 1) decoded films, in memory or the on-disk FilmCache (core.training.cache);
             labels: int (n,); index: {"train", "val"} row indices.
         class_names: ordered class names; config: the recipe.
         state: the progress dict written to progress.json (updated in place).
@@ -78,6 +84,15 @@ def fit(staging: Path, images: np.ndarray, labels: np.ndarray, index: dict[str, 
         return None if result is None else Fitted(*result)
     fitter = _fit_head_on_features if config.head_on_features else _fit_network
     return fitter(staging, images, labels, index, len(class_names), config, state, log, stop_requested)
+
+
+def remaining_seconds(measured_seconds: float, measured_units: int, remaining_units: float,
+                      minimum_units: int = ETA_MIN_BATCHES, minimum_seconds: float = ETA_MIN_SECONDS) -> float | None:
+    """The time `remaining_units` will take at the rate measured in this run, or None while fewer than
+    `minimum_units` units or `minimum_seconds` seconds have been measured (an ETA from a guess misleads)."""
+    if measured_units < minimum_units or measured_seconds < minimum_seconds:
+        return None
+    return round(measured_seconds / measured_units * max(remaining_units, 0), 1)
 
 
 def write_progress(staging: Path, state: dict) -> None:
@@ -154,15 +169,29 @@ def _fit_head_on_features(staging, images, labels, index, num_classes, config, s
     import tensorflow as tf
 
     model = build_model(config, num_classes)
-    state.update(phase="features")
-    write_progress(staging, state)
     train_labels = labels[index["train"]]
+    total = len(train_labels) * (2 if config.horizontal_flip else 1) + len(index["val"])
+    state.update(phase="features", features_done=0, features_total=total, eta_seconds=None)
+    write_progress(staging, state)
     log(f"Computing the pooled features of {len(train_labels)} training and {len(index['val'])} validation "
         "films once" + (", and of the training films' mirror images" if config.horizontal_flip else ""))
+    chunks = {"first_done": None, "films_since": 0}
 
-    def features_of(rows, mirrored=False):  # A chunk at a time: the films may be a memory-mapped cache.
-        return rows_in_chunks(lambda films: pooled_features(model, films[:, :, ::-1] if mirrored else films),
-                              images, rows)
+    def counted(films, mirrored):
+        features = pooled_features(model, films[:, :, ::-1] if mirrored else films)
+        now = time.monotonic()
+        state["features_done"] += len(films)
+        if chunks["first_done"] is None:  # The first chunk also builds and traces the backbone: not measured.
+            chunks["first_done"] = now
+        else:
+            chunks["films_since"] += len(films)
+        state["eta_seconds"] = remaining_seconds(now - chunks["first_done"], chunks["films_since"],
+                                                 total - state["features_done"], minimum_units=1)
+        write_progress(staging, state)
+        return features
+
+    def features_of(rows, mirrored=False):  # A chunk at a time: the films may be the on-disk cache.
+        return rows_in_chunks(lambda films: counted(films, mirrored), images, rows, chunk=FEATURE_CHUNK)
 
     train_x = features_of(index["train"])
     gate_features = {"train": train_x}
@@ -256,22 +285,33 @@ def _progress_callback(staging: Path, state: dict, stop_requested: Callable[[], 
 
     class Progress(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.started = time.monotonic()
             self.last_write = -np.inf
-            self.batches_done = 0
+            # Measured from the end of this fit's first batch, which also traces and compiles the step.
+            self.measured_from, self.measured_batches = None, 0
+            self.validation_seconds = None  # Of the last epoch, once one has ended.
             self.timings = {}
+            state["eta_seconds"] = None
 
         def on_epoch_begin(self, epoch, logs=None):
             state.update(epoch=epoch + 1, batch=0)
             self.epoch_started = self.last_batch_ended = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
-            self.last_batch_ended = time.monotonic()
-            self.batches_done += 1
+            now = self.last_batch_ended = time.monotonic()
+            if self.measured_from is None:
+                self.measured_from = now
+            else:
+                self.measured_batches += 1
             state["total_batches_done"] = state.get("total_batches_done", 0) + 1
-            per_batch = (time.monotonic() - self.started) / self.batches_done
-            remaining = state["batches"] * (state["epochs"] - state["epoch"]) + state["batches"] - batch - 1
-            state.update(batch=batch + 1, eta_seconds=round(per_batch * max(remaining, 0), 1),
+            later_epochs = state["epochs"] - state["epoch"]
+            remaining = state["batches"] * later_epochs + state["batches"] - batch - 1
+            eta = remaining_seconds(now - self.measured_from, self.measured_batches, remaining)
+            # Each later epoch also validates, as long as the last validation took; before one has run, the
+            # ETA counts the training batches only and says so (eta_is_lower_bound).
+            lower_bound = bool(later_epochs) and self.validation_seconds is None
+            if eta is not None and later_epochs and not lower_bound:
+                eta += later_epochs * self.validation_seconds
+            state.update(batch=batch + 1, eta_seconds=eta, eta_is_lower_bound=lower_bound,
                          **{k: float(v) for k, v in (logs or {}).items()})
             if self.last_batch_ended - self.last_write >= interval:
                 write_progress(staging, state)
@@ -286,6 +326,7 @@ def _progress_callback(staging: Path, state: dict, stop_requested: Callable[[], 
             # of the input pipeline plus train step can be read from history.csv.
             timing = {"train_seconds": round(self.last_batch_ended - self.epoch_started, 3),
                       "epoch_seconds": round(time.monotonic() - self.epoch_started, 3)}
+            self.validation_seconds = timing["epoch_seconds"] - timing["train_seconds"]
             state.setdefault("history", []).append({"epoch": epoch + 1, "phase": state["phase"], **logs,
                                                     **timing})
             self.timings[epoch + 1] = timing

@@ -13,17 +13,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.config import preset
 from core.data.paths import confined_data_folder, dataset_folders
 from core.evaluation.evaluate import evaluate_folder, load_external_result, save_external_result
 from core.evaluation.calibration import ECE_DEFINITION
 from core.evaluation.summary import headline_figures, macro_note, overlap_warning, perceptual_check_note, percent
-from core.runs import jobs
 from core.serving import export
 from core.ui import cached, figures, tables
 
-# The widths the Training page offers: those with ImageNet weights up to the paper's 1.0.
-ALPHAS = (0.35, 0.5, 0.75, 1.0)
 
 
 def show_headline_metrics(metrics: dict | None) -> None:
@@ -214,143 +210,3 @@ def show_external_result(run, metrics: dict, external: dict) -> None:
                                        ("Internal test", "External folder")):
         matrices[1].update_layout(title=f"{title}: row percentages")
         column.plotly_chart(matrices[1], key=f"confusion-{title}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------------
-
-
-def dataset_check(folder: str) -> dict | None:
-    """Scan a dataset folder (cached) and show its layout, class counts, skipped files, duplicates and warnings.
-
-    Returns the scan report, or None (with the error shown) when the folder cannot be used, including when
-    its split is impossible (so Start stays disabled instead of failing after it).
-    """
-    if st.button("Re-check the folder", key="rescan"):
-        cached.scan_folder.clear()
-    scan = cached.scan_folder(str(Path(folder).expanduser()))
-    if scan.get("error"):
-        st.error(scan["error"])
-        return None
-    st.write(f"Layout: **{scan['layout']}**, {scan['n_files_usable']} usable films, "
-             f"patient ids: {'yes' if scan['has_patient_ids'] else 'no'}")
-    st.dataframe({"Class": list(scan["class_counts"]), "Films": list(scan["class_counts"].values())},
-                 hide_index=True)
-    if scan["skipped"]:
-        with st.expander(f"{len(scan['skipped'])} files skipped"):
-            st.dataframe(scan["skipped"], hide_index=True)
-    if scan["duplicates"]:
-        with st.expander(f"{len(scan['duplicates'])} groups of identical files (kept in one subset)"):
-            st.write(scan["duplicates"])
-    for warning in scan.get("warnings", []):
-        st.warning(warning)
-    if scan.get("split_problem"):
-        st.error(f"This folder cannot be split for training: {scan['split_problem']}")
-        return None
-    return scan
-
-
-def recipe_form(preset_name: str, can_start: bool) -> dict | None:
-    """The recipe form of one preset; returns its overrides when "Start training" was pressed, else None."""
-    base = preset(preset_name)
-    with st.form(f"recipe-{preset_name}"):
-        columns = st.columns(4)
-        epochs = columns[0].number_input("Epochs", 1, 500, base.epochs, key=f"epochs-{preset_name}")
-        alpha = columns[1].selectbox("Width (alpha)", ALPHAS, index=ALPHAS.index(base.alpha),
-                                     key=f"alpha-{preset_name}")
-        batch_size = columns[2].number_input("Batch size", 1, 1024, base.batch_size, key=f"batch-{preset_name}")
-        learning_rate = columns[3].number_input("Learning rate", 1e-7, 1.0, base.learning_rate, format="%.6f",
-                                                step=1e-5, key=f"lr-{preset_name}")
-        columns = st.columns(4)
-        fine_tune_layers = columns[0].number_input(
-            "Fine-tuned layers", 0, 200, base.fine_tune_layers, key=f"finetune-{preset_name}",
-            disabled=base.head_on_features,
-            help="This preset keeps the backbone as ImageNet trained it and trains the head only; choose the "
-                 "paper preset to fine-tune backbone layers." if base.head_on_features else
-                 "How many of the backbone's last layers learn (BatchNormalization layers stay frozen).")
-        seed = columns[1].number_input("Seed", 0, 2**31 - 1, base.seed, key=f"seed-{preset_name}")
-        image_size = columns[2].number_input("Image size (px)", 32, 512, base.image_size, step=32,
-                                             key=f"size-{preset_name}")
-        weights = columns[3].selectbox("Backbone weights", ["imagenet", "none"], key=f"weights-{preset_name}")
-        start = st.form_submit_button("Start training", type="primary", disabled=not can_start)
-    if not start:
-        return None
-    return dict(epochs=int(epochs), alpha=float(alpha), batch_size=int(batch_size),
-                learning_rate=float(learning_rate), fine_tune_layers=int(fine_tune_layers), seed=int(seed),
-                image_size=int(image_size), weights=weights)
-
-
-def start_training(folder: str, models_dir: Path, preset_name: str, overrides: dict) -> None:
-    """Write the recipe and start the training process, saying whether it started, is busy or is invalid."""
-    try:
-        config_path = jobs.write_job_config(models_dir, preset_name, overrides)
-        with st.spinner("Starting the training process…"):
-            jobs.start_job(str(confined_data_folder(folder)), config_path, models_dir)
-        st.session_state.job_was_running = True
-        st.success("Training started.")
-    except jobs.TrainingBusyError as error:
-        st.warning(f"Training is busy: {error}")
-    except ValueError as error:
-        st.error(str(error))
-
-
-def progress_summary(progress: dict | None) -> tuple[float, str]:
-    """(fraction done in [0, 1], one line: phase, epoch x/y, batch a/b, ETA) of a progress.json."""
-    fraction = jobs.progress_fraction(progress)
-    if not progress:
-        return fraction, "Starting…"
-    phase = progress.get("phase", "?")
-    if phase == "checking":
-        return fraction, f"Checking films: {progress.get('files_done', 0)}/{progress.get('files_total') or 0}"
-    if phase == "features":
-        return fraction, "Computing the backbone's features of the training and validation films (once)…"
-    if phase in ("evaluating", "done"):
-        return fraction, "Evaluating the best epoch on the test split…" if phase == "evaluating" else "Done"
-    epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
-    eta = progress.get("eta_seconds")
-    eta_text = f", about {duration_text(eta)} left" if isinstance(eta, (int, float)) else ""
-    return fraction, (f"Phase {phase}: epoch {progress.get('epoch', 0)}/{epochs}, "
-                      f"batch {progress.get('batch', 0)}/{batches}{eta_text}")
-
-
-def duration_text(seconds: float) -> str:
-    """'3 min 5 s' or '42 s'."""
-    seconds = int(round(seconds))
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
-
-
-@st.fragment(run_every=1.0)
-def job_panel(models_dir: Path) -> None:
-    """The training job, read from disk every second (so it survives a browser reload): progress, live
-    curves and a cancel button while it runs, how the last one ended otherwise, and the log's tail.
-    Reruns the whole page once when the job has just ended, so the new run appears in the selector."""
-    status = jobs.read_job_status(models_dir)
-    was_running = st.session_state.get("job_was_running", False)
-    st.session_state.job_was_running = status.running
-    if status.running:
-        fraction, text = progress_summary(status.progress)
-        st.progress(fraction, text=f"{status.lock.get('run_id', '')} — {text}")
-        history = (status.progress or {}).get("history") or []
-        if history:
-            for column, figure in zip(st.columns(2), figures.live_curves(history)):
-                column.plotly_chart(figure, key=f"live-{figure.layout.title.text}")
-        if st.button("Cancel training", key="cancel_training"):
-            jobs.request_stop(models_dir)
-            st.info("Cancel requested; the training stops after its current batch.")
-    else:
-        last = status.last
-        if not last:
-            st.info("No training has run yet.")
-        elif last.get("state") == "finished":
-            st.success(f"Last training finished: {last.get('run_id')} (ended {last.get('ended', '?')}). "
-                       "It is now in the model selector.")
-        elif last.get("state") == "cancelled":
-            st.warning(f"Last training was cancelled: {last.get('run_id')}. {last.get('error') or ''}")
-        else:
-            st.error(f"Last training failed: {last.get('run_id')}. {last.get('error') or ''}")
-    if status.log_tail:
-        with st.expander("Log", expanded=status.running):
-            st.code(status.log_tail, language=None)
-    if was_running and not status.running:
-        st.rerun()

@@ -150,7 +150,8 @@ def fake_training(monkeypatch, tiny_run):
             raise jobs.TrainingBusyError(
                 f"Training {status.lock.get('run_id', '?')} is already running. Wait for it or cancel it first.")
         run_id = f"fake-{len(started) + 1}-{Path(data_dir).name}"
-        process = subprocess.Popen([sys.executable, str(FAKE_TRAINING), str(models_dir), str(tiny_run), run_id],
+        process = subprocess.Popen([sys.executable, str(FAKE_TRAINING), str(models_dir), str(tiny_run), run_id,
+                                    str(data_dir), str(config_path)],
                                    cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
         jobs.acquire_lock(models_dir, {"run_id": "starting"}, pid=process.pid)
         started.append(process)

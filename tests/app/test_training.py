@@ -10,7 +10,7 @@ from conftest import make_dataset, tiny_config
 from core.runs import jobs
 from core.runs.registry import list_runs
 from core.ui import navigation
-from core.ui.panels import duration_text, progress_summary
+from core.ui.training import duration_text, progress_summary
 
 TRAINING = navigation.TRAINING.script
 
@@ -34,9 +34,21 @@ def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_pa
     config = sorted((models_dir / ".jobs").glob("config-*.json"))
     assert len(config) == 1 and '"image_size": 64' in config[0].read_text()
 
-    # A second start while the first runs is refused with a clear message.
-    at.form_submit_button[0].click().run()
-    assert "already running" in texts(at.warning)
+    # While it runs, Start is disabled and the page says what runs.
+    deadline = time.monotonic() + 30
+    while "fake-1-data" not in str((jobs.job_status(models_dir).lock or {}).get("run_id")) \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at.run()
+    assert at.form_submit_button[0].disabled
+    assert "fake-1-data** is running on" in texts(at.info)
+    # A reload mid-training shows the running job's dataset and recipe, not the defaults, and no Start.
+    reloaded = open_page(TRAINING)
+    assert reloaded.text_input(key="train_folder_typed").value == str(data_root)
+    assert reloaded.radio(key="train_preset").value == "paper"
+    assert reloaded.number_input(key="size-paper").value == 64 and reloaded.number_input(key="epochs-paper").value == 2
+    assert reloaded.form_submit_button[0].disabled
+    assert "the paper recipe (2 epochs, alpha 0.35, batch 8, 64 px" in texts(reloaded.info)
     # The running job's progress, read from its progress.json.
     def progress_text() -> str:
         return " ".join(element.proto.text for element in at.get("progress"))
@@ -59,7 +71,15 @@ def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_pa
     selector = at.sidebar.selectbox(key="run_selector")
     assert any(option.startswith(runs[0].run_id) for option in selector.options)
     assert selector.value == str(runs[0].path)  # The only run, so also the default choice.
-    assert "Last training finished" in texts(at.success)
+    finished = texts(at.success)
+    assert "Last training finished" in finished
+    # Its test figures with their intervals, and links to use and read it.
+    assert "Overall accuracy" in finished and "Macro-F1" in finished and "(95% CI" in finished
+    assert {"Use this model", "Open evaluation"} <= {button.label for button in at.button}
+    assert not at.form_submit_button[0].disabled
+    at.button(key="open_trained_evaluation").click().run()
+    assert not at.exception, at.exception
+    assert "📊 Evaluation" in texts(at.title)
 
 
 def test_the_recommended_preset_offers_no_fine_tuning_it_would_refuse(monkeypatch, tmp_path, data_root):
@@ -102,6 +122,15 @@ def test_progress_summary_says_where_the_job_is():
                                                                                            "Checking films: 5/20")
     fraction, text = progress_summary({"phase": "features"})
     assert fraction == 0.0 and text.startswith("Computing the backbone's features")
+    # The feature phase shows its progress, and no time left until this run has measured enough.
+    fraction, text = progress_summary({"phase": "features", "features_done": 128, "features_total": 512,
+                                       "eta_seconds": None})
+    assert fraction == 0.25 and text.endswith(": 128/512 films, estimating the time left…")
+    assert progress_summary({"phase": "recommended", "epoch": 1, "epochs": 40, "batch": 1, "batches": 20,
+                             "eta_seconds": None})[1].endswith("batch 1/20, estimating the time left…")
+    assert progress_summary({"phase": "paper", "epoch": 1, "epochs": 5, "batch": 4, "batches": 9,
+                             "eta_seconds": 30, "eta_is_lower_bound": True})[1].endswith(
+        "at least 30 s left (validation not timed yet)")
     assert progress_summary({"phase": "done"}) == (1.0, "Done")
     assert progress_summary({"phase": "evaluating"})[0] == 1.0
     fraction, text = progress_summary({"phase": "paper", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
