@@ -52,7 +52,7 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
     """
     labels = scan.labels
     index = {s: np.flatnonzero(subsets == s) for s in ("val", "test")}
-    # A chunk of films at a time: training's films may be a memory-mapped cache larger than memory.
+    # A chunk of films at a time: training's films may be an on-disk cache larger than memory.
     probabilities = {s: rows_in_chunks(lambda films: predict_probabilities(model, films), scan.images, i)
                      for s, i in index.items()}
     metrics = classification_report(labels[index["test"]], probabilities["test"].argmax(1), class_names,

@@ -22,7 +22,7 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = PREDICT_B
 
 def rows_in_chunks(function: Callable[[np.ndarray], np.ndarray], images: np.ndarray, rows: np.ndarray,
                    chunk: int = 1024) -> np.ndarray:
-    """function(images[rows]) computed a chunk of rows at a time and concatenated, so that a memory-mapped
+    """function(images[rows]) computed a chunk of rows at a time and concatenated, so that an on-disk
     film cache (core.training.cache) is never copied into memory whole."""
     rows = np.asarray(rows)
     parts = [function(images[rows[start:start + chunk]]) for start in range(0, len(rows), chunk)]

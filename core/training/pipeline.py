@@ -80,9 +80,9 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, confi
                  skip_batches: int = 0):
     """A batched tf.data pipeline over decoded films: shuffle and augment only when training, prefetch.
 
-    images: uint8 (N, S, S, 1) decoded films, in memory or a memory-mapped cache (core.training.cache);
+    images: uint8 (N, S, S, 1) decoded films, in memory or the on-disk FilmCache (core.training.cache);
     labels: int (N,); rows: the rows to use (default all), in order. Only row numbers enter the pipeline:
-    each batch's films are read from `images` when the batch is formed, so a memory-mapped cache is never
+    each batch's films are read from `images` when the batch is formed, so an on-disk cache is never
     copied whole (a tensor made from the films would be). The order is the one a pipeline over the films
     themselves would give: the shuffle permutes row numbers with the same seed.
     Yields (float32 raw pixels (b, S, S, 1), one-hot float32 (b, k)).

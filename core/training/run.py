@@ -190,7 +190,7 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
         check_stop()
 
     # Two passes, each film decoded once: the scan hashes every file (duplicates, sizes, headers); the
-    # decode into the staging folder's memory-mapped cache finds the films that do not decode.
+    # decode into the staging folder's film cache finds the films that do not decode.
     scan = scan_dataset(data_root, image_size=config.image_size, decode=False, progress=check_stop)
     scan = decode_to_disk(scan, staging, config.image_size, progress=decode_progress)
     decode_seconds = time.monotonic() - started
