@@ -16,7 +16,7 @@ from core.data.paths import confined_data_folder
 from core.data.scan import scan_dataset
 from core.explain.gradcam import grad_cam_vis
 from core.explain.overlay import overlay
-from core.imaging.loader import load_image
+from core.imaging.loader import ImageLoadError, load_image, read_film
 from core.runs.artifacts import HISTORY_FILE_NAME, PREDICTIONS_FILE_NAME, read_history_csv, read_predictions_csv
 from core.serving.predict import Predictor
 
@@ -91,3 +91,13 @@ def review_case(run_path: str, film_path: str, opacity: float = 0.45) -> dict:
         return {"error": prediction.error}
     return {"gray": prediction.gray, "overlay": overlay(prediction.gray, prediction.cam, opacity=opacity),
             "label": prediction.label}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(film_path: str, max_side: int = 192) -> np.ndarray | None:
+    """A small copy (2-D uint8) of a film on this machine, for the similar cases beside a result; None when it
+    cannot be read."""
+    try:
+        return read_film(film_path, max_side=max_side).gray
+    except (ImageLoadError, OSError, ValueError):
+        return None

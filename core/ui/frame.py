@@ -3,7 +3,7 @@ shown when there is no run yet, and the message of the app's error boundary.
 
 streamlit_app.py draws the frame once per script run, before the chosen page runs; the page then asks for
 the chosen run with `require_run()` (or `current_run()`). The choice lives in st.session_state["run_path"],
-so every page shows the same run.
+so every page shows the same run, and in the link as ?run=<run id>, so a reload or a new tab keeps it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.runs.registry import Run, list_runs, scan_runs
-from core.settings import default_models_dir
+from core.runs.registry import SHIPPED_RUN_PREFIX, Run, list_runs, scan_runs
+from core.settings import default_models_dir, default_run_id
 from core.ui import navigation
 
 DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
@@ -29,6 +29,9 @@ NO_RUN_GUIDANCE = (
     "No trained model yet in `{models_dir}`. Train one on the **Training** page, or from a terminal with "
     "`python -m core train --data DIR`, then come back here."
 )
+
+RUN_PARAM = "run"
+"""The query parameter that names the chosen run in every page's link (?run=<run id>)."""
 
 _current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar("paru_current_run", default=None)
 
@@ -61,6 +64,8 @@ def draw_sidebar(pages: list) -> Run | None:
         st.divider()
         st.caption(f"⚠️ {DISCLAIMER}")
         run = run_selector(runs)
+        for note in run_notes(runs, run) if run is not None else ():
+            st.caption(note)
         if damaged:
             with st.expander(f"{len(damaged)} damaged run{'s' if len(damaged) > 1 else ''} not listed",
                              icon=":material/warning:"):
@@ -75,25 +80,75 @@ def current_run() -> Run | None:
     return _current_run.get()
 
 
-def run_selector(runs: list[Run]) -> Run | None:
-    """The sidebar selectbox of runs; defaults to the newest finished run."""
+def default_run(runs: list[Run]) -> Run:
+    """The run a new session opens with: the configured one (core.settings.default_run_id, the shipped demo
+    unless PARU_DEFAULT_RUN names another), else the first shipped demo, else the newest run."""
+    configured = default_run_id()
+    for run in runs:
+        if run.run_id == configured:
+            return run
+    demos = sorted((run for run in runs if run.run_id.startswith(SHIPPED_RUN_PREFIX)), key=lambda run: run.run_id)
+    return demos[0] if demos else runs[0]
+
+
+def _chosen_path(runs: list[Run]) -> str:
+    """The session's choice when it is still a run, else the link's ?run=, else `default_run`."""
+    paths = {str(run.path) for run in runs}
+    current = st.session_state.get("run_path")
+    if current in paths:
+        return current
+    wanted = st.query_params.get(RUN_PARAM)
+    by_id = {run.run_id: str(run.path) for run in runs}
+    if wanted and wanted in by_id:
+        return by_id[wanted]
+    if wanted:
+        st.session_state.run_link_missing = wanted
+    return str(default_run(runs).path)
+
+
+def _copy_choice(key: str) -> None:
+    """on_change of a run selector: its value becomes the session's choice, which every selector then shows."""
+    st.session_state.run_path = st.session_state[key]
+
+
+def run_selector(runs: list[Run], key: str = "run_selector", label: str = "Model (run)") -> Run | None:
+    """A selectbox of the runs, showing the session's choice; changing it changes the choice everywhere.
+
+    The choice lives in st.session_state["run_path"] and in the page's link as ?run=<run id> (kept in the URL
+    on every script run), so a reload or the same link in a new tab opens the same run; a new session opens
+    `default_run`, never simply the newest. Several selectors may exist at once (the sidebar's and one on a
+    page, which a phone shows without opening the sidebar), each with its own key.
+    """
     if not runs:
         st.session_state.run_path = None
         st.info("No trained model yet.")
         return None
-    paths = [str(run.path) for run in runs]
     by_path = {str(run.path): run for run in runs}
-    # The widget's own value wins (the user just changed it); after a page switch only run_path is left.
-    chosen = st.session_state.get("run_selector") or st.session_state.get("run_path")
-    if chosen not in by_path:
-        chosen = paths[0]
-    # The widget has its own key; run_path is copied from it so that the choice survives page switches
-    # (Streamlit forgets a widget's key when a page without that widget runs).
-    st.session_state.run_selector = chosen
-    chosen = st.selectbox("Model (run)", paths, key="run_selector",
-                          format_func=lambda path: by_path[path].describe())
+    chosen = _chosen_path(runs)
     st.session_state.run_path = chosen
-    return by_path[chosen]
+    # Set before the widget exists, so every selector shows the session's choice (a widget's key is forgotten
+    # when a page without it runs; run_path is not).
+    st.session_state[key] = chosen
+    st.selectbox(label, list(by_path), key=key, format_func=lambda path: by_path[path].describe(),
+                 on_change=_copy_choice, args=(key,))
+    run = by_path[chosen]
+    if st.query_params.get(RUN_PARAM) != run.run_id:
+        st.query_params[RUN_PARAM] = run.run_id
+    return run
+
+
+def run_notes(runs: list[Run], run: Run) -> list[str]:
+    """Quiet notes on the choice: a link naming a run this machine does not have, a newer finished run."""
+    notes = []
+    missing = st.session_state.get("run_link_missing")
+    if missing and missing != run.run_id:
+        notes.append(f"The link asked for run {missing}, which is not on this machine; showing {run.run_id}.")
+    finished = str(run.status.get("finished", ""))
+    newer = [other for other in runs if str(other.status.get("finished", "")) > finished]
+    if newer:
+        notes.append(f"A newer run exists: {newer[0].run_id}. This page keeps {run.run_id} until you choose "
+                     "another in the model selector.")
+    return notes
 
 
 def show_no_run_guidance() -> None:

@@ -198,18 +198,3 @@ def flagged_films_table(flagged: list[dict]):
                          "Predicted": [f["predicted"] for f in flagged],
                          "Border share": [percent(f["border"]) for f in flagged],
                          "Corners share": [percent(f["corners"]) for f in flagged]})
-
-
-def predictions_csv(predictions: list) -> bytes:
-    """An upload batch's results (core.serving.predict.Prediction) as CSV bytes: file, label, confidence,
-    calibrated, error, seconds, one p_<class> probability column per class."""
-    import pandas as pd
-
-    rows = []
-    for prediction in predictions:
-        row = {"file": prediction.file, "label": prediction.label, "confidence": prediction.confidence,
-               "calibrated": prediction.calibrated, "error": prediction.error,
-               "seconds": round(prediction.seconds, 3)}
-        row.update({f"p_{name}": value for name, value in prediction.probabilities.items()})
-        rows.append(row)
-    return pd.DataFrame(rows).to_csv(index=False).encode()

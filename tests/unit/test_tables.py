@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 from core.ui import tables
 
@@ -115,14 +114,6 @@ def test_cam_region_tables():
     flagged = tables.flagged_films_table([{"file": "a.png", "label": "Normal", "predicted": "Pneumonia",
                                            "border": 0.8, "corners": 0.3}])
     assert flagged.iloc[0].tolist() == ["a.png", "Normal", "Pneumonia", "80.0%", "30.0%"]
-
-
-def test_predictions_csv_one_row_per_film_with_a_column_per_class():
-    prediction = SimpleNamespace(file="a.png", label="Normal", confidence=0.9, calibrated=True, error=None,
-                                 seconds=0.01234, probabilities={"Normal": 0.9, "Pneumonia": 0.1})
-    text = tables.predictions_csv([prediction]).decode()
-    assert text.splitlines() == ["file,label,confidence,calibrated,error,seconds,p_Normal,p_Pneumonia",
-                                 "a.png,Normal,0.9,True,,0.012,0.9,0.1"]
 
 
 def test_fixed():
