@@ -53,7 +53,9 @@ def main() -> int:
     parser.add_argument("--films", type=int, default=24)
     parser.add_argument("--reports", default="/tmp/paru-explain-check")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results" / "explain_check.json"))
+    parser.add_argument("--methods", nargs="+", help="only these methods (default: every configuration)")
     args = parser.parse_args()
+    configurations = [item for item in CONFIGURATIONS if not args.methods or item[0] in args.methods]
     reports = Path(args.reports)
     reports.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "films": args.films,
@@ -62,7 +64,7 @@ def main() -> int:
         run = load_run(run_dir)
         model = load_model(run.model_path)
         rows = results["runs"].setdefault(run.run_id, {"preset": run.config.get("preset"), "checks": []})
-        for method, layer in CONFIGURATIONS:
+        for method, layer in configurations:
             started = time.perf_counter()
             out = reports / f"{run.run_id}-{method}-{layer or 'default'}.json"
             report = check_run(run, films=args.films, method=method, layer_name=layer, model=model, out=out)
