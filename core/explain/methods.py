@@ -33,9 +33,9 @@ METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
 DEFAULT_METHOD = METHODS[0]
 METHOD_LABELS = {
     "gradcam": "Grad-CAM (fast)",
-    "gradcam++": "Grad-CAM++",
-    "scorecam": "Faster Score-CAM (slow)",
-    "layercam": "LayerCAM (finer, mid layer)",
+    "gradcam++": "Grad-CAM++ (tf-keras-vis)",
+    "scorecam": "Faster Score-CAM (tf-keras-vis, slow)",
+    "layercam": "LayerCAM (tf-keras-vis, finer, mid layer)",
 }
 """What the pages and reports call each method."""
 METHOD_LAYERS = {
