@@ -38,6 +38,16 @@ HEAD_CHAIN = (LAST_CONV_LAYER_NAME, LAST_CONV_BN_LAYER_NAME, BACKBONE_OUTPUT_LAY
 """The layers from the last convolution to the softmax, in order: each takes the previous one's output."""
 
 
+def offline_weights_message(alpha: float) -> str:
+    """What to do when the ImageNet weights cannot be downloaded, in steps that work from the Training page
+    (which offers the weight files it finds) as well as from the command line."""
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
+    return (f"Could not download the ImageNet MobileNetV2 weights (no internet?). Copy {name} into "
+            f"{settings_keras_home() / 'models'} (then 'imagenet' finds it) or anywhere under the data root, and "
+            "choose it under Backbone weights on the Training page (python -m core train: --weights <path of that "
+            "file>); or choose 'none' to start from random weights.")
+
+
 def resolve_weights(weights: str | None, alpha: float, image_size: int) -> str | None:
     """Turn the config's `weights` into what keras.applications.MobileNetV2 accepts.
 
@@ -109,11 +119,7 @@ def build_model(config: TrainConfig, num_classes: int):
     except Exception as error:
         if "URL fetch failure" not in str(error):
             raise
-        raise ValueError(
-            "Could not download the ImageNet MobileNetV2 weights (no internet?). Set KERAS_HOME to a folder "
-            "whose models/ subfolder holds mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
-            f"{config.alpha}_224_no_top.h5, or pass weights=<path of that file>, or weights='none'."
-        ) from None
+        raise ValueError(offline_weights_message(config.alpha)) from None
     x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER_NAME)(backbone.output)
     x = keras.layers.BatchNormalization(name=HEAD_BN_LAYER_NAME)(x)
     x = keras.layers.Dropout(config.dropout, name=HEAD_DROPOUT_LAYER_NAME)(x)

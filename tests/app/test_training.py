@@ -143,3 +143,23 @@ def test_progress_fraction_stays_in_range():
     assert jobs.progress_fraction({"phase": "paper", "epoch": 9, "epochs": 2, "batch": 9, "batches": 2}) == 1.0
     assert jobs.progress_fraction({"phase": "paper", "epoch": 0, "epochs": 2, "batch": 0, "batches": 2}) == 0.0
     assert jobs.progress_fraction({"phase": "checking", "files_done": 3, "files_total": 0}) == 0.0
+
+
+def test_a_weights_file_under_the_data_root_or_keras_home_is_offered(monkeypatch, tmp_path, data_root):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    in_keras_home = tmp_path / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
+    in_keras_home.write_bytes(b"")
+    under_root = data_root.parent / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    under_root.parent.mkdir(exist_ok=True)
+    under_root.write_bytes(b"")
+    try:
+        at = open_page(TRAINING)
+        at.radio(key="train_preset").set_value("paper").run()
+        options = at.selectbox(key="weights-paper").options
+        assert options[:2] == ["imagenet", "none"]
+        assert in_keras_home.name in options and under_root.name in options
+    finally:
+        under_root.unlink()
+        under_root.parent.rmdir()

@@ -39,3 +39,11 @@ def test_the_head_chain_runs_from_the_last_convolution_through_the_head_to_the_s
     assert model_module.HEAD_CHAIN[0] == model_module.LAST_CONV_LAYER_NAME
     assert model_module.HEAD_CHAIN[-len(model_module.HEAD_LAYER_NAMES):] == model_module.HEAD_LAYER_NAMES
     assert model_module.HEAD_CHAIN[-1] == model_module.PREDICTIONS_LAYER_NAME
+
+
+def test_the_offline_weights_message_gives_steps_the_training_page_can_follow(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    message = model_module.offline_weights_message(0.35)
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in message
+    assert str(tmp_path / "keras" / "models") in message and "under the data root" in message
+    assert "Backbone weights on the Training page" in message and "weights=<path" not in message
