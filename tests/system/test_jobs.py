@@ -46,7 +46,9 @@ def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_
             process.kill()
     assert [r.path.name for r in list_runs(models_dir)] == [previous.name]
     load_run(previous)
-    assert job_status(models_dir).running is False
+    status = job_status(models_dir)
+    assert status.running is False
+    assert status.last["state"] == "died" and status.last["run_id"] != previous.name  # Not "finished <older>".
     acquire_lock(models_dir, {"run_id": "next"})  # The dead job's lock does not block the next one.
     release_lock(models_dir)
 
