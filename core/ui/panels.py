@@ -23,9 +23,13 @@ from core.ui import cached, figures, tables
 
 
 def show_headline_metrics(metrics: dict | None) -> None:
-    """The three headline figures as st.metric cards, with their 95% intervals underneath."""
+    """The three headline figures as st.metric cards (short names, which a card never cuts off; what the
+    longer name adds is said underneath), with their 95% intervals underneath."""
     for column, item in zip(st.columns(3), headline_figures(metrics)):
-        column.metric(item["name"], percent(item["value"]), help=item["help"])
+        column.metric(item["short_name"], percent(item["value"]), help=item["help"])
+        more = item["name"][len(item["short_name"]):].strip(" ()")
+        if more:
+            column.caption(more[0].upper() + more[1:] + ".")
         if item["ci95"]:
             column.caption(f"95% CI {item['ci95'][0]:.1%}–{item['ci95'][1]:.1%} (bootstrap)")
         elif item["value"] is not None:
