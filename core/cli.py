@@ -30,6 +30,7 @@ from core.hospital.dicomweb import connect as connect_pacs
 from core.hospital.pacs import classify_study, find_study_uids
 from core.imaging.loader import SUPPORTED_EXTENSIONS
 from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME, REVIEW_FILMS_DIR_NAME
+from core.runs.context import model_context
 from core.runs.jobs import TrainingBusyError
 from core.runs.registry import load_run
 from core.runs.review_films import DEFAULT_CORRECT, DEFAULT_MAX_SIDE, pack_review_films
@@ -44,6 +45,7 @@ from core.serving.export import (
 )
 from core.serving.predict import ONE_SHOT_ENGINES as PREDICT_ENGINES
 from core.serving.predict import Predictor
+from core.serving.results import answer_text, is_refused, result_json
 from core.settings import configure_keras_home
 from core.training.run import TrainingCancelled, train_run
 
@@ -208,6 +210,11 @@ def _predict(args) -> int:
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
+    context = model_context(predictor.run)
+    if not args.json:
+        print(f"model: {context.run_id}, trained on {context.population()}; {context.figures()}")
+        if context.warning():
+            print(f"warning: {context.warning()}")
     failed = False
     for file in _expand_films(args.files):
         result = predictor.predict(file, name=file, with_cam=cam_dir is not None, display=cam_dir is not None)
@@ -217,13 +224,13 @@ def _predict(args) -> int:
             Image.fromarray(overlay(result.gray, result.cam)).save(out)
             np.save(cam_dir / f"{Path(file).stem}_cam.npy", np.asarray(result.cam, np.float32))
         if args.json:
-            print(json.dumps(result.to_json()), flush=True)
+            print(json.dumps(result_json(result, context)), flush=True)
         elif result.error:
             print(f"{file}: error: {result.error}")
-        elif result.gate is not None and not result.gate.passed:
+        elif is_refused(result):
             print(f"{file}: no diagnosis shown: {result.gate.reason}")
         else:
-            print(f"{file}: {result.label} ({result.confidence:.1%})")
+            print(f"{file}: {answer_text(result)} ({result.label} {result.confidence:.1%})")
     return 2 if failed else 0
 
 

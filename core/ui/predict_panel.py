@@ -38,6 +38,7 @@ without a bound, one browser tab could park gigabytes of uploads in the server's
 REFUSED_HEADLINES = {
     "not_a_chest_film": "No diagnosis shown: this does not look like a frontal chest radiograph.",
     "unlike_training_films": "No diagnosis shown: a chest film unlike the films this model was trained on.",
+    "mis_prepared": "No diagnosis shown: the film looks mis-prepared.",
 }
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!<>|~$])")
 
