@@ -6,15 +6,14 @@ of any number of simultaneous claimants exactly one wins. A lock whose process i
 over, so a killed training never blocks the next one. Progress is read from `progress.json` in the run's
 staging folder; a cancel request is a `STOP` file there, honoured between batches. When a training ends,
 `models/.last_job.json` says how; when its process was killed before it could say so, the first look at the
-lock (`job_status`, `acquire_lock`) records it as "died". Staging folders of trainings that ended without a
-run are cleaned (`clean_staging`): their heavy files at once, the folder after STAGING_GRACE_SECONDS.
+lock (`job_status`, `acquire_lock`) records it as "died". What such trainings leave in their staging folders
+is cleaned by core.runs.staging.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from core.runs.artifacts import (
     read_status,
     write_json_atomic,
 )
+from core.runs.staging import holder_pid, pid_alive
 from core.settings import PROJECT_ROOT, default_models_dir, job_log, keras_home_env
 
 LOCK_NAME = ".train.lock"
@@ -45,21 +45,6 @@ UNREADABLE_LOCK_GRACE_SECONDS = 30.0
 
 class TrainingBusyError(RuntimeError):
     """Another training is already running."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not running.
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return status != "Z"
-    except OSError:
-        return True
 
 
 @contextmanager
@@ -83,14 +68,9 @@ def _read_holder(lock: Path) -> dict | None:
     except FileNotFoundError:
         return None
     holder = read_json(lock)
-    if isinstance(holder, dict) and _holder_pid(holder):
+    if isinstance(holder, dict) and holder_pid(holder):
         return holder
     return {} if age < UNREADABLE_LOCK_GRACE_SECONDS else None
-
-
-def _holder_pid(holder: dict) -> int:
-    pid = holder.get("pid")
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else 0
 
 
 def acquire_lock(models_dir: Path, info: dict, pid: int | None = None) -> Path:
@@ -109,15 +89,15 @@ def acquire_lock(models_dir: Path, info: dict, pid: int | None = None) -> Path:
     with _guard(models_dir):
         holder = _read_holder(lock)
         if holder is not None:
-            holder_pid = _holder_pid(holder)
-            if holder_pid == claimant and claimant != os.getpid():
+            holder_process = holder_pid(holder)
+            if holder_process == claimant and claimant != os.getpid():
                 return lock  # The child took its own lock first.
-            if not holder_pid or (holder_pid != claimant and _pid_alive(holder_pid)):
+            if not holder_process or (holder_process != claimant and pid_alive(holder_process)):
                 raise TrainingBusyError(
-                    f"Training {holder.get('run_id', '?')} is already running (process {holder_pid or '?'}, "
+                    f"Training {holder.get('run_id', '?')} is already running (process {holder_process or '?'}, "
                     f"started {holder.get('started', '?')}). Wait for it to finish or cancel it first."
                 )
-            if holder_pid != claimant:
+            if holder_process != claimant:
                 _record_death(models_dir, holder)  # Stale: its process died without saying how it ended.
         write_json_atomic(lock, {**info, "pid": claimant, "started": now_iso()})
     return lock
@@ -164,73 +144,12 @@ def reap_dead_job(models_dir: Path) -> bool:
         if holder is None:
             lock.unlink(missing_ok=True)
             return True
-        pid = _holder_pid(holder)
-        if not pid or _pid_alive(pid):
+        pid = holder_pid(holder)
+        if not pid or pid_alive(pid):
             return False
         _record_death(models_dir, holder)
         lock.unlink(missing_ok=True)
         return True
-
-
-STAGING_GRACE_SECONDS = 7 * 24 * 3600.0
-"""How long the status.json (state, error, traceback) of a training that ended without a run is kept."""
-
-
-def clean_staging(models_dir: str | os.PathLike, grace_seconds: float = STAGING_GRACE_SECONDS,
-                  log=print, keep: Path | None = None) -> list[str]:
-    """Clean the staging folders (`.<run_id>.partial`) of trainings that ended without a run.
-
-    A folder whose status.json says "running" with a live process, and `keep`, are left alone. Every other
-    one loses all its files but status.json at once (so the space a failed training took, for example on a
-    full disk, is back for the next one), and is removed whole once its status is older than
-    `grace_seconds`. Returns (and logs) one line per folder cleaned.
-    """
-    models_dir = Path(models_dir)
-    cleaned = []
-    try:
-        folders = [path for path in models_dir.iterdir()
-                   if path.is_dir() and path.name.startswith(".") and path.name.endswith(".partial")]
-    except OSError:
-        return []
-    for folder in sorted(folders):
-        status = read_status(folder)
-        pid = _holder_pid(status)
-        if (keep is not None and folder.resolve() == Path(keep).resolve()) \
-                or (status.get("state", "running") == "running" and pid and _pid_alive(pid)):
-            continue
-        status_file = folder / STATUS_FILE_NAME
-        try:
-            age = time.time() - (status_file if status_file.exists() else folder).stat().st_mtime
-        except OSError:
-            continue
-        if not status and age < UNREADABLE_LOCK_GRACE_SECONDS:
-            continue  # Just created by a training that has not written its status yet.
-        freed = _folder_bytes(folder) - (status_file.stat().st_size if status_file.exists() else 0)
-        state = status.get("state", "unknown")
-        if age >= grace_seconds:
-            shutil.rmtree(folder, ignore_errors=True)
-            line = f"Removed the staging folder {folder.name} of a {state} training ({freed / 1e6:.1f} MB)."
-        elif freed > 0:
-            for item in folder.iterdir():
-                if item.name != STATUS_FILE_NAME:
-                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
-            line = (f"Freed {freed / 1e6:.1f} MB in the staging folder {folder.name} of a {state} training "
-                    "(its status.json is kept for a while).")
-        else:
-            continue
-        cleaned.append(line)
-        log(line)
-    return cleaned
-
-
-def _folder_bytes(folder: Path) -> int:
-    total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:
-            pass
-    return total
 
 
 @dataclass
@@ -250,7 +169,7 @@ def job_status(models_dir: str | os.PathLike | None = None, log_lines: int = 30)
     reap_dead_job(models_dir)  # A killed training is reported as such, not hidden behind the last one.
     lock = read_json(models_dir / LOCK_NAME)
     lock = lock if isinstance(lock, dict) else None
-    running = bool(lock and _holder_pid(lock) and _pid_alive(_holder_pid(lock)))
+    running = bool(lock and holder_pid(lock) and pid_alive(holder_pid(lock)))
     progress = read_json(Path(lock["staging_dir"]) / PROGRESS_FILE_NAME) if running and lock.get("staging_dir") else None
     last = read_json(models_dir / LAST_JOB_NAME)
     log_path = (lock or {}).get("log") if running else (last or {}).get("log")

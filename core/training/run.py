@@ -42,6 +42,7 @@ from core.runs.artifacts import (
 )
 from core.runs.card import write_model_card
 from core.runs.registry import check_writable, new_run_id, staging_dir_for
+from core.runs.staging import clean_staging
 from core.serving.batch import rows_in_chunks
 from core.serving.gate import fit_gate, pooled_features, save_gate
 from core.serving.similar import save_similar_index
@@ -112,7 +113,7 @@ def train_run(
     outcome = {"run_id": run_dir.name, "run_dir": str(run_dir), "state": "failed"}
     try:
         # Under the lock no other training runs here: what earlier failed or killed ones left is cleaned.
-        jobs.clean_staging(models_dir, log=log, keep=staging)
+        clean_staging(models_dir, log=log, keep=staging)
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir(parents=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import jobs
+from core.runs import jobs, staging
 from core.runs.artifacts import STATUS_FILE_NAME, STOP_FILE_NAME, read_json, write_json_atomic
 
 
@@ -76,7 +76,7 @@ HOLDER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from core.runs import jobs
+from core.runs import jobs, staging
 from core.runs.artifacts import write_json_atomic
 models = Path(sys.argv[2])
 staging = models / ".run-killed.partial"
@@ -128,14 +128,14 @@ def test_staging_folders_of_failed_trainings_are_cleaned_and_logged(tmp_path):
     live = _staging(tmp_path, "live", {"state": "running", "pid": os.getpid()}, 60, payload=10)
     mine = _staging(tmp_path, "mine", {"state": "failed"}, 30 * day, payload=10)
     lines = []
-    cleaned = jobs.clean_staging(tmp_path, log=lines.append, keep=mine)
+    cleaned = staging.clean_staging(tmp_path, log=lines.append, keep=mine)
     assert cleaned == lines and len(lines) == 3
     assert not old.exists() and any("Removed the staging folder .old-failed.partial" in line for line in lines)
     assert [path.name for path in young.iterdir()] == [STATUS_FILE_NAME]  # The space is back, the error kept.
     assert any("Freed 4.0 MB in the staging folder .young-failed.partial" in line for line in lines)
     assert [path.name for path in killed.iterdir()] == [STATUS_FILE_NAME]
     assert len(list(live.iterdir())) == 3 and len(list(mine.iterdir())) == 3
-    assert jobs.clean_staging(tmp_path, log=lines.append, keep=mine) == []  # Nothing left to free.
+    assert staging.clean_staging(tmp_path, log=lines.append, keep=mine) == []  # Nothing left to free.
 
 
 def test_a_stop_asked_during_the_evaluation_registers_no_run(tmp_path, monkeypatch):
