@@ -49,11 +49,11 @@ for problem in tag_problems:
 st.download_button("Download tags (CSV)", review.tags_csv(tags), file_name=f"{run.run_id}-review-tags.csv",
                    mime="text/csv")
 tags_file = review.tags_path(run.path)
-st.caption(f"{len(cases)} films, most confident mistakes first. Tags are saved in `{tags_file}` as you change "
-           + ("them, and the model card's \"Failure modes seen in review\" section is rewritten from them."
+st.caption(f"{len(cases)} films, most confident mistakes first. Tags are saved in `{tags_file}` when you press "
+           + ("Save on a film, and the model card's \"Failure modes seen in review\" section is rewritten from them."
               if tags_file.parent == run.path else
-              "them: this run is shipped with Paru, so your tags are kept in your own folder and its files, "
-              "model card included, stay as shipped."))
+              "Save on a film: this run is shipped with Paru, so your tags are kept in your own folder and its "
+              "files, model card included, stay as shipped."))
 st.download_button("Download model card", panels.bytes_of_file(run.path / MODEL_CARD_FILE_NAME),
                    file_name=f"{run.run_id}-model_card.md", mime="text/markdown", key="model_card_download")
 

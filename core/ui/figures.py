@@ -12,8 +12,11 @@ from core.evaluation.calibration import ECE_BINS, reliability_before_after
 from core.evaluation.metrics import roc_curves
 from core.evaluation.summary import NO_FILMS
 
-# Every figure keeps plotly's mode bar upright on its right edge: lying across the top it covered the titles.
+# Every figure keeps plotly's mode bar upright in its right margin (lying across the top it covered the
+# titles), and legends lie below the plot, where the mode bar cannot cover them.
 MODEBAR = dict(orientation="v")
+LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.28, x=0)
+RIGHT_MARGIN = 40
 PALETTE = {"train": "#2a9d8f", "val": "#e76f51", "right": "#2a9d8f", "wrong": "#e76f51"}
 # The clinical bar drawn on the per-class chart when metrics.json does not record its own.
 CLINICAL_BAR = 0.90
@@ -30,7 +33,7 @@ def probability_chart(probabilities: dict[str, float], height: int = 220):
                               text=[f"{value:.1%}" for value in values], textangle=0, cliponaxis=False,
                               textposition=["inside" if value >= 0.2 else "outside" for value in values],
                               insidetextanchor="end", constraintext="none"))
-    figure.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10), modebar=MODEBAR,
+    figure.update_layout(height=height, margin=dict(l=10, r=RIGHT_MARGIN, t=10, b=10), modebar=MODEBAR,
                          xaxis=dict(range=[0, 1], tickformat=".0%", title="Probability"))
     return figure
 
@@ -61,8 +64,8 @@ def training_curves(history, best_epoch: int | None):
         if best_epoch:
             figure.add_vline(x=best_epoch, line_dash="dash", line_color="#555",
                              annotation_text=f"best epoch {best_epoch}", annotation_position="top left")
-        figure.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis=xaxis,
-                             yaxis_title=title, modebar=MODEBAR)
+        figure.update_layout(title=title, height=340, margin=dict(l=10, r=RIGHT_MARGIN, t=40, b=10), xaxis=xaxis,
+                             yaxis_title=title, modebar=MODEBAR, legend=LEGEND_BELOW)
         figures.append(figure)
     return figures
 
@@ -91,7 +94,7 @@ def confusion_figures(metrics: dict):
         figure = go.Figure(go.Heatmap(z=values, x=classes, y=classes, colorscale="Teal", text=text,
                                       texttemplate="%{text}",
                                       hovertemplate="true %{y}<br>predicted %{x}: %{text}<extra></extra>"))
-        figure.update_layout(title=title, height=380, margin=dict(l=10, r=10, t=40, b=10), modebar=MODEBAR,
+        figure.update_layout(title=title, height=380, margin=dict(l=10, r=RIGHT_MARGIN, t=40, b=10), modebar=MODEBAR,
                              xaxis_title="Predicted class", yaxis_title="True class",
                              yaxis=dict(autorange="reversed"))
         figures.append(figure)
@@ -117,8 +120,9 @@ def per_class_chart(metrics: dict):
     threshold = (metrics.get("clinical_bar") or {}).get("threshold", CLINICAL_BAR)
     figure.add_hline(y=threshold, line_dash="dash", line_color="#b00020",
                      annotation_text=f"clinical bar {threshold:.0%}")
-    figure.update_layout(barmode="group", height=360, yaxis=dict(range=[0, 1.05], tickformat=".0%"),
-                         margin=dict(l=10, r=10, t=30, b=10), modebar=MODEBAR)
+    figure.update_layout(barmode="group", height=380, yaxis=dict(range=[0, 1.05], tickformat=".0%"),
+                         margin=dict(l=10, r=RIGHT_MARGIN, t=30, b=10), modebar=MODEBAR,
+                         legend={**LEGEND_BELOW, "y": -0.18})
     return figure
 
 
@@ -146,8 +150,8 @@ def roc_figure(rows: list[dict], classes: list[str]):
             figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=f"{name} (AUC {auc})"))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                                 line=dict(dash="dot", color="#999")))
-    figure.update_layout(height=400, xaxis_title="False positive rate", yaxis_title="True positive rate",
-                         margin=dict(l=10, r=10, t=30, b=10), modebar=MODEBAR)
+    figure.update_layout(height=440, xaxis_title="False positive rate", yaxis_title="True positive rate",
+                         margin=dict(l=10, r=RIGHT_MARGIN, t=30, b=10), modebar=MODEBAR, legend=LEGEND_BELOW)
     return figure
 
 
@@ -179,7 +183,7 @@ def reliability_figures(rows: list[dict], classes: list[str], temperature: float
                 customdata=[n for _, _, n in points],
                 hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} films<extra></extra>"))
         figure.update_layout(title=f"Reliability, {title} ({len(chosen)} films, T = {temperature:.2f})",
-                             height=340, margin=dict(l=10, r=10, t=40, b=10), modebar=MODEBAR,
+                             height=340, margin=dict(l=10, r=RIGHT_MARGIN, t=40, b=10), modebar=MODEBAR,
                              xaxis=dict(title="Mean top-1 confidence", range=[0, 1]),
                              yaxis=dict(title="Accuracy", range=[0, 1.02]),
                              legend=dict(orientation="h", y=-0.25))
@@ -200,6 +204,7 @@ def confidence_histogram(rows: list[dict]):
         figure.add_trace(go.Histogram(x=[r["confidence"] for r in test if keep(r)], name=outcome,
                                       marker_color=PALETTE[outcome], opacity=0.7,
                                       xbins=dict(start=0, end=1, size=0.05)))
-    figure.update_layout(barmode="overlay", height=300, xaxis_title="Confidence of the predicted class",
-                         yaxis_title="Test films", margin=dict(l=10, r=10, t=30, b=10), modebar=MODEBAR)
+    figure.update_layout(barmode="overlay", height=320, xaxis_title="Confidence of the predicted class",
+                         yaxis_title="Test films", margin=dict(l=10, r=RIGHT_MARGIN, t=30, b=10), modebar=MODEBAR,
+                         legend=LEGEND_BELOW)
     return figure
