@@ -324,6 +324,10 @@ def verdict(report: dict) -> dict:
     if faithful:
         text = (f"Maps are more faithful than random on this run: deleting the cells the map ranks highest lowers "
                 f"the predicted class's probability faster than deleting random cells ({figures}).")
+    elif deletion["difference_ci95"][0] > 0:
+        text = (f"Warning: maps are only slightly more faithful than random on this run ({figures}): deleting the "
+                "cells the map ranks highest lowers the prediction only a little faster than deleting random "
+                "cells. Read the heatmap as a rough hint, not as where the model looked.")
     else:
         text = (f"Warning: maps are no better than random on this run ({figures}): deleting the cells the map "
                 "ranks highest lowers the prediction hardly faster than deleting random cells. Read the heatmap "

@@ -116,10 +116,12 @@ def test_verdict_in_words():
     good = verdict(_report(0.6, 0.05))
     assert good["faithful"] and good["text"].startswith("Maps are more faithful than random on this run")
     assert not good["warnings"]
-    chance = verdict(_report(FAITHFUL_DELETION_RATIO + 0.05, 0.01))
+    chance = verdict(_report(FAITHFUL_DELETION_RATIO + 0.05, -0.02))
     assert not chance["faithful"] and chance["text"].startswith("Warning: maps are no better than random")
     unsure = verdict(_report(0.8, -0.01))  # better on average, but the interval includes no gain
-    assert not unsure["faithful"]
+    assert not unsure["faithful"] and unsure["text"].startswith("Warning: maps are no better than random")
+    slight = verdict(_report(FAITHFUL_DELETION_RATIO + 0.02, 0.01))  # surely better, but by little
+    assert not slight["faithful"] and slight["text"].startswith("Warning: maps are only slightly more faithful")
     copied = verdict(_report(0.6, 0.05, last_spearman=0.9, class_spearman=0.95))
     assert not copied["faithful"] and len(copied["warnings"]) == 2
     assert "randomised" in copied["warnings"][0] and "runner-up" in copied["warnings"][1]
