@@ -4,8 +4,11 @@ sets a quiet level without overriding the user's."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from conftest import PROJECT_ROOT
 from core.settings import _is_quiet_native_line
@@ -39,3 +42,10 @@ def test_a_user_who_chose_a_level_keeps_it():
                                      cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                                      timeout=60).stdout.strip())
     assert levels == ["2", "0"]
+
+
+def test_the_default_data_root_in_the_project_is_ignored_by_git():
+    if shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(["git", "check-ignore", "-q", "data/pediatric/Normal/a.png"], cwd=PROJECT_ROOT)
+    assert result.returncode == 0, "data/ (the default data root without ../shared) must be in .gitignore"
