@@ -19,6 +19,7 @@ from core.data.labels import read_patient_ids
 from core.data.listing import list_candidate_files
 from core.data.scan import decode_in_chunks
 from core.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from core.evaluation.conformal import run_conformal
 from core.evaluation.metrics import classification_report
 from core.evaluation.overlap import check_overlap, write_run_hashes
 from core.runs.artifacts import (
@@ -45,7 +46,7 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
                          training: dict) -> RunMetrics:
     """Evaluate the best model on validation and test films of a training run; write the run's files.
 
-    Writes metrics.json (test metrics + "training", "validation" and "calibration" sections),
+    Writes metrics.json (test metrics + "training", "validation", "calibration" and "conformal" sections),
     predictions.csv (validation and test films) and perceptual_hashes.json (training and validation films,
     for the overlap check of later external evaluations). Returns the metrics dict. The caller writes the
     model card from it (core.runs.card.write_model_card).
@@ -77,6 +78,9 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
         validation={"n": validation["n"], "accuracy": validation["accuracy"],
                     "macro_f1": validation["macro"]["f1"], "mean_ovr_accuracy": validation["mean_ovr_accuracy"]},
         calibration=calibration,
+        # On the raw softmax: the temperature was fitted on the same validation films.
+        conformal=run_conformal(probabilities["val"], labels[index["val"]], probabilities["test"],
+                                labels[index["test"]], class_names),
     )
     write_json_atomic(run_dir / METRICS_FILE_NAME, metrics)
     order = np.concatenate([index["val"], index["test"]])

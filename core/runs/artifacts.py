@@ -13,6 +13,8 @@ A finished run folder `models/<run_id>/` holds:
     data_report.json        counts per class and subset, skipped files with reasons, duplicates, and "root":
                             the dataset folder relative to its data root (`dataset_name`), e.g. "nih-cxr4"
     gate.npz                the "is this a chest film?" gate's statistics (core.serving.gate)
+    population.npz          the population gate's statistics: multi-depth feature distances and the
+                            mis-preparation classifier (core.serving.population); older runs lack it
     similar_cases.npz       the training films' pooled features, paths and labels (core.serving.similar)
     perceptual_hashes.json  perceptual hashes of the training and validation films (core.evaluation.overlap)
     model_card.md           what the model is, what it saw, how good it is, what it is not for
@@ -60,6 +62,7 @@ METRICS_FILE_NAME = "metrics.json"
 PREDICTIONS_FILE_NAME = "predictions.csv"
 DATA_REPORT_FILE_NAME = "data_report.json"
 GATE_FILE_NAME = "gate.npz"
+POPULATION_FILE_NAME = "population.npz"
 SIMILAR_FILE_NAME = "similar_cases.npz"
 HASHES_FILE_NAME = "perceptual_hashes.json"
 MODEL_CARD_FILE_NAME = "model_card.md"
@@ -163,7 +166,16 @@ class Calibration(TypedDict):
     ece_test_after: float
 
 
-class RunMetrics(Report):
+class LaterRunSections(TypedDict, total=False):
+    """metrics.json sections added after the first runs were shipped: a run evaluated before lacks them."""
+
+    # Split-conformal sets calibrated on the validation split, reported on the test split
+    # (core.evaluation.conformal.coverage_report: "level", "method", "threshold", "coverage",
+    # "mean_set_size", "per_class", ...).
+    conformal: dict
+
+
+class RunMetrics(Report, LaterRunSections):
     """metrics.json of a run: the test-set Report plus what the training-time evaluation adds."""
 
     subset: str  # "test"

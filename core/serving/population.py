@@ -48,9 +48,9 @@ import numpy as np
 from PIL import Image
 
 from core.model import POOLED_FEATURES_LAYER_NAME
+from core.runs.artifacts import POPULATION_FILE_NAME
 from core.serving import gate as film_gate
 
-POPULATION_FILE_NAME = "population.npz"
 POPULATION_LAYERS = ("block_5_add", "block_12_add", "block_15_add", POOLED_FEATURES_LAYER_NAME)
 """Backbone depths scored, shallow to deep (MobileNetV2's layer names; the last is core.model's)."""
 KINDS = ("ok", "not_a_chest_film", "unlike_training_films", "mis_prepared")

@@ -202,7 +202,8 @@ def test_the_report_typeddict_matches_classification_report():
 @pytest.mark.skipif(not (SHIPPED_RUN / "metrics.json").is_file(), reason="the shipped demo run is not here")
 def test_the_shipped_run_metrics_follow_the_run_metrics_typeddict():
     metrics = json.loads((SHIPPED_RUN / "metrics.json").read_text())
-    assert set(metrics) == set(RunMetrics.__annotations__)
+    # Sections added later (NotRequired) may be absent from a run evaluated before them.
+    assert RunMetrics.__required_keys__ <= set(metrics) <= set(RunMetrics.__annotations__)
     for section, schema in (("training", artifacts.TrainingSummary), ("validation", artifacts.ValidationSummary),
                             ("calibration", artifacts.Calibration)):
         assert set(metrics[section]) == set(schema.__annotations__), section

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core.runs.artifacts import POPULATION_FILE_NAME
 from core.serving.population import (
     DEFECTS,
     KINDS,
-    POPULATION_FILE_NAME,
     assess,
     fit_population,
     from_gate_result,
