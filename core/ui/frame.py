@@ -109,6 +109,7 @@ def _chosen_path(runs: list[Run]) -> str:
 def _copy_choice(key: str) -> None:
     """on_change of a run selector: its value becomes the session's choice, which every selector then shows."""
     st.session_state.run_path = st.session_state[key]
+    st.session_state.pop("run_link_missing", None)  # The person chose; the link's wish is answered.
 
 
 def run_selector(runs: list[Run], key: str = "run_selector", label: str = "Model (run)") -> Run | None:
