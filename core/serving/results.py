@@ -29,8 +29,8 @@ from core.runs.context import ModelContext
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """What a spreadsheet may run as a formula at the start of a cell (OWASP's CSV injection list)."""
 LOW_CONFIDENCE = 0.6
-"""For a run without prediction sets: a top probability below this is shown as uncertain (with every class
-at least half as probable as the top one)."""
+"""For a run without prediction sets: a top probability below this is shown as uncertain (the top two classes,
+and any other at least half as probable as the top one)."""
 FLAT_CAM_RANGE = 0.1
 """A heatmap whose values span less than this (of its [0, 1] range) says nothing about where the model looked."""
 FLAT_CAM_NOTE = ("The model's map is flat for this film: the heatmap shows no region the answer depends on "
@@ -63,7 +63,8 @@ def answer_set(prediction) -> tuple[list[str], float | None]:
     """(classes the answer cannot tell apart, most probable first; the set's level or None).
 
     The Predictor's prediction set when it gives one; otherwise the top class alone, or, when its probability
-    is below LOW_CONFIDENCE, every class at least half as probable (level None)."""
+    is below LOW_CONFIDENCE, the top two classes and any other at least half as probable as the top (level
+    None)."""
     members = getattr(prediction, "prediction_set", None)
     if members:
         level = getattr(prediction, "set_level", None)
@@ -73,7 +74,7 @@ def answer_set(prediction) -> tuple[list[str], float | None]:
     if (prediction.confidence or 0.0) >= LOW_CONFIDENCE:
         return [prediction.label], None
     ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])
-    return [name for name, p in ranked if p >= prediction.confidence / 2], None
+    return [name for index, (name, p) in enumerate(ranked) if index < 2 or p >= prediction.confidence / 2], None
 
 
 def is_uncertain(prediction) -> bool:

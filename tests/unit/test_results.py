@@ -70,6 +70,9 @@ def test_an_uncertain_answer_names_the_classes_it_cannot_tell_apart():
     low = _prediction(probabilities=(0.45, 0.55))
     assert is_uncertain(low) and answer_text(low) == "Pneumonia or Normal (low confidence)"
     assert answer_text(_prediction(probabilities=(0.9, 0.1))) == "Normal"
+    four = Prediction("f.png", "Normal", 0.5, {"Normal": 0.5, "Pneumonia": 0.08, "Cardiomegaly": 0.23,
+                                               "Pneumothorax": 0.19})
+    assert answer_text(four) == "Normal or Cardiomegaly (low confidence)"  # Below 60%: never one label.
 
 
 def test_cells_a_spreadsheet_would_run_as_formulas_are_neutralised():
