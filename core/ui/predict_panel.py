@@ -53,11 +53,6 @@ def with_file_name(name: str, message: str) -> str:
     return message if name in message else f"{name}: {message}"
 
 
-def explain_overlay(run_path: str, prediction, data: bytes, method: str, opacity: float) -> np.ndarray:
-    """The film with the chosen method's CAM painted over it (RGB uint8)."""
-    return overlay(prediction.gray, explain_cam(run_path, prediction, data, method), opacity=opacity)
-
-
 def explain_cam(run_path: str, prediction, data: bytes, method: str) -> np.ndarray:
     """The chosen method's CAM of the predicted class."""
     return prediction.cam if method == "gradcam" else cached.cam_for_method(run_path, data, prediction.label, method)
