@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.settings import default_data_root
-from core.ui import cached, figures, frame, navigation, panels, tables
+from core.ui import cached, explain_panel, figures, frame, navigation, panels, tables
 
 navigation.require_shell()
 run = frame.require_run()
@@ -62,6 +62,9 @@ else:
 
 st.subheader("Calibration")
 panels.calibration_section(run, metrics)
+
+st.subheader("Are the heatmaps faithful?")
+explain_panel.explain_check_section(run)
 
 st.subheader("Compare with another run")
 others = {str(other.path): other for other in frame.available_runs() if other.path != run.path}

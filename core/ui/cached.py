@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.data.paths import confined_data_folder
 from core.data.scan import scan_dataset
-from core.explain.gradcam import grad_cam_vis
+from core.explain.methods import explain
 from core.explain.overlay import overlay
 from core.imaging.loader import ImageLoadError, load_image, read_film
 from core.runs.artifacts import HISTORY_FILE_NAME, PREDICTIONS_FILE_NAME, read_history_csv, read_predictions_csv
@@ -74,12 +74,12 @@ def predict_upload(run_path: str, data: bytes, name: str):
                                            display_max_side=DISPLAY_MAX_SIDE)
 
 
-@st.cache_data(show_spinner="Computing Grad-CAM++…", max_entries=64)
+@st.cache_data(show_spinner="Computing the map…", max_entries=64)
 def cam_for_method(run_path: str, data: bytes, label: str, method: str) -> np.ndarray:
-    """The CAM (S, S) of `label` for one film's bytes by `method` ("gradcam" or "gradcam++")."""
+    """The map (S, S) of `label` for one film's bytes by `method` (one of core.explain.methods.METHODS)."""
     predictor = get_predictor(run_path)
     image = load_image(data, predictor.image_size)[np.newaxis]
-    return grad_cam_vis(predictor.model, image, class_index=predictor.class_names.index(label), method=method)[0]
+    return explain(predictor.model, image, predictor.class_names.index(label), method=method)[0]
 
 
 @st.cache_data(show_spinner="Explaining the film…", max_entries=256)

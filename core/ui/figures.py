@@ -208,3 +208,28 @@ def confidence_histogram(rows: list[dict]):
                          yaxis_title="Test films", margin=dict(l=10, r=RIGHT_MARGIN, t=30, b=10), modebar=MODEBAR,
                          legend=LEGEND_BELOW)
     return figure
+
+
+def faithfulness_curves(report: dict):
+    """The deletion and insertion curves of an explain_check.json report side by side: the predicted class's
+    mean probability as a share of the cells is replaced (deletion) or put back (insertion), in the map's
+    order and in random order. A faithful map's deletion curve falls below random, its insertion curve
+    rises above."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Deletion (lower is better)",
+                                                           "Insertion (higher is better)"))
+    for column, name in enumerate(("deletion", "insertion"), start=1):
+        part = report[name]
+        for key, label, colour, dash in (("curve_map", "map order", PALETTE["wrong"], "solid"),
+                                         ("curve_random", "random order", "#888888", "dash")):
+            figure.add_trace(go.Scatter(x=part["fractions"], y=part[key], name=label, mode="lines+markers",
+                                        line=dict(color=colour, dash=dash), legendgroup=label,
+                                        showlegend=column == 1), row=1, col=column)
+    figure.update_xaxes(title_text="share of the film's cells",
+                        range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(title_text="probability of the predicted class", range=[0, 1], col=1)
+    figure.update_yaxes(range=[0, 1], col=2)
+    figure.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), modebar=MODEBAR)
+    return figure

@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.paths import film_under_root
-from core.explain.gradcam import CAM_METHODS
+from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS
 from core.explain.overlay import overlay
 from core.imaging.loader import SUPPORTED_EXTENSIONS
 from core.runs import audit
@@ -26,11 +26,12 @@ from core.runs.artifacts import now_iso
 from core.runs.context import model_context
 from core.serving import results
 from core.settings import EXAMPLES_DIR
-from core.ui import cached, figures, frame, pacs_panel
+from core.ui import cached, explain_panel, figures, frame, pacs_panel
 
 UPLOAD_TYPES = sorted(extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS)
 """The file types the Predict uploader accepts: every extension core.imaging reads."""
-CAM_METHOD_LABELS = dict(zip(("Grad-CAM (fast)", "Grad-CAM++ (tf-keras-vis)"), CAM_METHODS))
+CAM_METHOD_LABELS = {label: method for method, label in METHOD_LABELS.items()}
+"""The Explanation choices of Predict and Review: label shown -> core.explain.methods method."""
 MAX_SESSION_FILMS = 20
 MAX_SESSION_BYTES = 200 * 1024 * 1024
 """What one session may hold in the uploader at once (the server's per-file cap is in .streamlit/config.toml):
@@ -55,7 +56,9 @@ def with_file_name(name: str, message: str) -> str:
 
 def explain_cam(run_path: str, prediction, data: bytes, method: str) -> np.ndarray:
     """The chosen method's CAM of the predicted class."""
-    return prediction.cam if method == "gradcam" else cached.cam_for_method(run_path, data, prediction.label, method)
+    if method == DEFAULT_METHOD:
+        return prediction.cam
+    return cached.cam_for_method(run_path, data, prediction.label, method)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,6 +213,7 @@ def _result_columns(run, predictor, prediction, data: bytes, sha256: str, method
             cam_column.info(results.FLAT_CAM_NOTE, icon=":material/blur_off:")
     except (ValueError, ImportError) as error:
         cam_column.error(plain(f"No {method_label} for this film: {error}"))
+    explain_panel.verdict_note(cam_column, str(run.path), method)
     if results.is_uncertain(prediction) and not results.is_refused(prediction):
         result_column.metric("Uncertain", results.answer_text(prediction),
                              help="The classes this model cannot tell apart for this film: the prediction set "
