@@ -4,7 +4,7 @@ it looked. The sections are drawn by core.ui.predict_panel."""
 import streamlit as st
 
 from core.serving import results
-from core.ui import cached, frame, navigation, pacs_panel, predict_panel
+from core.ui import cached, explain_panel, frame, navigation, pacs_panel, predict_panel
 
 navigation.require_shell()
 run = frame.require_run()
@@ -22,7 +22,7 @@ example = predict_panel.examples_gallery(run)
 if example is not None:
     films.append(example)
 controls = st.columns(2)
-method_label = controls[0].radio("Explanation", list(predict_panel.CAM_METHOD_LABELS), horizontal=True,
+method_label = controls[0].radio("Explanation", list(explain_panel.CAM_METHOD_LABELS), horizontal=True,
                                  key="cam_method")
 opacity = controls[1].slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
 

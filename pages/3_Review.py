@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.runs import review
 from core.runs.artifacts import MODEL_CARD_FILE_NAME, misclassified_test_rows
-from core.ui import cached, figures, frame, mixups, navigation, panels, tables
+from core.ui import cached, explain_panel, figures, frame, mixups, navigation, panels, tables
 
 navigation.require_shell()
 run = frame.require_run()
@@ -42,6 +42,8 @@ options = sorted({tables.mixup_name(row) for row in wrong})
 chosen = st.multiselect("Mix-ups to show (true → predicted)", options,
                         default=tables.default_mixups(options, run.classes), key=f"mixups-{run.run_id}")
 cases = [row for row in wrong if tables.mixup_name(row) in chosen]
+method = explain_panel.CAM_METHOD_LABELS[st.radio("Explanation", list(explain_panel.CAM_METHOD_LABELS), horizontal=True,
+                                                  key="review_cam_method")]
 
 tags, tag_problems = review.read_tags(run.path)
 for problem in tag_problems:
@@ -76,4 +78,5 @@ except ValueError as error:
 
 cam_shares = {film["file"]: film for film in (regions or {}).get("films", [])}
 for number, row in enumerate(cases):
-    mixups.case_card(run, row, number, dataset_root, tags.get(row["file"], {}), cam_shares.get(row["file"]), save)
+    mixups.case_card(run, row, number, dataset_root, tags.get(row["file"], {}), cam_shares.get(row["file"]), save,
+                     method)

@@ -165,7 +165,8 @@ def _summary(by_map: np.ndarray, by_random: np.ndarray, fractions: np.ndarray, *
         "difference": float(gains.mean()),
         "difference_ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
         "films_better": float((gains > 0).mean()),
-        "fractions": fractions.round(5).tolist(), "curve_map": by_map.mean(axis=0).round(5).tolist(), "curve_random": by_random.mean(axis=0).round(5).tolist(),
+        "fractions": fractions.round(5).tolist(), "curve_map": by_map.mean(axis=0).round(5).tolist(),
+        "curve_random": by_random.mean(axis=0).round(5).tolist(),
         "per_film_map": map_aucs.round(5).tolist(), "per_film_random": random_aucs.round(5).tolist(),
     }
 

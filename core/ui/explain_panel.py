@@ -11,6 +11,8 @@ from core.runs.artifacts import read_explain_check
 from core.ui import figures
 
 CHECK_COMMAND = "python -m core explain-check --model {run}"
+CAM_METHOD_LABELS = {label: method for method, label in METHOD_LABELS.items()}
+"""The Explanation choices of Predict and Review: label shown -> core.explain.methods method."""
 
 
 def explain_check_section(run) -> None:

@@ -12,9 +12,11 @@ import streamlit as st
 
 from core.data.paths import confined_data_folder
 from core.explain import regions as cam_regions
+from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS
+from core.explain.overlay import overlay
 from core.runs.review import TAGS
 from core.runs.review_films import read_review_manifest, review_films_dir, run_film
-from core.ui import cached, figures, tables
+from core.ui import cached, explain_panel, figures, tables
 
 
 def films_root(run) -> Path | None:
@@ -86,9 +88,10 @@ def show_cam_regions(regions: dict) -> None:
 
 
 def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict, shares: dict | None,
-              save: Callable[[str, dict], None]) -> None:
-    """One misclassified film: the film and its Grad-CAM, the probabilities, its Grad-CAM mass shares, and
-    the tag form (keys tag-<run>-<file>, note-<run>-<file>, save-<run>-<file>; `save(file, row)` on Save)."""
+              save: Callable[[str, dict], None], method: str = DEFAULT_METHOD) -> None:
+    """One misclassified film: the film and its map by `method` (core.explain.methods, of the predicted class)
+    with the run's verdict on its maps, the probabilities, its Grad-CAM mass shares, and the tag form (keys
+    tag-<run>-<file>, note-<run>-<file>, save-<run>-<file>; `save(file, row)` on Save)."""
     file = row["file"]
     percent = tables.percent
     with st.container(border=True):
@@ -108,7 +111,14 @@ def case_card(run, row: dict, number: int, dataset_root: Path | None, tag: dict,
                     attribution = (read_review_manifest(run.path) or {}).get("attribution")
                     film_column.caption("Downsized copy shipped with the run" + (f". {attribution}" if attribution
                                                                                  else ""))
-                cam_column.image(case["overlay"], caption="Grad-CAM", width="stretch")
+                try:
+                    picture = case["overlay"] if method == DEFAULT_METHOD else overlay(
+                        case["gray"], cached.cam_for_method(str(run.path), film_path.read_bytes(), row["predicted"],
+                                                            method))
+                    cam_column.image(picture, caption=METHOD_LABELS[method], width="stretch")
+                except (ValueError, ImportError, OSError) as error:
+                    cam_column.error(f"No {METHOD_LABELS[method]} for this film: {error}")
+                explain_panel.verdict_note(cam_column, str(run.path), method)
         info_column.plotly_chart(figures.probability_chart(row["probabilities"], height=180), key=f"probs-{number}",
                                  config={"displayModeBar": False})
         if shares:

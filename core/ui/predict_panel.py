@@ -18,7 +18,7 @@ import numpy as np
 import streamlit as st
 
 from core.data.paths import film_under_root
-from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS
+from core.explain.methods import DEFAULT_METHOD
 from core.explain.overlay import overlay
 from core.imaging.loader import SUPPORTED_EXTENSIONS
 from core.runs import audit
@@ -30,8 +30,6 @@ from core.ui import cached, explain_panel, figures, frame, pacs_panel
 
 UPLOAD_TYPES = sorted(extension.lstrip(".") for extension in SUPPORTED_EXTENSIONS)
 """The file types the Predict uploader accepts: every extension core.imaging reads."""
-CAM_METHOD_LABELS = {label: method for method, label in METHOD_LABELS.items()}
-"""The Explanation choices of Predict and Review: label shown -> core.explain.methods method."""
 MAX_SESSION_FILMS = 20
 MAX_SESSION_BYTES = 200 * 1024 * 1024
 """What one session may hold in the uploader at once (the server's per-file cap is in .streamlit/config.toml):
@@ -197,7 +195,7 @@ def film_card(run, predictor, context, name: str, data: bytes, method_label: str
         for notice in () if prediction.error else prediction.notices:
             st.info(plain(notice))
         if not prediction.error and (raw_shown or not results.is_refused(prediction)):  # As the page shows it.
-            pacs_panel.dicom_downloads(run, prediction, data, key=f"upload-{sha256[:16]}")
+            pacs_panel.dicom_downloads(run, prediction, data, key=f"upload-{sha256[:16]}", raw=raw_shown)
     return results.csv_row(prediction, sha256, _first_seen(f"{run.run_id}:{sha256}"), context, run.classes,
                            raw_shown=raw_shown)
 
@@ -205,7 +203,7 @@ def film_card(run, predictor, context, name: str, data: bytes, method_label: str
 def _result_columns(run, predictor, prediction, data: bytes, sha256: str, method_label: str, opacity: float):
     film_column, cam_column, result_column = st.columns([1, 1, 1.2])
     film_column.image(prediction.gray, caption="Film", width="stretch")
-    method = CAM_METHOD_LABELS[method_label]
+    method = explain_panel.CAM_METHOD_LABELS[method_label]
     try:
         cam = explain_cam(str(run.path), prediction, data, method)
         cam_column.image(overlay(prediction.gray, cam, opacity=opacity), caption=method_label, width="stretch")

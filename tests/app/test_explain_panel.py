@@ -49,3 +49,18 @@ def test_predict_warns_beside_the_heatmap_when_the_maps_are_no_better_than_rando
     assert not at.exception, at.exception
     assert report["verdict"]["text"].startswith("Warning: maps are no better than random")
     assert report["verdict"]["text"] in texts(at.warning)
+
+
+def test_review_offers_every_method_and_says_the_verdict_beside_each_map(review_run):
+    run, _ = review_run
+    report = write_report(run, ratio=0.6, low=0.05)
+    try:
+        at = open_page(navigation.REVIEW.script)
+        assert not at.exception, at.exception
+        assert report["verdict"]["text"] in texts(at.caption)
+        at.radio(key="review_cam_method").set_value("LayerCAM (tf-keras-vis, finer, mid layer)").run()
+        assert not at.exception, at.exception
+        assert not at.error, texts(at.error)
+        assert "Faithfulness was checked for Grad-CAM (fast), not for LayerCAM" in texts(at.caption)
+    finally:
+        (run.path / EXPLAIN_CHECK_FILE_NAME).unlink(missing_ok=True)
