@@ -3,8 +3,8 @@
 Three questions, each with its own answer a person can act on (`KINDS`):
 
 - "not_a_chest_film": the image statistics say it is no radiograph (a colour picture, a nearly uniform
-  image; core.serving.gate's checks), or it is further from the training films than films of another
-  population, or mis-prepared chest films, come (`FAR_FACTOR` times the threshold).
+  image; core.serving.gate's checks), or it is further from the training films than even mis-prepared
+  copies of them come (a bound fitted on those copies, `FAR_QUANTILE` and `FAR_MARGIN`).
 - "mis_prepared": a chest film, but turned on its side, upside down, with inverted gray levels (a
   MONOCHROME1 film read as MONOCHROME2) or a part of the film blown up to full size; the reason says which and
   the fix ("the film looks upside down: rotate it").
@@ -22,7 +22,7 @@ of films the statistics did not see (the validation films, and each training fil
 and the depths are averaged: a film unlike the training films at any depth moves the average, and no
 single depth's noise decides. The threshold is the `PASS_QUANTILE` quantile of those unseen films' scores,
 so about that share of unseen films of the training population passes (bench/population.py measures it).
-A far film is first checked against `FAR_FACTOR`, then against the mis-preparation classifier.
+A refused film is first checked against the "no chest film" bound, then by the mis-preparation classifier.
 
 Mis-preparation: a multinomial logistic regression on the same standardised features, fitted at training
 time on the training films and one mis-prepared copy of each (rotated a quarter turn either way, upside down,
@@ -33,7 +33,8 @@ only for films the population distance refuses, and where it names a defect that
 film is scored once more: a film the fix brings back among the training films is mis-prepared; one that stays
 far is unlike the training films (an adult film under a paediatric model is not cured by rotating it).
 
-Statistics live in the run folder (`POPULATION_FILE_NAME`), fitted by `fit_population` at training time.
+Statistics live in the run folder (`POPULATION_FILE_NAME`), fitted at training time by
+core.serving.population_fit.
 NumPy only at serving time; TensorFlow only in `depth_feature_model` and scikit-learn only in the fit.
 """
 
@@ -56,15 +57,9 @@ POPULATION_LAYERS = ("block_5_add", "block_12_add", "block_15_add", POOLED_FEATU
 KINDS = ("ok", "not_a_chest_film", "unlike_training_films", "mis_prepared")
 DEFECTS = ("rotated", "upside_down", "inverted", "cropped")
 """What a mis-prepared film can be; the classifier's classes are ("ok",) + DEFECTS."""
-PASS_QUANTILE = 0.99
 FAR_FACTOR = 4.0
-"""A score this many times the threshold (in standardised log distance) counts as no chest film at all."""
-MAX_COMPONENTS = 64
-FOLDS = 10
-COMPONENT_FILMS = 5
+"""The same bound, in times the threshold, for statistics that do not carry their own ("far")."""
 DEFECT_PROBABILITY = 0.5
-CLASSIFIER_C = 0.01
-"""Inverse L2 strength of the mis-preparation classifier (strong: 1,568 features, hundreds of films)."""
 
 _REASONS = {
     "ok": "Resembles this model's training films (population score {score:.2f}x the threshold).",
@@ -73,8 +68,8 @@ _REASONS = {
         "{score:.2f}x the threshold): it may come from another population, age group or scanner, where the "
         "model's figures do not apply. No diagnosis is shown; use a model trained on films like this one."),
     "not_a_chest_film": (
-        "This does not look like a chest radiograph (population score {score:.1f}x the threshold, far beyond "
-        "films of other hospitals). Upload a frontal chest X-ray."),
+        "This does not look like a chest radiograph (population score {score:.1f}x the threshold, beyond "
+        "even rotated or inverted chest films). Upload a frontal chest X-ray."),
     "rotated": "The film looks turned on its side: rotate it upright (a quarter turn) and upload it again.",
     "upside_down": "The film looks upside down: rotate it by 180 degrees and upload it again.",
     "inverted": ("The film's gray levels look inverted (bones dark, air bright; for example a MONOCHROME1 "
@@ -169,20 +164,6 @@ def undo(image: np.ndarray, defect: str) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _fit_depth(features: np.ndarray, labels: np.ndarray) -> dict:
-    classes = np.unique(labels)
-    means = np.stack([features[labels == c].mean(axis=0) for c in classes])
-    centred = features - means[np.searchsorted(classes, labels)]
-    _, singular_values, vt = np.linalg.svd(centred, full_matrices=False)
-    # At most one direction per COMPONENT_FILMS films: more would fit the training films' own noise, and
-    # then films the statistics never saw (out of fold, validation) look further away than they are.
-    k = int(max(1, min(MAX_COMPONENTS, len(features) // COMPONENT_FILMS, features.shape[1] - 1)))
-    variances = singular_values ** 2 / max(len(features) - len(classes), 1)
-    # The rest of the variance, spread over the remaining directions (the "noise" of the low-rank model).
-    rest = float(max(variances[k:].sum() / max(features.shape[1] - k, 1), 1e-8))
-    return {"means": means, "components": vt[:k], "variances": np.maximum(variances[:k], rest), "rest": rest}
-
-
 def _depth_distance(features: np.ndarray, depth: dict) -> np.ndarray:
     """log of the Mahalanobis distance per feature to the nearest class mean, (n,)."""
     best = None
@@ -195,112 +176,14 @@ def _depth_distance(features: np.ndarray, depth: dict) -> np.ndarray:
     return np.log(best / features.shape[1] + 1e-12)
 
 
-def _split(features: np.ndarray, sizes) -> list[np.ndarray]:
+def split_depths(features: np.ndarray, sizes) -> list[np.ndarray]:
+    """depth_features columns (n, D) as one (n, size) array per depth."""
     return np.split(np.asarray(features, np.float64), np.cumsum(sizes)[:-1], axis=1)
 
 
-def _distances(features: np.ndarray, depths: list[dict], sizes) -> np.ndarray:
-    return np.stack([_depth_distance(part, depth) for part, depth in zip(_split(features, sizes), depths)], 1)
-
-
-def _out_of_fold_distances(train: np.ndarray, labels: np.ndarray, sizes, folds: int = FOLDS) -> np.ndarray:
-    """Each training film's distances (n, depths) under statistics fitted without it (`folds`-fold): films
-    the statistics never saw, as many as there are training films, for a threshold that a handful of
-    validation films alone would leave to chance."""
-    order = np.random.default_rng(0).permutation(len(train))
-    out = np.empty((len(train), len(sizes)))
-    for fold in np.array_split(order, min(folds, len(train))):
-        rest = np.setdiff1d(order, fold)
-        depths = [_fit_depth(part, labels[rest]) for part in _split(train[rest], sizes)]
-        out[fold] = _distances(train[fold], depths, sizes)
-    return out
-
-
-def fit_population(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
-                   sizes: list[int], defect_features: np.ndarray, defect_labels: np.ndarray) -> dict:
-    """Fit the population statistics and the mis-preparation classifier.
-
-    Args:
-        train_features (n, D), val_features (m, D): depth_features of correctly prepared training and
-            validation films; sizes: how many of the D columns each POPULATION_LAYERS depth has.
-        train_labels (n,): class indices (the distance is to the nearest class mean).
-        defect_features (r, D), defect_labels (r,): features of mis-prepared copies (see
-            `mis_prepared_copies`) and their index in DEFECTS.
-    Returns:
-        The statistics `save_population` writes and `assess` reads.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    train = np.asarray(train_features, np.float64)
-    labels = np.asarray(train_labels)
-    if len(train) < 4 or len(val_features) < 2:
-        raise ValueError(f"Got {len(train)} training and {len(val_features)} validation films; the population "
-                         "gate needs at least 4 and 2.")
-    depths = [_fit_depth(part, labels) for part in _split(train, sizes)]
-    reference = np.concatenate([_out_of_fold_distances(train, labels, sizes),
-                                _distances(np.asarray(val_features, np.float64), depths, sizes)])
-    centre, spread = reference.mean(axis=0), reference.std(axis=0) + 1e-6
-    val_scores = ((reference - centre) / spread).mean(axis=1)
-    # The plain quantile, not the finite-sample one of split conformal prediction: with a few hundred
-    # reference films that is their largest score, which a single odd film of the training source
-    # (a lateral view, a child among adults) would then set. The score is a mean of standard scores, so it
-    # can be negative; the threshold is kept away from 0 so that "times the threshold" stays meaningful.
-    threshold = float(max(np.quantile(val_scores, PASS_QUANTILE), 0.5))
-    x = np.concatenate([train, np.asarray(defect_features, np.float64)])
-    y = np.concatenate([np.zeros(len(train), int), np.asarray(defect_labels, int) + 1])
-    x_mean, x_scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    classifier = LogisticRegression(C=CLASSIFIER_C, max_iter=3000).fit((x - x_mean) / x_scale, y)
-    statistics = {"sizes": np.asarray(sizes, np.int64), "centre": centre, "spread": spread,
-                  "threshold": np.float64(threshold), "x_mean": x_mean, "x_scale": x_scale,
-                  "coef": classifier.coef_, "intercept": classifier.intercept_,
-                  "classifier_classes": classifier.classes_.astype(np.int64)}
-    for index, depth in enumerate(depths):
-        statistics.update({f"depth{index}_{key}": np.asarray(value) for key, value in depth.items()})
-    return statistics
-
-
-def mis_prepared_copies(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One mis-prepared copy of each film, the DEFECTS in turn (the quarter and direction varying):
-    (copies (n, S, S, 1) uint8, defect indices (n,))."""
-    labels = np.arange(len(images)) % len(DEFECTS)
-    copies = [mis_prepare(image, DEFECTS[label], variant=index // len(DEFECTS))
-              for index, (image, label) in enumerate(zip(images, labels))]
-    return np.stack(copies) if copies else np.zeros((0,) + tuple(images.shape[1:]), np.uint8), labels
-
-
-def depth_sizes(model) -> list[int]:
-    """How many features each POPULATION_LAYERS depth contributes (its channel count)."""
-    return [int(model.get_layer(name).output.shape[-1]) for name in POPULATION_LAYERS]
-
-
-def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray, labels: np.ndarray,
-                           index: dict) -> Path:
-    """Fit and save a run's population statistics at training time.
-
-    Args:
-        model: the trained model; images: every film of the run (n, S, S, 1) uint8; labels (n,) class
-        indices; index: {"train": rows, "val": rows} into them.
-    Costs one forward pass over the training and validation films and one over a mis-prepared copy of
-    each training film.
-    """
-    feature_model = depth_feature_model(model)
-
-    def features_of(films):
-        return depth_features(feature_model, films)[1]
-
-    train = images[index["train"]]
-    copies, defect_labels = mis_prepared_copies(train)
-    statistics = fit_population(features_of(train), np.asarray(labels)[index["train"]],
-                                features_of(images[index["val"]]), depth_sizes(model),
-                                features_of(copies), defect_labels)
-    return save_population(run_dir, statistics)
-
-
-def save_population(run_dir: str | os.PathLike, statistics: dict) -> Path:
-    path = Path(run_dir) / POPULATION_FILE_NAME
-    np.savez_compressed(path, **{key: (np.asarray(value, np.float32) if np.asarray(value).dtype.kind == "f"
-                                       else np.asarray(value)) for key, value in statistics.items()})
-    return path
+def depth_distances(features: np.ndarray, depths: list[dict], sizes) -> np.ndarray:
+    """Log Mahalanobis distance per feature (n, depths) of films to each depth's statistics."""
+    return np.stack([_depth_distance(part, depth) for part, depth in zip(split_depths(features, sizes), depths)], 1)
 
 
 def load_population(run_dir: str | os.PathLike) -> dict | None:
@@ -334,7 +217,7 @@ def population_scores(features: np.ndarray, statistics: dict) -> np.ndarray:
     features = np.atleast_2d(np.asarray(features, np.float64))
     sizes = [int(s) for s in statistics["sizes"]]
     raw = []
-    for index, part in enumerate(_split(features, sizes)):
+    for index, part in enumerate(split_depths(features, sizes)):
         depth = {key: statistics[f"depth{index}_{key}"] for key in ("means", "components", "variances", "rest")}
         depth["rest"] = float(depth["rest"])
         raw.append(_depth_distance(part, depth))
@@ -387,7 +270,7 @@ def assess(image: np.ndarray, gray: np.ndarray, colorfulness: float, features: n
     score = float(population_scores(features, statistics)[0])
     if score <= 1.0:
         return PopulationVerdict(True, "ok", _REASONS["ok"].format(score=score), score)
-    if score > FAR_FACTOR:
+    if score > float(statistics.get("far", FAR_FACTOR)):
         return PopulationVerdict(False, "not_a_chest_film", _REASONS["not_a_chest_film"].format(score=score), score)
     probabilities = defect_probabilities(features, statistics)[0]
     top = int(np.argmax(probabilities))

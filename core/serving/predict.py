@@ -13,11 +13,13 @@ import numpy as np
 
 from core.data.scan import decode_in_chunks
 from core.evaluation.calibration import apply_temperature
+from core.evaluation.conformal import calibration_of, set_classes
 from core.explain.gradcam import GradCam
 from core.imaging.loader import ImageLoadError, load_image, read_file_bytes, read_film_and_model_input
 from core.model import POOLED_FEATURES_LAYER_NAME
 from core.runs.registry import Run, load_run, load_run_model
 from core.serving import gate as film_gate
+from core.serving import population as film_population
 from core.serving.lite import cached_path, load_engine
 from core.serving.similar import load_similar_index, nearest
 
@@ -42,8 +44,10 @@ class Prediction:
         gray: the film for display (2-D uint8, longest side <= the display size asked for, 1024 by default).
         notices: what the loader wants the user to know (for example "Multi-frame DICOM: used frame 1").
         error: a message a person can act on when the film could not be used; then nothing else is set.
-        gate: whether the film plausibly is a chest radiograph (core.serving.gate.GateResult); when it failed,
-            the label must not be presented as a diagnosis.
+        gate: the gate's verdict (core.serving.population.PopulationVerdict: passed, kind, reason); when it
+            failed, the label must not be presented as a diagnosis.
+        prediction_set: the classes of the run's split-conformal set (core.evaluation.conformal), most
+            probable first, at `set_level` coverage; () and None for a run evaluated before sets existed.
         seconds: wall time from bytes to result.
         engine: what ran the model ("TensorFlow Lite" or "Keras"; see core.serving.lite).
         similar: the nearest training films in the run's pooled features ({"file", "label", "distance"};
@@ -60,18 +64,30 @@ class Prediction:
     gray: np.ndarray | None = None
     notices: tuple[str, ...] = ()
     error: str | None = None
-    gate: film_gate.GateResult | None = None
+    gate: film_population.PopulationVerdict | None = None
+    prediction_set: tuple[str, ...] = ()
+    set_level: float | None = None
     seconds: float = 0.0
     engine: str = ""
     similar: tuple[dict, ...] = ()
 
+    @property
+    def uncertain(self) -> bool | None:
+        """True when the set holds more than one class (the model cannot tell them apart at its level);
+        None without a set."""
+        return len(self.prediction_set) > 1 if self.set_level is not None else None
+
     def to_json(self) -> dict:
-        """The CLI's JSON line: {"file", "label", "confidence", "probabilities"} or {"file", "error"}."""
+        """The CLI's JSON line: {"file", "label", "confidence", "probabilities", "prediction_set",
+        "set_level", "uncertain", ...} or {"file", "error"}. Without a set (an older run) the last three
+        are null."""
         if self.error:
             return {"file": self.file, "error": self.error}
         out = {"file": self.file, "label": self.label, "confidence": round(self.confidence, 6),
                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-               "calibrated": self.calibrated, "notices": list(self.notices)}
+               "calibrated": self.calibrated, "notices": list(self.notices),
+               "prediction_set": list(self.prediction_set) if self.set_level is not None else None,
+               "set_level": self.set_level, "uncertain": self.uncertain}
         if self.gate is not None:
             out["gate"] = self.gate.to_json()
         return out
@@ -107,6 +123,9 @@ class Predictor:
         self.temperature = float((metrics.get("calibration") or {}).get("temperature") or 1.0)
         self.calibrated = calibrated and abs(self.temperature - 1.0) > 1e-6
         self.gate_statistics = film_gate.load_gate(self.run.path)
+        self.conformal = calibration_of(metrics)  # None for a run evaluated before prediction sets.
+        self.population = film_population.load_population(self.run.path)
+        self.population_note = _population_words(self.run)
         self.similar_index = load_similar_index(self.run.path)
         # With a CAM, one pass gives the probabilities, the CAM and the gate's pooled features together.
         self._grad_cam = GradCam(self.model, extra_output_name=POOLED_FEATURES_LAYER_NAME)
@@ -117,6 +136,14 @@ class Predictor:
             input_signature=[tf.TensorSpec((None, self.image_size, self.image_size, 1), tf.float32)],
             reduce_retracing=True,
         )
+        if self.population is not None:
+            # The population gate reads several depths of the backbone: one more compiled pass per film.
+            depth_model = film_population.depth_feature_model(self.model)
+            self._depth_forward = tf.function(
+                lambda images: depth_model(images, training=False),
+                input_signature=[tf.TensorSpec((None, self.image_size, self.image_size, 1), tf.float32)],
+                reduce_retracing=True,
+            )
         if engine not in self.ENGINES:
             raise ValueError(f"Got engine={engine!r}; must be one of {self.ENGINES}.")
         self._lite = None
@@ -159,6 +186,27 @@ class Predictor:
         blank = np.full((1, self.image_size, self.image_size, 1), 128.0, np.float32)
         self._forward(blank)
         self._grad_cam.with_extra_output(blank)
+        if self.population is not None:
+            self.population_features(blank)
+
+    def population_features(self, images: np.ndarray) -> np.ndarray:
+        """The population gate's depth features (n, D) for model-ready films (n, S, S, 1)."""
+        outputs = self._depth_forward(np.asarray(images, np.float32))
+        return np.concatenate([np.asarray(o) for o in outputs[1:]], axis=1)
+
+    def _gate(self, image: np.ndarray, film, features: np.ndarray) -> film_population.PopulationVerdict:
+        colorfulness = float(film.meta.get("colorfulness", 0.0))
+        if self.population is None:  # A run trained before the population gate: the first gate's check.
+            return film_population.from_gate_result(
+                film_gate.check(film.gray, colorfulness, features, self.gate_statistics))
+        return film_population.assess(image, film.gray, colorfulness, self.population_features(image[np.newaxis])[0],
+                                      self.population, self.population_features, self.population_note)
+
+    def prediction_set(self, raw_probabilities: np.ndarray) -> tuple[tuple[str, ...], float | None]:
+        """(classes, level) of the run's conformal set for one film's raw softmax; ((), None) without one."""
+        if self.conformal is None:
+            return (), None
+        return tuple(set_classes(raw_probabilities, self.conformal, self.class_names)), self.conformal.level
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Raw softmax probabilities (n, k) for model-ready films (n, S, S, 1)."""
@@ -209,8 +257,8 @@ class Predictor:
         else:
             raw, features = self.probabilities_and_features(batch)
             cam = None
-        gate_result = (film_gate.check(film.gray, float(film.meta.get("colorfulness", 0.0)), features[0],
-                                       self.gate_statistics) if gate else None)
+        gate_result = self._gate(image, film, features[0]) if gate else None
+        prediction_set, set_level = self.prediction_set(raw[0])
         probabilities = self._calibrate(raw)[0]
         top = int(np.argmax(probabilities))
         return Prediction(
@@ -218,7 +266,8 @@ class Predictor:
             probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
             raw_probabilities={c: float(p) for c, p in zip(self.class_names, raw[0])},
             calibrated=self.calibrated, cam=cam, gray=film.gray if display else None,
-            notices=film.notices if film else (), gate=gate_result, seconds=time.perf_counter() - started,
+            notices=film.notices if film else (), gate=gate_result, prediction_set=prediction_set,
+            set_level=set_level, seconds=time.perf_counter() - started,
             engine=lite.name if lite is not None else "Keras",
             similar=tuple(nearest(self.similar_index, features[0])),
         )
@@ -234,12 +283,24 @@ class Predictor:
                 lite = self._lite
                 raw = lite.probabilities(images) if lite is not None else self.probabilities(images)
                 probabilities = self._calibrate(raw)
-                for path, row in zip(chunk, probabilities):
+                for path, row, raw_row in zip(chunk, probabilities, raw):
                     top = int(np.argmax(row))
+                    prediction_set, set_level = self.prediction_set(raw_row)
                     results[path] = Prediction(
                         str(path), self.class_names[top], float(row[top]),
-                        {c: float(p) for c, p in zip(self.class_names, row)}, calibrated=self.calibrated)
+                        {c: float(p) for c, p in zip(self.class_names, row)}, calibrated=self.calibrated,
+                        prediction_set=prediction_set, set_level=set_level)
         return [results[p] for p in paths]
+
+
+def _population_words(run: Run) -> str:
+    """A few words on a run's training films for the gate's reasons, e.g. "nih-cxr4 films, 162 in training"."""
+    report = run.data_report or {}
+    name = Path(str(report.get("root") or "")).name or "its training"
+    subsets = report.get("subsets") or {}
+    train = subsets.get("train") if isinstance(subsets, dict) else None
+    count = sum(v for v in train.values() if isinstance(v, int)) if isinstance(train, dict) else None
+    return f"{name} films, {count} in training" if isinstance(count, int) else f"{name} films"
 
 
 def _read_bytes(source) -> bytes:

@@ -45,6 +45,7 @@ from core.runs.registry import check_writable, new_run_id, staging_dir_for
 from core.runs.staging import clean_staging
 from core.serving.batch import rows_in_chunks
 from core.serving.gate import fit_gate, pooled_features, save_gate
+from core.serving.population_fit import fit_population_for_run
 from core.serving.similar import save_similar_index
 from core.settings import default_models_dir, job_log
 from core.training.cache import decode_to_disk, remove_film_cache
@@ -238,6 +239,9 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     features = fitted.features or {subset: rows_in_chunks(lambda films: pooled_features(model, films), scan.images,
                                                           index[subset]) for subset in ("train", "val")}
     save_gate(staging, fit_gate(features["train"], features["val"]))
+    # The population gate: distances at several depths and the mis-preparation check (another forward
+    # pass over the training and validation films, and one over a mis-prepared copy of each training film).
+    fit_population_for_run(staging, model, scan.images, labels, index)
     # Similar cases: the training films a new film lies nearest to, in the same pooled features.
     save_similar_index(staging, features["train"], [scan.records[i].path for i in index["train"]],
                        [scan.records[i].label for i in index["train"]])

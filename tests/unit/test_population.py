@@ -10,15 +10,13 @@ from core.serving.population import (
     DEFECTS,
     KINDS,
     assess,
-    fit_population,
     from_gate_result,
     load_population,
     mis_prepare,
-    mis_prepared_copies,
     population_scores,
-    save_population,
     undo,
 )
+from core.serving.population_fit import fit_population, mis_prepared_copies, save_population
 
 SIZES = [8, 24]
 # Each defect moves the features in its own direction, as a rotation or inversion moves real features.
