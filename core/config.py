@@ -134,9 +134,10 @@ class TrainConfig:
                     "augmentation applies: set rotation_degrees, zoom and brightness to 0, or turn "
                     "head_on_features off."
                 )
-            if self.distribute != "none":
-                raise ValueError("head_on_features runs on one device (the head's fit takes seconds); "
-                                 "set distribute='none'.")
+            if self.distribute == "mirrored":
+                raise ValueError("head_on_features runs on one device, or across hosts with distribute="
+                                 "'multiworker' (each computes a share of the features; the head's fit takes "
+                                 "seconds); set distribute='none' or 'multiworker'.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Got label_smoothing={self.label_smoothing}; it must be in [0, 1).")
         if self.learning_rate <= 0 or self.warmup_learning_rate <= 0 or not 0 < self.lr_decay <= 1:

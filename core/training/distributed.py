@@ -15,6 +15,9 @@ at the end of every epoch and, mid-epoch, every `CHECKPOINT_SECONDS` (the chief 
 saves after the same step). Started again with the same command after a crash, each worker restores its
 latest checkpoint and resumes from that batch. The chief alone writes progress.json and the run folder; a
 stop requested on the chief (the STOP file, SIGTERM) reaches every worker within one step.
+
+A head trained on features (the `recommended` preset) needs no loop: its cost is the backbone's forward pass
+over every film, which `gathered_features` splits between the workers; the head is then fitted on the chief.
 """
 
 from __future__ import annotations
@@ -56,6 +59,32 @@ def cluster_role() -> tuple[bool, int, int]:
     return is_chief, position, workers
 
 
+def multiworker_strategy():
+    """The cluster's MultiWorkerMirroredStrategy; create it before any other TensorFlow operation runs."""
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def gathered_features(strategy, compute, rows: np.ndarray) -> np.ndarray:
+    """compute(rows) for all rows, each worker computing a contiguous share: every worker returns the whole
+    (len(rows), d) result in row order (an all-gather of the shares, padded to one length)."""
+    import tensorflow as tf
+
+    _, worker, workers = cluster_role()
+    shares = np.array_split(np.asarray(rows), workers)
+    if min(len(share) for share in shares) == 0:
+        return compute(rows)  # Fewer rows than workers (the same on every worker): not worth a collective.
+    local = np.asarray(compute(shares[worker]), dtype=np.float32)
+    length = max(len(share) for share in shares)
+    padded = np.zeros((length,) + local.shape[1:], np.float32)
+    padded[:len(local)] = local
+
+    values = strategy.experimental_distribute_values_from_function(lambda _context: tf.constant(padded))
+    everything = np.asarray(strategy.gather(values, axis=0))
+    return np.concatenate([everything[i * length:i * length + len(share)] for i, share in enumerate(shares)])
+
+
 def checkpoint_folder(models_dir: Path, data_root: Path, config: TrainConfig) -> Path:
     """This worker's checkpoint folder: the same for the same dataset, recipe and cluster size, so the same
     command started again finds it (models_dir/.checkpoints/<digest>/worker-<i>)."""
@@ -75,8 +104,7 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
     import keras
     import tensorflow as tf
 
-    # The strategy must exist before any other TensorFlow operation runs in this process.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = multiworker_strategy()
     is_chief, worker, workers = cluster_role()
     log(f"Distributed training (multiworker): worker {worker} of {workers}"
         f"{' (chief)' if is_chief else ''}, {strategy.num_replicas_in_sync} replicas, global batch {config.batch_size}")
@@ -133,6 +161,7 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
                 _save(manager, counter, epoch, batch, checkpoints,
                       {"phase": phase, "history": rows, "best": best, "patience": patience, "stopped": stopped})
 
+            epoch_started = time.monotonic()
             outcome = _train_epoch(strategy, train_step, images, labels, index["train"], num_classes, config,
                                    epoch, skip, worker, workers, is_chief, state, stop_requested, write_progress,
                                    staging, save)
@@ -146,7 +175,8 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
             row = {"epoch": epoch + 1, "phase": phase, "accuracy": outcome["accuracy"],
                    "learning_rate": float(np.asarray(optimizer.learning_rate)), "loss": outcome["loss"],
                    "val_accuracy": val_accuracy, "val_loss": val_loss,
-                   "train_seconds": outcome["train_seconds"], "epoch_seconds": outcome["train_seconds"]}
+                   "train_seconds": outcome["train_seconds"],
+                   "epoch_seconds": round(time.monotonic() - epoch_started, 3)}
             rows.append(row)
             if np.isfinite(val_loss) and val_loss < best["val_loss"]:
                 best = {"val_loss": val_loss, "epoch": epoch + 1}

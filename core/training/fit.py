@@ -34,7 +34,7 @@ from core.runs.artifacts import (
 )
 from core.serving.batch import rows_in_chunks
 from core.serving.gate import pooled_features
-from core.training.distributed import fit_multiworker
+from core.training.distributed import cluster_role, fit_multiworker, gathered_features, multiworker_strategy
 from core.training.pipeline import balanced_class_weights, make_dataset
 
 PROGRESS_WRITES_PER_SECOND = 5
@@ -78,12 +78,17 @@ def fit(staging: Path, images: np.ndarray, labels: np.ndarray, index: dict[str, 
             a custom training loop: Keras's fit fails under that strategy). On a worker other than the
             chief, the returned Fitted has no model.
     """
+    if config.head_on_features:
+        # Across workers, each computes the pooled features of its share of the films; the head is fitted on
+        # the chief (it takes seconds). The strategy must exist before any other TensorFlow operation.
+        strategy = multiworker_strategy() if config.distribute == "multiworker" else None
+        return _fit_head_on_features(staging, images, labels, index, len(class_names), config, state, log,
+                                     stop_requested, strategy)
     if config.distribute == "multiworker":
         result = fit_multiworker(staging, images, labels, index, len(class_names), config, state, log,
                                  stop_requested, checkpoints, write_progress)
         return None if result is None else Fitted(*result)
-    fitter = _fit_head_on_features if config.head_on_features else _fit_network
-    return fitter(staging, images, labels, index, len(class_names), config, state, log, stop_requested)
+    return _fit_network(staging, images, labels, index, len(class_names), config, state, log, stop_requested)
 
 
 def remaining_seconds(measured_seconds: float, measured_units: int, remaining_units: float,
@@ -156,14 +161,17 @@ def _fit_network(staging, images, labels, index, num_classes, config, state, log
     return Fitted(model, rows, _best(rows)["epoch"])
 
 
-def _fit_head_on_features(staging, images, labels, index, num_classes, config, state, log, stop_requested):
+def _fit_head_on_features(staging, images, labels, index, num_classes, config, state, log, stop_requested,
+                          strategy=None):
     """Train only the head, on pooled backbone features computed once (config.head_on_features).
 
     The head's BatchNormalization is set to standardise by the training features' mean and variance and
     frozen, so what Adam fits is the Dense layer: a class-weighted, L2-regularised (head_l2) logistic
     regression. The Dense layer is the full model's own, so the returned model is the usual film-to-class
     model; the best epoch is the one with the lowest validation loss, as in `_fit_network`. The training
-    and validation films' pooled features are handed back in `Fitted.features`.
+    and validation films' pooled features are handed back in `Fitted.features`. With a multi-worker
+    `strategy`, every worker computes its share of the features and receives all of them; only the chief
+    fits the head (the others return a Fitted without a model).
     """
     import keras
     import tensorflow as tf
@@ -171,6 +179,8 @@ def _fit_head_on_features(staging, images, labels, index, num_classes, config, s
     model = build_model(config, num_classes)
     train_labels = labels[index["train"]]
     total = len(train_labels) * (2 if config.horizontal_flip else 1) + len(index["val"])
+    is_chief, _, workers = cluster_role() if strategy is not None else (True, 0, 1)
+    total = -(-total // workers)  # This worker's share.
     state.update(phase="features", features_done=0, features_total=total, eta_seconds=None)
     write_progress(staging, state)
     log(f"Computing the pooled features of {len(train_labels)} training and {len(index['val'])} validation "
@@ -191,7 +201,10 @@ def _fit_head_on_features(staging, images, labels, index, num_classes, config, s
         return features
 
     def features_of(rows, mirrored=False):  # A chunk at a time: the films may be the on-disk cache.
-        return rows_in_chunks(lambda films: counted(films, mirrored), images, rows, chunk=FEATURE_CHUNK)
+        def compute(share):
+            return rows_in_chunks(lambda films: counted(films, mirrored), images, share, chunk=FEATURE_CHUNK)
+
+        return compute(rows) if strategy is None else gathered_features(strategy, compute, rows)
 
     train_x = features_of(index["train"])
     gate_features = {"train": train_x}
@@ -199,6 +212,8 @@ def _fit_head_on_features(staging, images, labels, index, num_classes, config, s
         train_x = np.concatenate([train_x, features_of(index["train"], mirrored=True)])
         train_labels = np.concatenate([train_labels, train_labels])
     val_x = gate_features["val"] = features_of(index["val"])
+    if not is_chief:
+        return Fitted(None, [], 0)
     if stop_requested():
         return None
 

@@ -1,6 +1,7 @@
 """`python -m core train --distribute multiworker` with two real worker processes on loopback.
 
-Two workers train as one process with the same global batch and seed does (the same weights), only the chief
+Two workers train as one process with the same global batch and seed does (the same weights; for the
+recommended preset, which shares out the feature pass, too), only the chief
 registers a run, and a worker killed mid-training resumes from its last checkpoint when the cluster is
 started again. Each worker is a `python -m core train` child process with its own TF_CONFIG.
 """
@@ -144,3 +145,22 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(tmp_path):
     assert [int(row.split(",")[0]) for row in history] == [1, 2, 3, 4]
     assert _runs(models) == ["run"] and not (models / ".checkpoints").exists()
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+def test_the_recommended_preset_shares_the_feature_pass_between_workers(tmp_path):
+    from core.config import preset
+
+    data = make_dataset(tmp_path / "films", per_class=12)
+    config = tmp_path / "recommended.json"
+    tiny = tiny_config()
+    preset("recommended", alpha=tiny.alpha, image_size=tiny.image_size, weights=tiny.weights, epochs=30).save(config)
+    single = _start(data, config, tmp_path / "single", tmp_path / "single" / "run", tmp_path / "single.log")
+    logs = [tmp_path / f"worker-{task}.log" for task in range(2)]
+    workers = _cluster(data, config, tmp_path / "cluster", tmp_path / "cluster" / "run", logs)
+    codes = _wait([single, *workers])
+    texts = [log.read_text() for log in [tmp_path / "single.log", *logs]]
+    assert codes == [0, 0, 0], "\n\n".join(text[-3000:] for text in texts)
+    assert _runs(tmp_path / "cluster") == ["run"]
+    largest = max(float(np.max(np.abs(a - b))) for a, b in zip(_weights(tmp_path / "single" / "run"),
+                                                                 _weights(tmp_path / "cluster" / "run")))
+    assert largest <= WEIGHT_TOLERANCE
