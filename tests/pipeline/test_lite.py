@@ -106,24 +106,41 @@ def test_a_model_of_another_shape_is_refused_with_a_reason():
         convert(model)
 
 
-def test_background_conversion_switches_engines_and_is_cached(tiny_run, tmp_path, monkeypatch):
+def test_background_conversion_switches_engines_and_is_cached(tiny_run, lite_predictor, tmp_path, monkeypatch):
+    """The engine switch, the cache and its rebuild; the converter itself is the real one of `lite_predictor`
+    (its flatbuffer from the session's cache is handed back here, once the test lets the conversion finish)."""
+    import threading
+
+    import core.serving.lite
     from core.serving.lite import LiteEngine, cached_path
     from core.serving.predict import Predictor
 
+    converted = cached_path(tiny_run / "model.keras").read_bytes()  # The session's, by lite_predictor.
+    allowed, calls = threading.Event(), []
+
+    def convert(model):
+        calls.append(model)
+        assert allowed.wait(60)
+        return converted
+
+    monkeypatch.setattr(core.serving.lite, "convert", convert)
     monkeypatch.setenv("PARU_CACHE_DIR", str(tmp_path / "cache"))
     predictor = Predictor(tiny_run, engine="background")
     assert predictor.converting  # The Predictor is ready at once, before the conversion has finished.
     paths, films = _films(tiny_run, count=1)
-    assert predictor.predict(paths[0]).error is None  # Served at once, whichever engine is ready.
+    result = predictor.predict(paths[0])  # Served at once, on Keras, while the conversion runs.
+    assert result.error is None and result.engine == "Keras" and predictor.converting
+    allowed.set()
     assert predictor.lite_ready.wait(300) and not predictor.converting
     assert predictor.engine == "TensorFlow Lite", predictor.engine_note
+    assert predictor.predict(paths[0]).engine == "TensorFlow Lite"
     cache_file = cached_path(tiny_run / "model.keras")
-    assert cache_file.is_file()
+    assert cache_file.is_file() and len(calls) == 1
     # The next process (here: the next Predictor) starts on the cached copy without converting.
-    assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite"
+    assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite" and len(calls) == 1
     cache_file.write_bytes(b"not a flatbuffer")  # A damaged cache is rebuilt, not fatal.
     assert LiteEngine.for_model_file(predictor.model, tiny_run / "model.keras")(films[0])[0].shape == (4,)
-    assert cache_file.stat().st_size > 1000
+    assert cache_file.read_bytes() == converted and len(calls) == 2
 
 
 def test_external_evaluation_on_either_engine_gives_the_same_figures(tiny_run, tiny_dataset):
