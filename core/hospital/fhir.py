@@ -11,6 +11,11 @@ implementation guide maps a TID 1501 qualitative evaluation:
 - derivedFrom = the source study and, when given, the SR it mirrors, by DICOM UID;
 - a note saying that it is not for diagnostic use.
 
+The gate is honoured as in core.serving.results: for a film the gate refused there is no value, only a
+dataAbsentReason ("not-applicable", with the gate's reason as its text) and the gate's verdict and reason as
+components; no class, probability or set. With `raw=True` (the user asked for the raw output) each class's raw
+probability is added as a component whose text begins with core.serving.results.RAW_NOTE.
+
 No patient identifier is written: the receiving system links the Observation to its patient through the
 study it is derived from.
 """
@@ -22,11 +27,14 @@ from datetime import datetime, timezone
 import core
 from core.hospital.results import (CLASS_CODES, DISCLAIMER, FINDING, PROBABILITY, device_uid,
                                    prediction_set_of)
+from core.serving.results import RAW_NOTE, is_refused, raw_output
 
 SYSTEMS = {"SCT": "http://snomed.info/sct", "DCM": "http://dicom.nema.org/resources/ontology/DCM",
            "UCUM": "http://unitsofmeasure.org"}
 IMAGING_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging",
                     "display": "Imaging"}
+DATA_ABSENT_NOT_APPLICABLE = {"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                              "code": "not-applicable", "display": "Not Applicable"}
 OBSERVATION_UID_TYPE = {"system": "http://hl7.org/fhir/uv/dicom-sr/CodeSystem/dicom-identifier-type",
                         "code": "observation-uid", "display": "Observation UID"}
 
@@ -44,24 +52,29 @@ def _uid_reference(resource_type: str, uid: str) -> dict:
     return {"type": resource_type, "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}}
 
 
-def observation(prediction, run, *, study_uid: str | None = None, report_uid: str | None = None,
-                observation_uid: str | None = None, issued: str | None = None) -> dict:
-    """The Observation (a JSON-ready dict) of one prediction without error."""
+def observation(prediction, run, *, raw: bool = False, study_uid: str | None = None,
+                report_uid: str | None = None, observation_uid: str | None = None, issued: str | None = None) -> dict:
+    """The Observation (a JSON-ready dict) of one prediction without error (`raw`: see the module's note)."""
     if prediction.error:
         raise ValueError(f"No observation for a film that failed: {prediction.error}")
+    refused = is_refused(prediction)
+    prefix = f"{RAW_NOTE}: " if refused else ""
+    shown = raw_output(prediction) if refused and raw else {} if refused else prediction.probabilities
     components = [
-        {"code": {**_class_concept(name), "text": f"{PROBABILITY[2]} of {name}"},
+        {"code": {**_class_concept(name), "text": f"{prefix}{PROBABILITY[2]} of {name}"},
          "valueQuantity": {"value": round(float(probability), 6), "unit": "1", "system": SYSTEMS["UCUM"],
                            "code": "1"}}
-        for name, probability in prediction.probabilities.items()
+        for name, probability in shown.items()
     ]
     components += [{"code": {"text": "Prediction set member"}, "valueCodeableConcept": _class_concept(member)}
-                   for member in prediction_set_of(prediction)]
+                   for member in ([] if refused else prediction_set_of(prediction))]
     if prediction.gate is not None:
         components.append({"code": {"text": "Chest radiograph check passed"},
                            "valueBoolean": bool(prediction.gate.passed)})
     notes = [f"{DISCLAIMER}. Made by Paru {core.__version__}, run {run.run_id}."]
-    if prediction.gate is not None and not prediction.gate.passed:
+    if refused:
+        components.append({"code": {"text": "Chest radiograph check reason"},
+                           "valueString": str(prediction.gate.reason)})
         notes.append(f"No diagnosis shown: {prediction.gate.reason}")
     resource = {
         "resourceType": "Observation",
@@ -69,7 +82,9 @@ def observation(prediction, run, *, study_uid: str | None = None, report_uid: st
         "category": [{"coding": [IMAGING_CATEGORY]}],
         "code": _concept(FINDING),
         "issued": issued or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "valueCodeableConcept": _class_concept(prediction.label),
+        **({"dataAbsentReason": {"coding": [DATA_ABSENT_NOT_APPLICABLE],
+                                 "text": f"No diagnosis shown: {prediction.gate.reason}"}} if refused
+           else {"valueCodeableConcept": _class_concept(prediction.label)}),
         "device": {"display": f"Paru {core.__version__} (run {run.run_id})",
                    "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{device_uid(run)}"}},
         "method": {"text": "MobileNetV2 classifier with Grad-CAM; probabilities "

@@ -15,6 +15,12 @@ Measurement Report whose one measurement group (TID 1501) references the classif
 disclaimer burned into a band above the film. Both carry "NOT FOR DIAGNOSTIC USE" in their series
 description and copy the patient and study of the source film (highdicom does), so they file beside it.
 
+The gate is honoured as in core.serving.results: for a film the gate refused, the SR holds only the gate's
+verdict and reason (no class, probability or set), and the Secondary Capture is the plain film with "No
+diagnosis shown: <reason>" burned in (no heatmap). With `raw=True` (the user asked for the raw output) the SR
+adds each class's raw probability under a "raw output" concept, never a Finding, and the picture its heatmap,
+each marked core.serving.results.RAW_NOTE; still no predicted class or set.
+
 highdicom and pydicom are imported inside the functions (they are heavy); nothing here needs TensorFlow.
 """
 
@@ -27,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import core
 from core.explain.overlay import overlay
+from core.serving.results import RAW_NOTE, is_refused, raw_output
 
 DISCLAIMER = "NOT FOR DIAGNOSTIC USE"
 SR_SERIES_DESCRIPTION = f"Paru AI result - {DISCLAIMER}"
@@ -49,6 +56,7 @@ GATE = ("GATE", PRIVATE_SCHEME, "Chest radiograph check")
 GATE_PASSED = ("GATE-PASSED", PRIVATE_SCHEME, "Passed")
 GATE_FAILED = ("GATE-FAILED", PRIVATE_SCHEME, "Failed")
 GATE_REASON = ("GATE-REASON", PRIVATE_SCHEME, "Chest radiograph check reason")
+RAW_OUTPUT = ("RAW-OUTPUT", PRIVATE_SCHEME, f"{RAW_NOTE} (class)")
 PROCEDURE = ("399208008", "SCT", "Plain chest X-ray")
 # The namespace of device UIDs: uuid5(namespace, run identity) -> "2.25.<128-bit integer>".
 _DEVICE_NAMESPACE = uuid.UUID("6c0f3b9e-5d0a-4f3c-9a55-2f1d9e8a7b41")
@@ -76,10 +84,12 @@ def prediction_set_of(prediction) -> list[str]:
     return list(members) if members else [prediction.label]
 
 
-def structured_report(source, prediction, run, *, series_uid: str | None = None, sop_uid: str | None = None):
+def structured_report(source, prediction, run, *, raw: bool = False, series_uid: str | None = None,
+                      sop_uid: str | None = None):
     """A highdicom ComprehensiveSR of one prediction, referencing the `source` film (a pydicom Dataset).
 
     `prediction` is a core.serving.predict.Prediction without error; `run` is its core.runs.registry.Run.
+    `raw`: for a film the gate refused, add the model's raw output, marked as such (see the module's note).
     """
     import highdicom as hd
     from highdicom.sr import NumContentItem, TextContentItem
@@ -99,14 +109,19 @@ def structured_report(source, prediction, run, *, series_uid: str | None = None,
         return template
 
     unit = Code("1", "UCUM", "no units")
+    refused = is_refused(prediction)
+    # A refused film: no Finding, no class, no set; its raw output only on request, under its own concept.
+    shown = raw_output(prediction) if refused and raw else {} if refused else prediction.probabilities
     evaluations = [
-        evaluation(FINDING, class_code(name), NumContentItem(
+        evaluation(RAW_OUTPUT if refused else FINDING, class_code(name), NumContentItem(
             name=code(PROBABILITY), value=round(float(probability), 6), unit=unit,
             relationship_type="HAS PROPERTIES"))
-        for name, probability in prediction.probabilities.items()
+        for name, probability in shown.items()
     ]
-    evaluations.append(evaluation(PREDICTED_CLASS, class_code(prediction.label)))
-    evaluations.extend(evaluation(PREDICTION_SET, class_code(member)) for member in prediction_set_of(prediction))
+    if not refused:
+        evaluations.append(evaluation(PREDICTED_CLASS, class_code(prediction.label)))
+        evaluations.extend(evaluation(PREDICTION_SET, class_code(member))
+                           for member in prediction_set_of(prediction))
     if prediction.gate is not None:
         evaluations.append(evaluation(
             GATE, GATE_PASSED if prediction.gate.passed else GATE_FAILED,
@@ -138,18 +153,20 @@ def structured_report(source, prediction, run, *, series_uid: str | None = None,
 
 
 def read_report(dataset) -> dict:
-    """What a Paru SR says, read back from its content tree: {"probabilities", "label", "prediction_set",
-    "gate_passed", "gate_reason", "run_id", "version", "device_uid", "source_instance"}."""
-    out = {"probabilities": {}, "prediction_set": [], "label": None, "gate_passed": None, "gate_reason": None,
-           "run_id": None, "version": None, "device_uid": None, "source_instance": None}
+    """What a Paru SR says, read back from its content tree: {"probabilities", "raw", "label",
+    "prediction_set", "gate_passed", "gate_reason", "run_id", "version", "device_uid", "source_instance"}
+    ("raw": a refused film's raw output, class -> probability, when it was asked for)."""
+    out = {"probabilities": {}, "raw": {}, "prediction_set": [], "label": None, "gate_passed": None,
+           "gate_reason": None, "run_id": None, "version": None, "device_uid": None, "source_instance": None}
     for item in _walk(dataset.ContentSequence):
         name = _concept(item, "ConceptNameCodeSequence")
         value = _concept(item, "ConceptCodeSequence")
-        if name == FINDING[:2] and value is not None:
+        if name in (FINDING[:2], RAW_OUTPUT[:2]) and value is not None:
+            into = out["probabilities"] if name == FINDING[:2] else out["raw"]
             for child in item.get("ContentSequence", []):
                 if _concept(child, "ConceptNameCodeSequence") == PROBABILITY[:2]:
                     meaning = item.ConceptCodeSequence[0].CodeMeaning
-                    out["probabilities"][meaning] = float(child.MeasuredValueSequence[0].NumericValue)
+                    into[meaning] = float(child.MeasuredValueSequence[0].NumericValue)
         elif name == PREDICTED_CLASS[:2]:
             out["label"] = item.ConceptCodeSequence[0].CodeMeaning
         elif name == PREDICTION_SET[:2]:
@@ -183,25 +200,30 @@ def _concept(item, keyword: str):
     return str(value), str(codes[0].CodingSchemeDesignator)
 
 
-def overlay_picture(prediction, label_text: str | None = None) -> np.ndarray:
+def overlay_picture(prediction, label_text: str | None = None, *, raw: bool = False) -> np.ndarray:
     """The film with its Grad-CAM and a band above it carrying the result and the disclaimer (RGB uint8).
 
     The prediction must have been made with `with_cam=True, display=True` (it then holds `gray` and `cam`).
+    A film the gate refused is shown without its heatmap, under the gate's verdict, unless `raw` (the user
+    asked for the raw output): then with its heatmap and the raw output, marked as such.
     """
-    if prediction.gray is None or prediction.cam is None:
+    plain = is_refused(prediction) and not raw
+    if prediction.gray is None or (prediction.cam is None and not plain):
         raise ValueError("The overlay needs the film and its Grad-CAM: predict with with_cam=True, display=True.")
-    picture = Image.fromarray(overlay(prediction.gray, prediction.cam))
+    picture = (Image.fromarray(prediction.gray).convert("RGB") if plain
+               else Image.fromarray(overlay(prediction.gray, prediction.cam)))
     width, height = picture.size
     font_size = max(10, width // 40)
     font = _font(font_size)
-    lines = [label_text or _result_line(prediction), f"{DISCLAIMER}. Paru {core.__version__}."]
+    lines = [label_text] if label_text else _result_lines(prediction, raw)
+    lines.append(f"{DISCLAIMER}. Paru {core.__version__}.")
     band = (font_size + font_size // 2) * len(lines) + font_size // 2
     canvas = Image.new("RGB", (width, height + band), (0, 0, 0))
     canvas.paste(picture, (0, band))
     draw = ImageDraw.Draw(canvas)
     for number, line in enumerate(lines):
         draw.text((font_size // 2, font_size // 4 + number * (font_size + font_size // 2)), line,
-                  fill=(255, 255, 0) if number else (255, 255, 255), font=font)
+                  fill=(255, 255, 0) if number == len(lines) - 1 else (255, 255, 255), font=font)
     return np.asarray(canvas)
 
 
@@ -210,10 +232,16 @@ def overlay_band_height(picture: np.ndarray, film_height: int) -> int:
     return int(picture.shape[0]) - int(film_height)
 
 
-def _result_line(prediction) -> str:
-    if prediction.gate is not None and not prediction.gate.passed:
-        return f"No diagnosis shown: {prediction.gate.reason}"[:120]
-    return f"{prediction.label} {prediction.confidence:.1%} (Grad-CAM of {prediction.label})"
+def _result_lines(prediction, raw: bool = False) -> list[str]:
+    """The result as burned in: the label, or for a refused film the gate's verdict (and, when asked for,
+    the raw output's top class marked as such)."""
+    if not is_refused(prediction):
+        return [f"{prediction.label} {prediction.confidence:.1%} (Grad-CAM of {prediction.label})"]
+    lines = [f"No diagnosis shown: {prediction.gate.reason}"[:120]]
+    if raw:
+        top, probability = max(raw_output(prediction).items(), key=lambda item: item[1])
+        lines.append(f"{RAW_NOTE}: {top} {probability:.1%} (Grad-CAM of {top})"[:120])
+    return lines
 
 
 def _font(size: int):
@@ -223,12 +251,13 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def secondary_capture(source, prediction, *, series_uid: str | None = None, sop_uid: str | None = None):
-    """A highdicom SCImage (RGB) of `overlay_picture(prediction)`, in the source film's study."""
+def secondary_capture(source, prediction, *, raw: bool = False, series_uid: str | None = None,
+                      sop_uid: str | None = None):
+    """A highdicom SCImage (RGB) of `overlay_picture(prediction, raw=raw)`, in the source film's study."""
     import highdicom as hd
     from pydicom.uid import ExplicitVRLittleEndian
 
-    picture = overlay_picture(prediction)
+    picture = overlay_picture(prediction, raw=raw)
     image = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=picture, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=series_uid or hd.UID(), series_number=9002,
@@ -236,5 +265,5 @@ def secondary_capture(source, prediction, *, series_uid: str | None = None, sop_
         patient_orientation=("L", "F"), transfer_syntax_uid=ExplicitVRLittleEndian)
     image.SeriesDescription = SC_SERIES_DESCRIPTION
     image.BurnedInAnnotation = "YES"
-    image.ImageComments = f"{_result_line(prediction)}. {DISCLAIMER}."[:10240]
+    image.ImageComments = f"{'. '.join(_result_lines(prediction, raw))}. {DISCLAIMER}."[:10240]
     return image

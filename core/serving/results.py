@@ -35,6 +35,8 @@ FLAT_CAM_RANGE = 0.1
 """A heatmap whose values span less than this (of its [0, 1] range) says nothing about where the model looked."""
 FLAT_CAM_NOTE = ("The model's map is flat for this film: the heatmap shows no region the answer depends on "
                  "more than another, so it explains nothing here.")
+RAW_NOTE = "RAW output of a refused film, not a diagnosis"
+"""How every output marks the raw output of a film the gate refused (given only on request)."""
 GATE_KINDS = ("ok", "not_a_chest_film", "unlike_training_films")
 """The gate verdict's kinds every output may carry (a gate may add others, such as a mis-prepared film)."""
 
@@ -112,6 +114,13 @@ def similar_cases(prediction) -> list[dict]:
     return [dict(item) for item in (getattr(prediction, "similar", None) or ())]
 
 
+def raw_output(prediction) -> dict[str, float]:
+    """The model's output for a film, class -> probability rounded to 6 places: the softmax before temperature
+    scaling when the Predictor gives it, else the probabilities. What a refused film's "raw" output shows, in
+    every format, once it is asked for."""
+    return _rounded(getattr(prediction, "raw_probabilities", None) or prediction.probabilities)
+
+
 def result_json(prediction, context: ModelContext) -> dict:
     """The `predict --json` object of one film: Prediction.to_json() with the gate honoured, the answer's set,
     the similar training films, "run" (the run id) and "model" (ModelContext.to_json())."""
@@ -128,7 +137,7 @@ def result_json(prediction, context: ModelContext) -> dict:
         out.pop("probabilities", None)
         out.pop("similar", None)
         out["raw"] = {"note": "The model's output for a film the gate refused; not a diagnosis.",
-                      "probabilities": _rounded(prediction.raw_probabilities or prediction.probabilities)}
+                      "probabilities": raw_output(prediction)}
         return out
     members, level = answer_set(prediction)
     out.update(prediction_set=members, set_level=level, uncertain=is_uncertain(prediction))
@@ -165,8 +174,8 @@ def csv_row(prediction, sha256: str, time: str, context: ModelContext, class_nam
         row[f"p_{name}"] = round(prediction.probabilities[name], 6) if answered else None
     row["raw_output"] = None
     if refused and raw_shown and prediction.error is None:
-        row["raw_output"] = "RAW output of a refused film, not a diagnosis: " + "; ".join(
-            f"{name} {p:.4f}" for name, p in (prediction.raw_probabilities or prediction.probabilities).items())
+        row["raw_output"] = f"{RAW_NOTE}: " + "; ".join(
+            f"{name} {p:.4f}" for name, p in raw_output(prediction).items())
     model = context.to_json()
     row.update(model_dataset=model["dataset"], model_training_films=model["training_films"],
                model_test_accuracy=model["test_accuracy"], model_test_accuracy_ci95=_pair_text(model["test_accuracy_ci95"]),

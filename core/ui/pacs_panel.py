@@ -129,26 +129,28 @@ def _classify_one(run_path: str, predictor, url: str, film, store: bool, number:
                f"pacs-{number}")
 
 
-def dicom_downloads(run, prediction, data: bytes, key: str) -> None:
-    """SR, Secondary Capture and FHIR downloads for a film that is DICOM (nothing for other formats)."""
+def dicom_downloads(run, prediction, data: bytes, key: str, raw: bool = False) -> None:
+    """SR, Secondary Capture and FHIR downloads for a film that is DICOM (nothing for other formats).
+
+    `raw`: the user asked for a refused film's raw output, which the files then carry, marked as such."""
     source = _dicom_or_none(data)
     if source is None or prediction.error or prediction.cam is None:
         return
     try:
-        report, capture = result_datasets(source, prediction, run)
+        report, capture = result_datasets(source, prediction, run, raw=raw)
     except Exception as error:  # A header highdicom cannot build on (for example no Study Instance UID).
         st.caption(f"No DICOM results for this file: {error}")
         return
-    _downloads(st, report, capture, prediction, run, str(source.get("StudyInstanceUID", "")), key)
+    _downloads(st, report, capture, prediction, run, str(source.get("StudyInstanceUID", "")), key, raw)
 
 
-def _downloads(where, report, capture, prediction, run, study_uid: str, key: str) -> None:
+def _downloads(where, report, capture, prediction, run, study_uid: str, key: str, raw: bool = False) -> None:
     columns = where.columns(3)
     columns[0].download_button("Report (DICOM SR)", dataset_bytes(report), file_name=f"paru-{key}-sr.dcm",
                                mime="application/dicom", key=f"{key}-sr")
     columns[1].download_button("Overlay (DICOM SC)", dataset_bytes(capture), file_name=f"paru-{key}-sc.dcm",
                                mime="application/dicom", key=f"{key}-sc")
-    observation = fhir.observation(prediction, run, study_uid=study_uid or None,
+    observation = fhir.observation(prediction, run, raw=raw, study_uid=study_uid or None,
                                    report_uid=str(report.SOPInstanceUID))
     columns[2].download_button("FHIR Observation", json.dumps(observation, indent=2),
                                file_name=f"paru-{key}-observation.json", mime="application/fhir+json",

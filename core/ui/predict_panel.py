@@ -195,7 +195,7 @@ def film_card(run, predictor, context, name: str, data: bytes, method_label: str
         for notice in () if prediction.error else prediction.notices:
             st.info(plain(notice))
         if not prediction.error and (raw_shown or not results.is_refused(prediction)):  # As the page shows it.
-            pacs_panel.dicom_downloads(run, prediction, data, key=f"upload-{sha256[:16]}")
+            pacs_panel.dicom_downloads(run, prediction, data, key=f"upload-{sha256[:16]}", raw=raw_shown)
     return results.csv_row(prediction, sha256, _first_seen(f"{run.run_id}:{sha256}"), context, run.classes,
                            raw_shown=raw_shown)
 

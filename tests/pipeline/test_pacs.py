@@ -81,9 +81,15 @@ def test_round_trip_classifies_the_frontal_film_and_stores_sr_and_sc(orthanc, st
     assert len(outcomes) == 3
     (classified, prediction, source), lateral, report = outcomes  # by series and instance number
     assert "lateral view" in lateral[0]["skipped"] and "not an image" in report[0]["skipped"]
-    assert "label" in classified, classified
-    assert classified["file"] == str(study.SOPInstanceUID) and classified["label"] in keras_predictor.class_names
-    assert set(classified["probabilities"]) == set(keras_predictor.class_names)
+    assert "gate" in classified and classified["file"] == str(study.SOPInstanceUID), classified
+    # The gate is honoured (tests/unit/test_hospital_results.py checks both sides on fixed predictions).
+    answered = _answered(prediction)
+    if answered:
+        assert classified["label"] in keras_predictor.class_names
+        assert set(classified["probabilities"]) == set(keras_predictor.class_names)
+    else:
+        assert classified["label"] is None and "probabilities" not in classified
+        assert set(classified["raw"]["probabilities"]) == set(keras_predictor.class_names)
     assert str(source.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.80"  # fetched as stored
     # No patient identifier in what Paru prints.
     assert PATIENT_ID not in json.dumps([outcome[0] for outcome in outcomes])
@@ -91,8 +97,11 @@ def test_round_trip_classifies_the_frontal_film_and_stores_sr_and_sc(orthanc, st
     stored = classified["stored"]
     sr = client.retrieve_instance(uid, _series_of(orthanc, uid, stored["sr"]), stored["sr"])
     content = read_report(sr)
-    assert content["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
-    assert content["label"] == prediction.label and content["prediction_set"] == prediction_set_of(prediction)
+    if answered:
+        assert content["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
+        assert content["label"] == prediction.label and content["prediction_set"] == prediction_set_of(prediction)
+    else:
+        assert content["probabilities"] == content["raw"] == {} and content["label"] is None
     assert content["run_id"] == keras_predictor.run.run_id
     assert content["device_uid"] == device_uid(keras_predictor.run)
     assert content["source_instance"] == str(study.SOPInstanceUID)
@@ -114,13 +123,22 @@ def test_fhir_observation_mirrors_the_prediction(keras_predictor, study):
     resource = fhir.observation(prediction, keras_predictor.run, study_uid=str(study.StudyInstanceUID))
     assert resource["resourceType"] == "Observation" and resource["status"] == "preliminary"
     assert resource["code"]["coding"][0]["code"] == "121071"
-    assert resource["valueCodeableConcept"]["text"] == prediction.label
     probabilities = {c["code"]["text"]: c["valueQuantity"]["value"] for c in resource["component"]
                      if "valueQuantity" in c}
-    assert probabilities == {f"Probability of {k}": pytest.approx(v, abs=1e-6)
-                             for k, v in prediction.probabilities.items()}
+    if _answered(prediction):
+        assert resource["valueCodeableConcept"]["text"] == prediction.label
+        assert probabilities == {f"Probability of {k}": pytest.approx(v, abs=1e-6)
+                                 for k, v in prediction.probabilities.items()}
+    else:  # A refused film: the gate's verdict only.
+        assert "valueCodeableConcept" not in resource and probabilities == {}
+        assert prediction.gate.reason in resource["dataAbsentReason"]["text"]
     assert device_uid(keras_predictor.run) in resource["device"]["identifier"]["value"]
     assert PATIENT_ID not in json.dumps(resource) and PATIENT_NAME not in json.dumps(resource)
+
+
+def _answered(prediction) -> bool:
+    """Whether the gate let the film through (the synthetic films may or may not pass the tiny run's gate)."""
+    return prediction.gate is None or prediction.gate.passed
 
 
 def _series_of(orthanc, study_uid: str, sop_uid: str) -> str:
@@ -149,7 +167,9 @@ def test_cli_pacs_prints_one_predict_shaped_object_per_film_and_stores(orthanc, 
     printed = capsys.readouterr().out
     lines = [json.loads(line) for line in printed.splitlines()]
     assert len(lines) == 1 and lines[0]["file"] == str(film.SOPInstanceUID)
-    assert {"label", "confidence", "probabilities", "calibrated", "notices"} <= set(lines[0])
+    assert {"label", "confidence", "calibrated", "notices", "gate", "run", "model"} <= set(lines[0])  # as predict's
+    assert lines[0]["run"] == keras_predictor.run.run_id
+    assert ("probabilities" in lines[0]) == lines[0]["gate"]["passed"] != ("raw" in lines[0])
     assert PATIENT_ID not in printed and "Secret" not in printed
     assert len(orthanc.instances_of(str(film.StudyInstanceUID))) == 3  # the film, its SR and its SC
 
