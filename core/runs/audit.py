@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from core.csvsafe import neutralise
 from core.runs.artifacts import now_iso
 from core.runs.checks import is_number
 from core.settings import audit_file_names, audit_max_bytes, default_models_dir
@@ -299,14 +300,13 @@ def to_jsonl(entries: list[dict]) -> bytes:
 
 
 def to_csv(rows: list[dict]) -> bytes:
-    """`table_rows` output as CSV bytes with AUDIT_COLUMNS as header."""
+    """`table_rows` output as CSV bytes with AUDIT_COLUMNS as header, every cell neutralised
+    (core.csvsafe.neutralise: no spreadsheet runs a file name as a formula)."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=AUDIT_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    # A text cell that a spreadsheet would run as a formula (=, +, -, @) is prefixed with an apostrophe.
-    writer.writerows({key: f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
-                      for key, value in row.items()} for row in rows)
+    writer.writerows({key: neutralise(value) for key, value in row.items()} for row in rows)
     return buffer.getvalue().encode()

@@ -8,8 +8,8 @@ Contracts every output keeps:
 - An uncertain answer (a prediction set of more than one class, or, for a run without sets, a low top
   probability) is said as the classes it cannot tell apart, "Normal or Pneumonia (90% set)", never as one label.
 - Every result carries its model's context (core.runs.context.ModelContext).
-- CSV cells that a spreadsheet would read as a formula (starting with = + - @, a tab or a carriage return)
-  are neutralised with a leading apostrophe, so an upload named "=HYPERLINK(...).png" stays text.
+- CSV cells that a spreadsheet would read as a formula are neutralised (core.csvsafe.neutralise), so an
+  upload named "=HYPERLINK(...).png" stays text.
 
 The prediction set, its level and the similar training films are read from the Prediction as the Predictor
 gives them (`prediction_set`, `set_level`, `uncertain`, `similar`); nothing here computes them.
@@ -24,10 +24,9 @@ import math
 
 import numpy as np
 
+from core.csvsafe import neutralise
 from core.runs.context import ModelContext
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-"""What a spreadsheet may run as a formula at the start of a cell (OWASP's CSV injection list)."""
 LOW_CONFIDENCE = 0.6
 """For a run without prediction sets: a top probability below this is shown as uncertain (the top two classes,
 and any other at least half as probable as the top one)."""
@@ -145,15 +144,6 @@ def result_json(prediction, context: ModelContext) -> dict:
     return out
 
 
-def neutralise(value):
-    """A CSV cell that no spreadsheet runs as a formula: text starting with FORMULA_PREFIXES gets a leading
-    apostrophe; control characters other than tab are dropped from text. Numbers and None pass unchanged."""
-    if not isinstance(value, str):
-        return value
-    text = "".join(c for c in value if c.isprintable() or c == "\t")
-    return f"'{text}" if text.startswith(FORMULA_PREFIXES) else text
-
-
 def csv_row(prediction, sha256: str, time: str, context: ModelContext, class_names: list[str],
             raw_shown: bool = False) -> dict:
     """One film's CSV row (see results_csv for the columns)."""
@@ -189,7 +179,7 @@ def results_csv(rows: list[dict]) -> bytes:
     error, label, confidence, prediction_set, set_level, uncertain, calibrated, seconds, one p_<class> column
     per class, raw_output, then the model's context (model_dataset, model_training_films, model_test_accuracy
     and _ci95, model_macro_f1 and _ci95, model_warning). Empty cells for what a film does not have; every cell
-    neutralised (see `neutralise`)."""
+    neutralised (core.csvsafe.neutralise)."""
     buffer = io.StringIO()
     columns = list(rows[0]) if rows else ["time", "run_id", "sha256", "file", "gate_kind", "label"]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")

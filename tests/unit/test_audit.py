@@ -223,3 +223,7 @@ def test_audit_csv_neutralises_spreadsheet_formulas():
 
     rows = audit.table_rows([{"time": "t", "file_name": "=HYPERLINK(\"http://x\")", "run_id": "r"}])
     assert "'=HYPERLINK" in audit.to_csv(rows).decode()
+    # The same rule as the Predict page's CSV: a leading tab or carriage return too, control characters dropped.
+    for name, cell in (("\t=1+1.png", "'\t=1+1.png"), ("\r=1.png", "'=1.png"), ("a\x07b.png", "ab.png")):
+        text = audit.to_csv(audit.table_rows([{"time": "t", "file_name": name, "run_id": "r"}])).decode()
+        assert next(csv.DictReader(io.StringIO(text)))["file_name"] == cell, name

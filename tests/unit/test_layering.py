@@ -23,7 +23,7 @@ ROOT = Path(os.environ.get("LAYERING_ROOT") or Path(__file__).resolve().parents[
 # Lowest first. A module belongs to the layer of its longest matching prefix ("core" matches only
 # core/__init__.py); it may import from its own layer and the ones before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("core", "core.settings", "core.config", "core.validation"),
+    ("core", "core.settings", "core.config", "core.validation", "core.csvsafe"),
     # The run folder's schema (file names, readers, writers, and the checks that turn a damaged file into
     # one message) depends only on settings: data lays out a run's split from it, and everything above
     # reads run files through it.

@@ -10,8 +10,8 @@ from core.runs.context import model_context
 from core.runs.registry import load_run
 from core.serving.gate import GateResult
 from core.serving.predict import Prediction
-from core.serving.results import (answer_text, cam_is_flat, csv_row, is_uncertain, neutralise, result_json,
-                                  results_csv)
+from core.csvsafe import neutralise
+from core.serving.results import answer_text, cam_is_flat, csv_row, is_uncertain, result_json, results_csv
 from core.settings import PROJECT_ROOT
 
 CLASSES = ["Normal", "Pneumonia"]
