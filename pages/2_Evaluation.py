@@ -67,13 +67,7 @@ st.subheader("Are the heatmaps faithful?")
 explain_panel.explain_check_section(run)
 
 st.subheader("Compare with another run")
-others = {str(other.path): other for other in frame.available_runs() if other.path != run.path}
-if not others:
-    st.info("Only one run exists. Train another on the Training page to compare.")
-else:
-    other_path = st.selectbox("Second run", list(others), format_func=lambda p: others[p].describe(),
-                              key="compare_run")
-    panels.compare_section([run, others[other_path]])
+panels.compare_section(run, frame.available_runs())
 
 st.download_button("Download metrics.json", panels.bytes_of_file(run.path / "metrics.json", missing=b"{}"),
                    file_name=f"{run.run_id}-metrics.json", mime="application/json")

@@ -75,9 +75,16 @@ def per_class_section(metrics: dict) -> None:
     st.plotly_chart(figures.per_class_chart(metrics))
 
 
-def compare_section(runs: list) -> None:
-    """Two runs side by side (dataset, classes, test films, headline figures, recipe), with a warning when
-    they were tested on different data."""
+def compare_section(run, available: list) -> None:
+    """The run beside a second one chosen from `available` (dataset, classes, test films, headline figures,
+    recipe), with a warning when they were tested on different data."""
+    others = {str(other.path): other for other in available if other.path != run.path}
+    if not others:
+        st.info("Only one run exists. Train another on the Training page to compare.")
+        return
+    other_path = st.selectbox("Second run", list(others), format_func=lambda path: others[path].describe(),
+                              key="compare_run")
+    runs = [run, others[other_path]]
     warning = tables.compare_warning(runs)
     if warning:
         st.warning(warning)

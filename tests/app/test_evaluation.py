@@ -147,3 +147,17 @@ def test_an_export_below_the_parity_bar_says_so(run_copy, fake_export):
     assert any(metric.label == "dynamic .tflite size" and metric.value == "2.0 MB" for metric in at.metric)
     shutil.rmtree(target.parent)
     assert fake_export == []
+
+
+def test_the_comparison_names_each_runs_data_and_warns_when_it_differs(run_copy, tmp_path):
+    other = run_copy.path.parent / "other-run"
+    shutil.copytree(run_copy.path, other)
+    report = json.loads((other / "data_report.json").read_text())
+    report["root"] = "pediatric-pneumonia"
+    (other / "data_report.json").write_text(json.dumps(report))
+    at = open_page(EVALUATION)
+    assert not at.exception, at.exception
+    assert "tested on different data (different dataset folders)" in texts(at.warning)
+    table = next(frame.value for frame in at.dataframe if "other-run" in frame.value.columns)
+    assert table.loc["Dataset", "other-run"] == "pediatric-pneumonia"
+    assert {"Classes", "Test films", "Preset"} <= set(table.index)
