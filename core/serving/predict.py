@@ -48,6 +48,8 @@ class Prediction:
             failed, the label must not be presented as a diagnosis.
         prediction_set: the classes of the run's split-conformal set (core.evaluation.conformal), most
             probable first, at `set_level` coverage; () and None for a run evaluated before sets existed.
+        uncertain: True when the set holds more than one class (the model cannot tell them apart at its
+            level); None without a set.
         seconds: wall time from bytes to result.
         engine: what ran the model ("TensorFlow Lite" or "Keras"; see core.serving.lite).
         similar: the nearest training films in the run's pooled features ({"file", "label", "distance"};
@@ -67,15 +69,10 @@ class Prediction:
     gate: film_population.PopulationVerdict | None = None
     prediction_set: tuple[str, ...] = ()
     set_level: float | None = None
+    uncertain: bool | None = None
     seconds: float = 0.0
     engine: str = ""
     similar: tuple[dict, ...] = ()
-
-    @property
-    def uncertain(self) -> bool | None:
-        """True when the set holds more than one class (the model cannot tell them apart at its level);
-        None without a set."""
-        return len(self.prediction_set) > 1 if self.set_level is not None else None
 
     def to_json(self) -> dict:
         """The CLI's JSON line: {"file", "label", "confidence", "probabilities", "prediction_set",
@@ -267,7 +264,8 @@ class Predictor:
             raw_probabilities={c: float(p) for c, p in zip(self.class_names, raw[0])},
             calibrated=self.calibrated, cam=cam, gray=film.gray if display else None,
             notices=film.notices if film else (), gate=gate_result, prediction_set=prediction_set,
-            set_level=set_level, seconds=time.perf_counter() - started,
+            set_level=set_level, uncertain=_is_uncertain(prediction_set, set_level),
+            seconds=time.perf_counter() - started,
             engine=lite.name if lite is not None else "Keras",
             similar=tuple(nearest(self.similar_index, features[0])),
         )
@@ -289,8 +287,13 @@ class Predictor:
                     results[path] = Prediction(
                         str(path), self.class_names[top], float(row[top]),
                         {c: float(p) for c, p in zip(self.class_names, row)}, calibrated=self.calibrated,
-                        prediction_set=prediction_set, set_level=set_level)
+                        prediction_set=prediction_set, set_level=set_level,
+                        uncertain=_is_uncertain(prediction_set, set_level))
         return [results[p] for p in paths]
+
+
+def _is_uncertain(prediction_set: tuple[str, ...], set_level: float | None) -> bool | None:
+    return len(prediction_set) > 1 if set_level is not None else None
 
 
 def _population_words(run: Run) -> str:
