@@ -33,10 +33,9 @@ from core.runs.artifacts import (
     write_json_atomic,
     write_predictions_csv,
 )
-from core.runs.registry import Run, is_shipped_run, load_run, load_run_model
+from core.runs.registry import Run, added_file_path, load_run, load_run_model
 from core.serving.batch import PREDICT_BATCH_SIZE, predict_probabilities, rows_in_chunks
 from core.serving.lite import cached_path, load_engine
-from core.settings import user_data_dir
 
 ENGINES = ("auto", "lite", "keras")
 """evaluate_folder's engine choices (the CLI's --engine of `evaluate` reads them from here)."""
@@ -184,10 +183,7 @@ def _scorer(model, run: Run, engine: str, n_films: int, batch_size: int):
 def external_result_path(run_dir: str | os.PathLike) -> Path:
     """Where a run's last external validation is kept: its run folder, or the user data dir for a shipped run
     (its tracked files stay as shipped, as review tags do)."""
-    run_dir = Path(run_dir)
-    if is_shipped_run(run_dir):
-        return user_data_dir() / "external" / f"{run_dir.name}.json"
-    return run_dir / EXTERNAL_FILE_NAME
+    return added_file_path(run_dir, EXTERNAL_FILE_NAME, "external")
 
 
 def save_external_result(run_dir: str | os.PathLike, external: ExternalMetrics) -> Path:

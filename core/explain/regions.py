@@ -1,6 +1,8 @@
 """Where Grad-CAM puts its mass: for a bounded set of a run's test films, how much of each film's Grad-CAM
 lies in the central lung fields and how much on the border and corners, where labels, side markers and
-devices sit. The analysis is cached in <run>/cam_regions.json and summarised in the run's model card.
+devices sit. The analysis is cached in <run>/cam_regions.json and summarised in the run's model card; for a
+shipped run, whose tracked files stay as they are in git, it is cached in the user data dir instead
+(core.runs.registry.added_file_path) and the card is left as shipped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from core.runs.artifacts import (
     write_json_atomic,
 )
 from core.runs.card import refresh_model_card_quietly
-from core.runs.registry import Run, load_run
+from core.runs.registry import Run, added_file_path, load_run
 from core.runs.review_films import run_film
 
 CAM_MAX_FILMS = 60
@@ -146,9 +148,17 @@ def summarise_cam_regions(films: list[dict], flag_share: float = CAM_FLAG_SHARE)
     }
 
 
+def cam_regions_path(run_dir: str | os.PathLike) -> Path:
+    """Where compute_cam_regions caches a run's analysis: <run>/cam_regions.json, or the user data dir for a
+    shipped run (core.runs.registry.added_file_path)."""
+    return added_file_path(run_dir, CAM_REGIONS_FILE_NAME, "cam_regions")
+
+
 def load_cam_regions(run_dir: str | os.PathLike) -> dict | None:
-    """The cached analysis of <run>/cam_regions.json, or None when it was never computed."""
-    data = read_json(Path(run_dir) / CAM_REGIONS_FILE_NAME)
+    """The cached analysis (cam_regions_path; for a shipped run not analysed here, the one it was shipped
+    with), or None when it was never computed."""
+    path = cam_regions_path(run_dir)
+    data = read_json(path if path.is_file() else Path(run_dir) / CAM_REGIONS_FILE_NAME)
     return data if isinstance(data, dict) and "films" in data else None
 
 
@@ -159,8 +169,8 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike | None, *, max_film
     Films come from `select_cam_films` over predictions.csv and are read from `dataset_root`, else from the
     run's review films (core.runs.review_films.run_film); each CAM is
     that of the class the model predicts, split by `cam_regions` into central / border /
-    corners shares. The result is written to <run>/cam_regions.json (and the model card refreshed), so the
-    work is done once per run.
+    corners shares. The result is written to cam_regions_path(run) (and the model card of a run that is not
+    shipped refreshed), so the work is done once per run.
 
     Args:
         run: a core.runs.registry.Run (or run folder).
@@ -219,6 +229,9 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike | None, *, max_film
         "uniform": cam_regions(np.ones((image_size, image_size), np.float32), border_fraction=CAM_BORDER_FRACTION),
         "films": films, "missing": missing, "summary": summarise_cam_regions(films),
     }
-    write_json_atomic(run.path / CAM_REGIONS_FILE_NAME, result)
-    refresh_model_card_quietly(run.path)
+    path = cam_regions_path(run.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, result)
+    if path.parent == run.path:
+        refresh_model_card_quietly(run.path)
     return result

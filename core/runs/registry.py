@@ -27,7 +27,7 @@ from core.runs.artifacts import (
     read_status,
 )
 from core.runs.checks import check_metrics, damaged_file, read_json_strict
-from core.settings import PROJECT_ROOT, default_models_dir
+from core.settings import PROJECT_ROOT, default_models_dir, user_data_dir
 
 
 SHIPPED_RUNS_DIR = PROJECT_ROOT / "models"
@@ -39,7 +39,7 @@ run is named by its time (`new_run_id`), so it never takes this prefix by itself
 def is_shipped_run(run_dir: str | os.PathLike) -> bool:
     """True for a run the project ships (tracked in git): a demo-* folder in the project's own models/
     folder, or any run folder this process may not write to. Paru never writes into such a run; what a
-    user adds to it (review tags) lives under core.settings.user_data_dir().
+    user adds to it lives under core.settings.user_data_dir() (see added_file_path).
 
     Decided by location and name alone: no git command is run, and a copy of a shipped run elsewhere (in a
     test's temporary folder, or in $PARU_MODELS_DIR) is the user's own."""
@@ -47,6 +47,16 @@ def is_shipped_run(run_dir: str | os.PathLike) -> bool:
     if path.parent == SHIPPED_RUNS_DIR.resolve() and path.name.startswith(SHIPPED_RUN_PREFIX):
         return True
     return path.is_dir() and not os.access(path, os.W_OK)
+
+
+def added_file_path(run_dir: str | os.PathLike, file_name: str, kind: str) -> Path:
+    """Where Paru keeps a file it adds to a trained run (review tags, the Grad-CAM region analysis, the last
+    external validation): <run>/<file_name> for the user's own runs, and <user data dir>/<kind>/<run id> with
+    file_name's suffix for a shipped run (is_shipped_run), whose tracked files stay as they are in git."""
+    run_dir = Path(run_dir)
+    if is_shipped_run(run_dir):
+        return user_data_dir() / kind / f"{run_dir.name}{Path(file_name).suffix}"
+    return run_dir / file_name
 
 
 def new_run_id(data_dir: str | os.PathLike, preset_name: str) -> str:

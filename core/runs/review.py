@@ -23,8 +23,7 @@ from pathlib import Path
 from core.runs.artifacts import TAGS_FILE_NAME, now_iso, write_json_atomic
 from core.runs.card import refresh_model_card_quietly
 from core.runs.checks import read_json_strict
-from core.runs.registry import is_shipped_run
-from core.settings import user_data_dir
+from core.runs.registry import added_file_path
 
 TAGS = ("untagged", "label error", "model error", "ambiguous", "image quality")
 _EXPECTED = 'a JSON object mapping each film to {"tag", "note", ...}'
@@ -32,10 +31,7 @@ _EXPECTED = 'a JSON object mapping each film to {"tag", "note", ...}'
 
 def tags_path(run_dir: str | os.PathLike) -> Path:
     """Where the run's tags live: in the run folder, or in the user data dir for a shipped run."""
-    run_dir = Path(run_dir)
-    if is_shipped_run(run_dir):
-        return user_data_dir() / "tags" / f"{run_dir.name}.json"
-    return run_dir / TAGS_FILE_NAME
+    return added_file_path(run_dir, TAGS_FILE_NAME, "tags")
 
 
 def read_tags(run_dir: str | os.PathLike) -> tuple[dict[str, dict], list[str]]:

@@ -27,6 +27,28 @@ def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
     assert "Grad-CAM mass on the image border" in (copy / "model_card.md").read_text()
 
 
+def test_cam_regions_of_a_shipped_run_go_to_the_user_dir_and_leave_the_run_unchanged(tiny_run, tmp_path,
+                                                                                      monkeypatch):
+    from core.explain.regions import cam_regions_path, compute_cam_regions, load_cam_regions
+    from core.runs import registry
+
+    monkeypatch.setenv("PARU_USER_DIR", str(tmp_path / "user"))
+    # A run that counts as shipped: a demo-* folder in the project's models folder (patched to tmp_path).
+    monkeypatch.setattr(registry, "SHIPPED_RUNS_DIR", tmp_path / "models")
+    shipped = copy_run(tiny_run, tmp_path).rename(tmp_path / "models" / "demo-tiny")
+    assert registry.is_shipped_run(shipped)
+
+    def files():
+        return {path.relative_to(shipped): path.read_bytes() for path in shipped.rglob("*") if path.is_file()}
+
+    before = files()
+    run = registry.load_run(shipped)
+    result = compute_cam_regions(run, run.dataset_root(), max_films=4)
+    assert files() == before  # no cam_regions.json, and the model card as shipped
+    assert cam_regions_path(shipped) == tmp_path / "user" / "cam_regions" / "demo-tiny.json"
+    assert load_cam_regions(shipped)["films"] == result["films"]
+
+
 def test_review_tags_rewrite_the_model_card(tiny_run, tmp_path):
     from core.runs.review import save_tag
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.explain.regions import cam_regions
+from core.explain.regions import cam_regions, cam_regions_path, load_cam_regions
+from core.settings import PROJECT_ROOT
 
 
 def test_cam_regions_of_a_uniform_cam_are_the_area_shares():
@@ -36,3 +37,14 @@ def test_cam_regions_of_a_central_cam_and_of_an_all_zero_cam():
 def test_cam_regions_rejects_a_bad_border_fraction(border_fraction):
     with pytest.raises(ValueError, match=r"must be in \(0, 0.5\)"):
         cam_regions(np.ones((10, 10)), border_fraction=border_fraction)
+
+
+def test_a_shipped_run_reads_its_own_analysis_until_one_is_computed_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARU_USER_DIR", str(tmp_path))
+    demo = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+    assert cam_regions_path(demo) == tmp_path / "cam_regions" / f"{demo.name}.json"
+    shipped = load_cam_regions(demo)
+    assert shipped is not None and shipped["films"]  # the analysis it was shipped with
+    (tmp_path / "cam_regions").mkdir()
+    cam_regions_path(demo).write_text('{"films": [], "run_id": "demo-nih-cxr4-paper"}')
+    assert load_cam_regions(demo)["films"] == []  # the one computed here wins
