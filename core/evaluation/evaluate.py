@@ -2,7 +2,7 @@
 
 Every figure is computed by `core.evaluation.metrics.classification_report`, so the run's `metrics.json`,
 `python -m core evaluate --json` and the app all show the same numbers. The schemas of what is written and
-returned are core.runs.artifacts.RunMetrics and ExternalMetrics. The model card is not written here: training
+returned are core.runs.schema.RunMetrics and ExternalMetrics. The model card is not written here: training
 writes it once the run has been evaluated (core.training.run), so evaluation depends on no card or review code.
 """
 
@@ -26,14 +26,13 @@ from core.runs.artifacts import (
     EXTERNAL_FILE_NAME,
     METRICS_FILE_NAME,
     PREDICTIONS_FILE_NAME,
-    ExternalMetrics,
-    RunMetrics,
     now_iso,
     read_json,
     write_json_atomic,
     write_predictions_csv,
 )
 from core.runs.registry import Run, added_file_path, load_run, load_run_model
+from core.runs.schema import ExternalMetrics, RunMetrics
 from core.serving.batch import PREDICT_BATCH_SIZE, predict_probabilities, rows_in_chunks
 from core.serving.lite import cached_path, load_engine
 
@@ -116,7 +115,7 @@ def evaluate_folder(run: Run | str | os.PathLike, data_dir: str | os.PathLike, *
     see bench/results/) or "auto" (lite when a converted copy is cached or the folder holds at least
     LITE_WORTH_FILMS films; Keras when the fast engine cannot serve the model).
 
-    Returns core.runs.artifacts.ExternalMetrics: the metrics.json report plus "data_dir", "skipped",
+    Returns core.runs.schema.ExternalMetrics: the metrics.json report plus "data_dir", "skipped",
     "overlap" (core.evaluation.overlap.check_overlap), "engine" and "predictions" (one dict per film: file,
     label, predicted, probabilities).
     """

@@ -1,5 +1,6 @@
-"""The run folder's schema: every file name, the readers and writers of its CSV and JSON files, the
-`metrics.json` schema, and the one answer to "where are this run's films?".
+"""The run folder's schema: every file name, the readers and writers of its CSV and JSON files (the
+`metrics.json` schema's TypedDicts are in core.runs.schema), and the one answer to "where are this run's
+films?".
 
 A finished run folder `models/<run_id>/` holds:
 
@@ -8,7 +9,7 @@ A finished run folder `models/<run_id>/` holds:
     classes.json            ordered class names: output unit i of the model is classes[i]
     split.csv               path, label, subset, patient_id, sha256 for every usable film
     history.csv             one row per epoch (epoch, phase, loss, accuracy, val_loss, val_accuracy, ...)
-    metrics.json            test-set metrics and the training summary (`RunMetrics` below)
+    metrics.json            test-set metrics and the training summary (core.runs.schema.RunMetrics)
     predictions.csv         file, label, predicted, one p_<class> column per class, subset (val and test)
     data_report.json        counts per class and subset, skipped files with reasons, duplicates, and "root":
                             the dataset folder relative to its data root (`dataset_name`), e.g. "nih-cxr4"
@@ -26,7 +27,7 @@ and, once a person or the app has worked with the run:
     review_tags.json        a reviewer's tag and note per misclassified test film (core.runs.review)
     cam_regions.json        where Grad-CAM puts its mass on a bounded set of test films (core.explain.regions)
     explain_check.json      whether the heatmaps are faithful to the model (core.explain.faithfulness)
-    external_validation.json  the last external validation (`ExternalMetrics` plus "evaluated"), kept for the
+    external_validation.json  the last external validation (schema.ExternalMetrics plus "evaluated"), kept for the
                             next session (core.evaluation.evaluate.save_external_result; a shipped run's in
                             the user data dir)
     exports/                TensorFlow Lite exports built from the app, <variant>-v<format>.tflite
@@ -46,11 +47,12 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, TypedDict
+from typing import Iterable
 
 import numpy as np
 
 from core.runs.checks import damaged_file
+from core.runs.schema import RunMetrics
 from core.settings import SHARED_ROOT, allowed_data_roots
 
 MODEL_FILE_NAME = "model.keras"
@@ -81,122 +83,6 @@ REQUIRED_FILE_NAMES = (MODEL_FILE_NAME, CONFIG_FILE_NAME, CLASSES_FILE_NAME, STA
 """A folder is a finished run only when it holds these (and status.json says "finished")."""
 
 SPLIT_COLUMNS = ("path", "label", "subset", "patient_id", "sha256")
-
-
-# --------------------------------------------------------------------------------------------------
-# The metrics.json schema
-# --------------------------------------------------------------------------------------------------
-
-
-class ClassMetrics(TypedDict):
-    precision: float | None  # None for a class with no films that was never predicted
-    recall: float | None  # None for a class with no films: undefined, shown as "—, no films", never 0
-    f1: float | None  # None for a class with no films
-    ovr_accuracy: float
-    tp: int
-    fp: int
-    fn: int
-    tn: int
-    support: int
-    roc_auc: float | None  # None without scores, or for a class absent from (or making up) every case.
-
-
-class Averages(TypedDict):
-    precision: float | None  # None only when no class has films
-    recall: float | None
-    f1: float | None
-
-
-class MacroAverages(Averages):
-    classes: list[str]  # the classes averaged over: those with films in the evaluated set
-
-
-class ConfidenceIntervals(TypedDict):
-    accuracy: list[float]  # [low, high], 95% percentile bootstrap over cases
-    macro_f1: list[float]
-    n_bootstrap: int
-    method: str
-
-
-class ClinicalBar(TypedDict):
-    threshold: float
-    per_class: dict[str, dict[str, bool | None]]  # name -> {"precision", "recall", "f1", "ovr_accuracy"} passed,
-    # None where the figure is undefined (a class with no films)
-    accuracy: bool
-    macro_f1: bool
-    all_passed: bool
-
-
-class Report(TypedDict):
-    """What core.evaluation.metrics.classification_report returns."""
-
-    classes: list[str]
-    n: int
-    accuracy: float  # trace / total
-    mean_ovr_accuracy: float  # mean over classes of (TP + TN) / n: the paper's "accuracy" figure
-    macro: MacroAverages
-    weighted: Averages
-    per_class: dict[str, ClassMetrics]
-    confusion_matrix: list[list[int]]  # rows true class, columns predicted class
-    ci95: ConfidenceIntervals | None  # None when no bootstrap was asked for
-    clinical_bar: ClinicalBar
-
-
-class TrainingSummary(TypedDict):
-    best_epoch: int
-    epochs_run: int
-    stopped_early: bool
-    wall_time_seconds: float
-    decode_seconds: float
-
-
-class ValidationSummary(TypedDict):
-    n: int
-    accuracy: float
-    macro_f1: float
-    mean_ovr_accuracy: float
-
-
-class Calibration(TypedDict):
-    temperature: float  # fitted on the validation split (core.evaluation.calibration.fit_temperature)
-    fitted_on: str
-    ece_val_before: float
-    ece_val_after: float
-    ece_test_before: float
-    ece_test_after: float
-
-
-class LaterRunSections(TypedDict, total=False):
-    """metrics.json sections added after the first runs were shipped: a run evaluated before lacks them."""
-
-    # Split-conformal sets calibrated on the validation split, reported on the test split
-    # (core.evaluation.conformal.coverage_report: "level", "method", "threshold", "coverage",
-    # "mean_set_size", "per_class", ...).
-    conformal: dict
-
-
-class RunMetrics(Report, LaterRunSections):
-    """metrics.json of a run: the test-set Report plus what the training-time evaluation adds."""
-
-    subset: str  # "test"
-    evaluated: str  # ISO time
-    training: TrainingSummary
-    validation: ValidationSummary
-    calibration: Calibration
-
-
-class ExternalMetrics(Report):
-    """What core.evaluation.evaluate.evaluate_folder returns (and `evaluate --json` writes); never stored
-    in a run folder."""
-
-    subset: str  # "external"
-    data_dir: str
-    run_id: str
-    evaluated: str
-    skipped: list[dict]  # {"path", "reason"}
-    engine: str
-    overlap: dict  # core.evaluation.overlap.check_overlap
-    predictions: list[dict]  # {"file", "label", "predicted", "probabilities": {class: p}}
 
 
 # --------------------------------------------------------------------------------------------------

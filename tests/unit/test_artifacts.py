@@ -1,5 +1,5 @@
-"""Tests for core.runs.artifacts: the run folder's file names, readers and writers, the metrics.json schema,
-and the one answer to "where are this run's films?"."""
+"""Tests for core.runs.artifacts: the run folder's file names, readers and writers, the metrics.json schema
+(core.runs.schema), and the one answer to "where are this run's films?"."""
 
 from __future__ import annotations
 
@@ -12,11 +12,8 @@ import numpy as np
 import pytest
 
 from core.evaluation.metrics import classification_report
-from core.runs import artifacts, checks
+from core.runs import artifacts, checks, schema
 from core.runs.artifacts import (
-    ExternalMetrics,
-    Report,
-    RunMetrics,
     find_dataset_root,
     misclassified_test_rows,
     read_history_csv,
@@ -28,6 +25,7 @@ from core.runs.artifacts import (
     write_split_csv,
 )
 from core.runs.registry import load_run
+from core.runs.schema import ExternalMetrics, Report, RunMetrics
 
 SHIPPED_RUN = Path(__file__).resolve().parents[2] / "models" / "demo-nih-cxr4-paper"
 
@@ -193,9 +191,9 @@ def test_the_report_typeddict_matches_classification_report():
     report = classification_report([0, 1, 1, 0], [0, 1, 0, 0], ["Normal", "Pneumonia"],
                                    [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1]], n_bootstrap=10)
     assert set(report) == set(Report.__annotations__)
-    assert set(report["per_class"]["Normal"]) == set(artifacts.ClassMetrics.__annotations__)
-    assert set(report["ci95"]) == set(artifacts.ConfidenceIntervals.__annotations__)
-    assert set(report["clinical_bar"]) == set(artifacts.ClinicalBar.__annotations__)
+    assert set(report["per_class"]["Normal"]) == set(schema.ClassMetrics.__annotations__)
+    assert set(report["ci95"]) == set(schema.ConfidenceIntervals.__annotations__)
+    assert set(report["clinical_bar"]) == set(schema.ClinicalBar.__annotations__)
     assert set(ExternalMetrics.__annotations__) > set(Report.__annotations__)
 
 
@@ -204,9 +202,9 @@ def test_the_shipped_run_metrics_follow_the_run_metrics_typeddict():
     metrics = json.loads((SHIPPED_RUN / "metrics.json").read_text())
     # Sections added later (NotRequired) may be absent from a run evaluated before them.
     assert RunMetrics.__required_keys__ <= set(metrics) <= set(RunMetrics.__annotations__)
-    for section, schema in (("training", artifacts.TrainingSummary), ("validation", artifacts.ValidationSummary),
-                            ("calibration", artifacts.Calibration)):
-        assert set(metrics[section]) == set(schema.__annotations__), section
+    for section, typed in (("training", schema.TrainingSummary), ("validation", schema.ValidationSummary),
+                           ("calibration", schema.Calibration)):
+        assert set(metrics[section]) == set(typed.__annotations__), section
 
 
 # --------------------------------------------------------------------------------------------------

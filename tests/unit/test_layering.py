@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # The run folder's schema (file names, readers, writers, and the checks that turn a damaged file into
     # one message) depends only on settings: data lays out a run's split from it, and everything above
     # reads run files through it.
-    ("core.runs.checks", "core.runs.artifacts"),
+    ("core.runs.checks", "core.runs.artifacts", "core.runs.schema"),
     ("core.imaging",),
     ("core.data",),
     ("core.evaluation", "core.evaluation.metrics", "core.evaluation.calibration", "core.evaluation.summary"),
