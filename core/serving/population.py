@@ -4,7 +4,7 @@ Three questions, each with its own answer a person can act on (`KINDS`):
 
 - "not_a_chest_film": the image statistics say it is no radiograph (a colour picture, a nearly uniform
   image; core.serving.gate's checks), or it is further from the training films than even mis-prepared
-  copies of them come (a bound fitted on those copies, `FAR_QUANTILE` and `FAR_MARGIN`).
+  copies of them come (a bound fitted on those copies; core.serving.population_fit).
 - "mis_prepared": a chest film, but turned on its side, upside down, with inverted gray levels (a
   MONOCHROME1 film read as MONOCHROME2) or a part of the film blown up to full size; the reason says which and
   the fix ("the film looks upside down: rotate it").
@@ -20,7 +20,7 @@ top principal directions plus one isotropic variance for the rest (a low-rank-pl
 inverse of a full sample covariance would not exist). Each depth's log distance is standardised by those
 of films the statistics did not see (the validation films, and each training film scored out of fold),
 and the depths are averaged: a film unlike the training films at any depth moves the average, and no
-single depth's noise decides. The threshold is the `PASS_QUANTILE` quantile of those unseen films' scores,
+single depth's noise decides. The threshold is the 99% quantile (PASS_QUANTILE) of those unseen films' scores,
 so about that share of unseen films of the training population passes (bench/population.py measures it).
 A refused film is first checked against the "no chest film" bound, then by the mis-preparation classifier.
 
