@@ -54,8 +54,8 @@ def cam_regions_section(run, dataset_root: Path | None) -> dict | None:
     if regions is None:
         offer.caption(f"Explains up to {cam_regions.CAM_MAX_FILMS} test films (the misclassified ones and as many "
                    "right ones) and measures how much of each Grad-CAM lies in the central lung fields and how "
-                   "much on the border and corners, where labels, side markers and devices sit. Computed once, "
-                   f"saved in `{cam_regions.CAM_REGIONS_FILE_NAME}` in the run folder.")
+                   "much on the border and corners, where labels, side markers and devices sit. Computed once and "
+                   f"saved as `{cam_regions.cam_regions_path(run.path)}`.")
         no_films = dataset_root is None and read_review_manifest(run.path) is None
         if offer.button("Analyse Grad-CAM regions", key="cam_regions_go", disabled=no_films):
             try:
