@@ -50,6 +50,7 @@ from PIL import Image
 
 from core.model import POOLED_FEATURES_LAYER_NAME
 from core.runs.artifacts import POPULATION_FILE_NAME
+from core.runs.checks import damaged_file, read_npz
 from core.serving import gate as film_gate
 
 POPULATION_LAYERS = ("block_5_add", "block_12_add", "block_15_add", POOLED_FEATURES_LAYER_NAME)
@@ -186,25 +187,31 @@ def depth_distances(features: np.ndarray, depths: list[dict], sizes) -> np.ndarr
     return np.stack([_depth_distance(part, depth) for part, depth in zip(split_depths(features, sizes), depths)], 1)
 
 
+POPULATION_EXPECTED = ("the population gate's statistics written at training time (threshold, sizes and "
+                       "depth<i>_means/components/variances/rest for each depth)")
+
+
 def load_population(run_dir: str | os.PathLike) -> dict | None:
-    """The run's statistics, or None: a run trained before this gate, or a damaged file (then the caller
-    keeps core.serving.gate's check)."""
+    """The run's statistics, or None for a run trained before this gate (no file: the caller keeps
+    core.serving.gate's check). A damaged file is a ValueError naming it (core.runs.checks.damaged_file),
+    never a silent fall back to the first gate, which would pass films of another population unsaid."""
     path = Path(run_dir) / POPULATION_FILE_NAME
     if not path.is_file():
         return None
+    arrays = read_npz(path, ("threshold", "sizes"))
     try:
-        with np.load(path, allow_pickle=False) as data:
-            statistics = {key: data[key] for key in data.files}
         statistics = {key: (value.astype(np.float64) if value.dtype.kind == "f" else value)
-                      for key, value in statistics.items()}
+                      for key, value in arrays.items()}
         statistics["threshold"] = float(statistics["threshold"])
         n_depths = len(statistics["sizes"])
-        for index in range(n_depths):
-            for key in ("means", "components", "variances", "rest"):
-                statistics[f"depth{index}_{key}"]  # noqa: B018 - a missing key is a damaged file.
-        return statistics
-    except (OSError, ValueError, KeyError):
-        return None
+    except (TypeError, ValueError):
+        raise damaged_file(path, "holds a threshold or sizes of the wrong shape", POPULATION_EXPECTED) from None
+    missing = [f"depth{index}_{key}" for index in range(n_depths) for key in ("means", "components", "variances",
+                                                                              "rest")
+               if f"depth{index}_{key}" not in statistics]
+    if missing:
+        raise damaged_file(path, f"lacks {', '.join(missing[:4])}", POPULATION_EXPECTED)
+    return statistics
 
 
 # --------------------------------------------------------------------------------------------------

@@ -109,6 +109,8 @@ class Predictor:
         cached copy at once, otherwise starts on Keras and switches when a background conversion is ready
         (what the app does); "cached" (default) uses a cached copy only; "keras" never converts. Whatever
         the choice, a model the fast engine cannot serve stays on Keras, with the reason in `engine_note`.
+        A damaged run file (the model, gate.npz, population.npz) is a ValueError naming it and what to do
+        (core.runs.checks); a damaged population gate never falls back to the first gate unsaid.
         """
         import tensorflow as tf
 

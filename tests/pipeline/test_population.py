@@ -63,3 +63,14 @@ def test_a_run_from_before_sets_and_the_population_gate_still_predicts(tiny_run,
     data = result.to_json()
     assert data["prediction_set"] is None and data["set_level"] is None and data["uncertain"] is None
     assert data["gate"]["kind"] in ("ok", "not_a_chest_film", "unlike_training_films")
+
+
+def test_a_damaged_population_file_is_said_not_replaced_by_the_first_gate(tiny_run, tmp_path):
+    import pytest
+
+    from core.serving.predict import Predictor
+
+    damaged = copy_run(tiny_run, tmp_path)
+    (damaged / POPULATION_FILE_NAME).write_bytes(b"cut short")
+    with pytest.raises(ValueError, match=f"{POPULATION_FILE_NAME} is not a readable .npz archive.*Restore"):
+        Predictor(damaged, calibrated=False, engine="keras")

@@ -101,10 +101,16 @@ def test_statistics_round_trip_and_damaged_files(statistics, tmp_path):
     row = _films(np.random.default_rng(4), 3)[0]
     assert np.allclose(population_scores(row, loaded), population_scores(row, statistics), rtol=1e-4)
     assert load_population(tmp_path / "nowhere") is None
+    # A damaged file is said, naming the file, never a silent fall back to the first gate.
     (tmp_path / POPULATION_FILE_NAME).write_bytes(b"not a zip")
-    assert load_population(tmp_path) is None
+    with pytest.raises(ValueError, match=f"{POPULATION_FILE_NAME}.*not a readable .npz archive.*Restore"):
+        load_population(tmp_path)
     np.savez(tmp_path / POPULATION_FILE_NAME, threshold=np.float32(1.0))
-    assert load_population(tmp_path) is None
+    with pytest.raises(ValueError, match=f"{POPULATION_FILE_NAME} lacks sizes"):
+        load_population(tmp_path)
+    np.savez(tmp_path / POPULATION_FILE_NAME, threshold=np.float32(1.0), sizes=np.array([3]))
+    with pytest.raises(ValueError, match="lacks depth0_means"):
+        load_population(tmp_path)
 
 
 def test_mis_prepare_and_undo_are_inverse():
