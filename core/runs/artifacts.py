@@ -22,14 +22,14 @@ A finished run folder `models/<run_id>/` holds:
     status.json             {"state": "finished", "started", "finished", "pid"}; a run the project ships
                             also says "demo": true (a demonstration run, not a clinical model)
 
-and, once a person or the app has worked with the run:
+and, once a person or the app has worked with the run (for a shipped run, the first two and the last in the
+user data dir instead, core.runs.registry.added_file_path, so its tracked files stay as git has them):
 
     review_tags.json        a reviewer's tag and note per misclassified test film (core.runs.review)
     cam_regions.json        where Grad-CAM puts its mass on a bounded set of test films (core.explain.regions)
     explain_check.json      whether the heatmaps are faithful to the model (core.explain.faithfulness)
-    external_validation.json  the last external validation (schema.ExternalMetrics plus "evaluated"), kept for the
-                            next session (core.evaluation.evaluate.save_external_result; a shipped run's in
-                            the user data dir)
+    external_validation.json  the last external validation (schema.ExternalMetrics plus "evaluated"), kept for
+                            the next session (core.evaluation.evaluate.save_external_result)
     exports/                TensorFlow Lite exports built from the app, <variant>-v<format>.tflite
     review_films/           downsized copies of the misclassified (and a few correct) test films at their
                             split.csv paths, with manifest.json, so Review works without the dataset
