@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.evaluation.conformal import DEFAULT_LEVEL
+
 SCALINGS = ("unit", "symmetric")
 WEIGHT_CHOICES_HELP = "'imagenet', 'none', or the path of a local MobileNetV2 .h5 weights file"
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
@@ -59,6 +61,11 @@ class TrainConfig:
         early_stopping_patience: epochs without a lower validation loss before training stops.
         cache_images: decode every film once per run and keep the decoded films in memory.
         distribute: "none", "mirrored" (several GPUs on one host) or "multiworker" (several hosts).
+        set_level: coverage in (0, 1) of the run's split-conformal prediction sets (default 0.9, a 90% set),
+            calibrated once on the validation split when the run is evaluated and stored in metrics.json's
+            "conformal" section. Prediction (`python -m core predict`, the Predict page) reads the sets from
+            the run and never recalibrates: another level needs another training run. Not part of the
+            paper's recipe: it changes no weight.
     """
 
     preset: str = "paper"
@@ -87,6 +94,7 @@ class TrainConfig:
     early_stopping_patience: int = 3
     cache_images: bool = True
     distribute: str = "none"
+    set_level: float = DEFAULT_LEVEL
 
     def __post_init__(self) -> None:
         self.split = tuple(float(fraction) for fraction in self.split)
@@ -148,6 +156,9 @@ class TrainConfig:
             )
         if self.distribute not in DISTRIBUTE_CHOICES:
             raise ValueError(f"Got distribute={self.distribute!r}; must be one of {DISTRIBUTE_CHOICES}.")
+        if not (0 < self.set_level < 1):
+            raise ValueError(f"Got set_level={self.set_level}; it is the coverage of the prediction sets, a "
+                             "number strictly between 0 and 1: use 0.9 for a 90% set.")
         if not str(self.weights).strip():
             raise ValueError(f"Got weights={self.weights!r}; must be {WEIGHT_CHOICES_HELP}.")
 

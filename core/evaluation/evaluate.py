@@ -78,7 +78,7 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
         calibration=calibration,
         # On the raw softmax: the temperature was fitted on the same validation films.
         conformal=run_conformal(probabilities["val"], labels[index["val"]], probabilities["test"],
-                                labels[index["test"]], class_names),
+                                labels[index["test"]], class_names, level=config.set_level),
     )
     write_json_atomic(run_dir / METRICS_FILE_NAME, metrics)
     order = np.concatenate([index["val"], index["test"]])
