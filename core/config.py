@@ -28,7 +28,7 @@ DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
 
 @dataclass
 class TrainConfig:
-    """One training recipe. Every field has the paper's value as its default.
+    """One training recipe. Every field of the recipe has the paper's value as its default.
 
     Fields:
         preset: the name of the preset this config started from ("paper", "recommended" or "custom").
@@ -61,6 +61,10 @@ class TrainConfig:
         early_stopping_patience: epochs without a lower validation loss before training stops.
         cache_images: decode every film once per run and keep the decoded films in memory.
         distribute: "none", "mirrored" (several GPUs on one host) or "multiworker" (several hosts).
+        explain_check_films: test films of the heatmap faithfulness report (core.explain.faithfulness,
+            default method) computed at the end of training into explain_check.json; 0 computes none (the
+            report can still be made later with `python -m core explain-check`). Not part of the paper's
+            recipe: it changes no weight.
         set_level: coverage in (0, 1) of the run's split-conformal prediction sets (default 0.9, a 90% set),
             calibrated once on the validation split when the run is evaluated and stored in metrics.json's
             "conformal" section. Prediction (`python -m core predict`, the Predict page) reads the sets from
@@ -94,6 +98,7 @@ class TrainConfig:
     early_stopping_patience: int = 3
     cache_images: bool = True
     distribute: str = "none"
+    explain_check_films: int = 16
     set_level: float = DEFAULT_LEVEL
 
     def __post_init__(self) -> None:
@@ -123,7 +128,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Got {name}={getattr(self, name)}; it must be at least 1.")
-        for name in ("fine_tune_layers", "warmup_epochs", "early_stopping_patience"):
+        for name in ("fine_tune_layers", "warmup_epochs", "early_stopping_patience", "explain_check_films"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Got {name}={getattr(self, name)}; it must be 0 or more.")
         if not 0 <= self.dropout < 1:

@@ -75,7 +75,7 @@ def make_dataset(root: Path, per_class: int = 12, class_folders=CLASS_NAMES, see
 def tiny_config(**overrides):
     from core.config import preset
 
-    settings = dict(alpha=0.35, image_size=64, epochs=2, batch_size=8,
+    settings = dict(alpha=0.35, image_size=64, epochs=2, batch_size=8, explain_check_films=0,
                     weights=str(WEIGHTS_035) if WEIGHTS_035 is not None else "none")
     return preset("paper", **{**settings, **overrides})
 

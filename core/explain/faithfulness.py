@@ -115,7 +115,8 @@ def area_under(curve: np.ndarray, fractions: np.ndarray) -> float:
 
 
 def perturbation_check(probability_of, films, cams, class_indices, *, grid: int = GRID,
-                       step_cells: int = STEP_CELLS, random_orders: int = RANDOM_ORDERS, seed: int = 0) -> dict:
+                       step_cells: int = STEP_CELLS, random_orders: int = RANDOM_ORDERS, seed: int = 0,
+                       progress=None) -> dict:
     """Deletion and insertion AUC in map order against random order, per film and summarised.
 
     Args:
@@ -125,6 +126,7 @@ def perturbation_check(probability_of, films, cams, class_indices, *, grid: int 
         class_indices: (n,) the class whose probability is followed (usually the predicted one).
         grid: cells per side. step_cells: cells between readings. random_orders: random orders per film.
         seed: fixes the random orders.
+        progress: called as progress(films done, films) after each film (it may raise to stop the check).
 
     Returns:
         {"deletion": summary, "insertion": summary} where a summary is {"map_auc", "random_auc", "ratio"
@@ -136,7 +138,7 @@ def perturbation_check(probability_of, films, cams, class_indices, *, grid: int 
     rng = np.random.default_rng(seed)
     cells = cell_ids(np.asarray(films).shape[1], grid)
     curves = {"deletion": ([], []), "insertion": ([], [])}
-    for film, cam, class_index in zip(films, cams, class_indices):
+    for done, (film, cam, class_index) in enumerate(zip(films, cams, class_indices), start=1):
         def curves_for(order):
             return perturbation_curves(probability_of, film, int(class_index), order, cells, step_cells)
 
@@ -145,6 +147,8 @@ def perturbation_check(probability_of, films, cams, class_indices, *, grid: int 
         for index, name in enumerate(("deletion", "insertion")):
             curves[name][0].append(mapped[index])
             curves[name][1].append(np.mean([curve[index] for curve in randoms], axis=0))
+        if progress:
+            progress(done, len(films))
     fractions = curve_steps(grid * grid, step_cells) / (grid * grid)
     return {name: _summary(np.array(by_map), np.array(by_random), fractions, lower_is_better=name == "deletion",
                            seed=seed)
@@ -220,16 +224,20 @@ def reinitialise(layer, rng: np.random.Generator) -> None:
 
 
 def randomisation_check(model, films, class_indices, trained_maps, *, method: str, layer_name: str,
-                        blocks: int = RANDOMISED_BLOCKS, seed: int = 0) -> list[dict]:
+                        blocks: int = RANDOMISED_BLOCKS, seed: int = 0, progress=None) -> list[dict]:
     """Cascading randomisation on a copy of `model` (the model itself is untouched).
 
     Returns one {"step", "layers", "spearman", "n"} per step, in order: the mean Spearman between
     `trained_maps` and the copy's maps of the same films and classes after that step and all before it.
+    `progress(steps done, steps)` is called after each step (it may raise to stop the check).
     """
     results = []
+    steps = len(randomisation_steps(model, blocks))
     for step, names, copy in randomised_copies(model, blocks, seed):
         maps = explain(copy, films, class_indices, method=method, layer_name=layer_name)
         results.append({"step": step, "layers": names, **mean_spearman(trained_maps, maps)})
+        if progress:
+            progress(len(results), steps)
     return results
 
 
@@ -270,16 +278,25 @@ def probability_function(model):
 def check_films(model, films, *, method: str = DEFAULT_METHOD, layer_name: str | None = None,
                 grid: int = GRID, step_cells: int = STEP_CELLS, random_orders: int = RANDOM_ORDERS,
                 blocks: int = RANDOMISED_BLOCKS,
-                seed: int = 0, log=None) -> dict:
+                seed: int = 0, log=None, progress=None) -> dict:
     """All three checks of `method`'s maps on `films` (n, S, S, 1) for `model`, with the verdict.
 
     Returns the report without run fields: {"method", "method_label", "layer", "n_films", "grid",
     "cell_pixels", "replacement", "random_orders", "deletion", "insertion", "randomisation",
-    "class_sensitivity", "verdict", "seconds"}. `log(line)` hears each stage.
+    "class_sensitivity", "verdict", "seconds"}. `log(line)` hears each stage; `progress(stage, done, total)`
+    hears every film of the deletion and insertion and every step of the randomisation, and between the
+    stages (stage "maps", "deletion and insertion", "randomisation" or "class sensitivity"); an exception it
+    raises (a stop request) ends the check there, with no report.
     """
     check_method(method)
     layer_name = layer_name or METHOD_LAYERS[method]
     say = log or (lambda line: None)
+
+    def stage(name: str):
+        return (lambda done, total: progress(name, done, total)) if progress else None
+
+    if progress:
+        progress("maps", 0, len(films))
     films = np.asarray(films, np.float32)
     seconds, started = {}, time.perf_counter()
     probability_of = probability_function(model)
@@ -292,14 +309,17 @@ def check_films(model, films, *, method: str = DEFAULT_METHOD, layer_name: str |
     say(f"deletion and insertion in map order and {random_orders} random orders")
     started = time.perf_counter()
     perturbation = perturbation_check(probability_of, films, maps, predicted, grid=grid, step_cells=step_cells,
-                                      random_orders=random_orders, seed=seed)
+                                      random_orders=random_orders, seed=seed,
+                                      progress=stage("deletion and insertion"))
     seconds["deletion_insertion"] = time.perf_counter() - started
     say("cascading randomisation of a copy of the model")
     started = time.perf_counter()
     randomisation = randomisation_check(model, films, predicted, maps, method=method, layer_name=layer_name,
-                                        blocks=blocks, seed=seed)
+                                        blocks=blocks, seed=seed, progress=stage("randomisation"))
     seconds["randomisation"] = time.perf_counter() - started
     started = time.perf_counter()
+    if progress:
+        progress("class sensitivity", 0, len(films))
     other_maps = explain(model, films, runner_up, method=method, layer_name=layer_name)
     class_sensitivity = {"other_class": "runner-up", **mean_spearman(maps, other_maps)}
     seconds["class_sensitivity"] = time.perf_counter() - started
@@ -347,7 +367,8 @@ def verdict(report: dict) -> dict:
 
 def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DEFAULT_FILMS,
               method: str = DEFAULT_METHOD, layer_name: str | None = None, model=None,
-              out: str | os.PathLike | None = None, seed: int = 0, log=None, **options) -> dict:
+              out: str | os.PathLike | None = None, seed: int = 0, log=None, run_id: str | None = None,
+              **options) -> dict:
     """The faithfulness report of a run's maps on up to `films` of its test films, written to a file.
 
     Args:
@@ -357,7 +378,9 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
         method, layer_name: as core.explain.methods.explain.
         model: the run's Keras model when already loaded.
         out: the report's file; None writes <run>/explain_check.json and refreshes the model card.
-        options: grid, step_cells, random_orders, blocks, as check_films.
+        run_id: the id the report names; default the run folder's name (a training names the run it is
+            writing in its staging folder).
+        options: grid, step_cells, random_orders, blocks, progress, as check_films.
 
     Returns:
         check_films's report plus "version", "computed", "run_id", "films" (the files checked).
@@ -383,7 +406,7 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
     model = model if model is not None else load_run_model(run)
     report = check_films(model, np.concatenate(images), method=method, layer_name=layer_name, seed=seed, log=log,
                          **options)
-    report = {"version": REPORT_VERSION, "computed": now_iso(), "run_id": run.run_id,
+    report = {"version": REPORT_VERSION, "computed": now_iso(), "run_id": run_id or run.run_id,
               "films": [str(Path(path).relative_to(root)) for path in decoded], **report}
     write_json_atomic(Path(out) if out else run.path / EXPLAIN_CHECK_FILE_NAME, report)
     if not out:

@@ -309,8 +309,9 @@ def progress_fraction(progress: dict | None) -> float:
     """The share of a job done, in [0, 1], from its progress.json.
 
     "checking": files checked of all files; "features": films whose pooled features are computed of all
-    (features_done / features_total, computed once before the first epoch); "evaluating" and "done": 1; a
-    training phase: batches done over `epochs` x `batches`.
+    (features_done / features_total, computed once before the first epoch); "evaluating", "heatmaps" (the
+    faithfulness report after the evaluation) and "done": 1; a training phase: batches done over `epochs` x
+    `batches`.
     """
     if not progress:
         return 0.0
@@ -321,7 +322,7 @@ def progress_fraction(progress: dict | None) -> float:
     if phase == "features":
         done, total = progress.get("features_done", 0), progress.get("features_total") or 0
         return min(1.0, done / total) if total else 0.0
-    if phase in ("evaluating", "done"):
+    if phase in ("evaluating", "heatmaps", "done"):
         return 1.0
     epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
     epoch, batch = progress.get("epoch", 0), progress.get("batch", 0)

@@ -1,10 +1,11 @@
-"""Training a run: dataset check -> split -> fit -> evaluation -> model card and gate -> a finished run.
+"""Training a run: dataset check -> split -> fit -> evaluation -> model card and gates -> heatmap check -> a run.
 
 `train_run` is what `python -m core train` and the app's background job call. It decodes every film once
 (the integrity check and the training cache are the same pass), fits the model (core.training.fit: with
 EarlyStopping, ModelCheckpoint on the lowest validation loss and a LearningRateScheduler, progress written
 while it trains, a stop request honoured between batches), evaluates it, writes the model card and the
-gate's statistics, and only then renames the staging folder into `models/<run_id>/`. The staging folder's
+gate's statistics, checks its heatmaps (explain_check.json, when config.explain_check_films is above 0), and
+only then renames the staging folder into `models/<run_id>/`. The staging folder's
 status.json says "running", then "finished", "cancelled" or "failed" with the error.
 """
 
@@ -26,6 +27,7 @@ from core.data.listing import check_dataset_root
 from core.data.scan import assign_subsets, scan_dataset
 from core.data.split import split_summary
 from core.evaluation.evaluate import write_run_evaluation
+from core.explain.faithfulness import check_run
 from core.runs import jobs
 from core.runs.artifacts import (
     CLASSES_FILE_NAME,
@@ -41,7 +43,7 @@ from core.runs.artifacts import (
     write_split_csv,
 )
 from core.runs.card import write_model_card
-from core.runs.registry import check_writable, new_run_id, staging_dir_for
+from core.runs.registry import Run, check_writable, new_run_id, staging_dir_for
 from core.runs.staging import clean_staging
 from core.serving.batch import rows_in_chunks
 from core.serving.gate import fit_gate, pooled_features, save_gate
@@ -119,7 +121,7 @@ def train_run(
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         write_json_atomic(staging / STATUS_FILE_NAME, {"state": "running", "started": now_iso(), "pid": os.getpid()})
-        _train_into(staging, data_root, config, log, stop_requested, checkpoints)
+        _train_into(staging, data_root, config, log, stop_requested, checkpoints, run_id=run_dir.name)
         if stop_requested():  # Asked during the evaluation: the run must not be registered after all.
             raise TrainingCancelled(CANCELLED_MESSAGE)
         remove_film_cache(staging)
@@ -169,7 +171,7 @@ def _mark(staging: Path, state: str, message: str, details: str = "") -> None:
 
 
 def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_requested,
-                checkpoints: Path | None = None, chief: bool = True) -> None:
+                checkpoints: Path | None = None, chief: bool = True, run_id: str | None = None) -> None:
     """Check, split, fit, evaluate into `staging`; a non-chief worker (chief=False) stops after the fit and
     writes nothing there but the decoded-film cache."""
     started = time.monotonic()
@@ -248,5 +250,35 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     log(f"Test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci95']['accuracy'][0]:.3f}-"
         f"{metrics['ci95']['accuracy'][1]:.3f}), macro-F1 {metrics['macro']['f1']:.4f}, mean one-vs-rest "
         f"accuracy {metrics['mean_ovr_accuracy']:.4f}; best epoch {best_epoch}")
+    _check_heatmaps(staging, run_id or staging.name, data_root, model, class_names, config, state, log,
+                    stop_requested)
     state.update(phase="done")
     write_progress(staging, state)
+
+
+def _check_heatmaps(staging: Path, run_id: str, data_root: Path, model, class_names, config: TrainConfig,
+                    state: dict, log, stop_requested) -> None:
+    """The heatmap faithfulness report (core.explain.faithfulness, default method) of the trained model on
+    `config.explain_check_films` test films, into the staging folder's explain_check.json, the model card
+    refreshed with it. Progress phase "heatmaps"; a stop asked meanwhile ends it between two films
+    (TrainingCancelled, no report written). A check that cannot run (no readable test film) is logged and
+    the run is registered without a report, as `python -m core explain-check` can make it later."""
+    if not config.explain_check_films:
+        return
+    state.update(phase="heatmaps", heatmaps_step=None)
+    write_progress(staging, state)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stop_requested():
+            raise TrainingCancelled(CANCELLED_MESSAGE)
+        state.update(heatmaps_step=f"{stage} {done}/{total}")
+        write_progress(staging, state)
+
+    run = Run(staging, config.to_dict(), list(class_names), {})
+    try:
+        report = check_run(run, data_root, films=config.explain_check_films, model=model, run_id=run_id,
+                           log=lambda line: log(f"Checking the heatmaps: {line}"), progress=progress)
+    except ValueError as error:
+        log(f"The heatmaps were not checked ({error}); `python -m core explain-check` can check them later.")
+        return
+    log(report["verdict"]["text"])

@@ -157,6 +157,9 @@ def progress_summary(progress: dict | None) -> tuple[float, str]:
         counts = f": {done}/{total} films" if total else ""
         return fraction, (f"Computing the backbone's features of the training and validation films (once)"
                           f"{counts}{eta_text(progress)}")
+    if phase == "heatmaps":
+        step = progress.get("heatmaps_step")
+        return fraction, f"Checking the heatmaps (faithfulness report){': ' + step if step else ''}…"
     if phase in ("evaluating", "done"):
         return fraction, "Evaluating the best epoch on the test split…" if phase == "evaluating" else "Done"
     epochs, batches = progress.get("epochs") or 1, progress.get("batches") or 1
