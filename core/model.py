@@ -1,4 +1,4 @@
-"""MobileNetV2 for chest films, built flat so Grad-CAM can reach the last convolution (`Conv_1`).
+"""MobileNetV2 for chest films, built flat so Grad-CAM can reach the last block's output (`out_relu`).
 
 The model takes raw pixels: uint8-valued grayscale films of shape (image_size, image_size, 1). Copying the
 gray channel to three channels and the pixel scaling are layers inside the model, so training, evaluation,

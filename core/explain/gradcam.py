@@ -342,7 +342,8 @@ def _feature_layer(model, layer_name: str):
     shown = conv_names if len(conv_names) <= 8 else ["..."] + conv_names[-8:]
     hint = (
         f"Available convolution layers ({len(conv_names)} in all, last ones shown): {', '.join(shown)}. "
-        f"The usual choice is the last one, {conv_names[-1]!r}." if conv_names
+        f"Paru's CAM layer is the last block's post-activation output, {CAM_LAYER_NAME!r} (core.model."
+        "CAM_LAYER_NAME), where Grad-CAM equals the class-weighted sum of the maps." if conv_names
         else "The model has no convolution layers."
     )
     try:

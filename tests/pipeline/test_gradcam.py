@@ -154,9 +154,9 @@ def test_one_pass_with_the_gate_features_gives_the_same_answer(trained_model, ex
 
 
 def test_bad_layer_name_names_the_convolution_layers(trained_model):
-    with pytest.raises(ValueError, match=r"not a layer of the model.*Conv_1"):
+    with pytest.raises(ValueError, match=r"not a layer of the model.*Conv_1.*CAM layer .*'out_relu'"):
         GradCam(trained_model, layer_name="conv_last")
-    with pytest.raises(ValueError, match=r"4-D feature map.*Conv_1"):
+    with pytest.raises(ValueError, match=r"4-D feature map.*Conv_1.*CAM layer .*'out_relu'"):
         GradCam(trained_model, layer_name=POOLED_FEATURES_LAYER_NAME)
 
 
