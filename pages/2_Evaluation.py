@@ -50,18 +50,13 @@ st.subheader("Per class")
 panels.per_class_section(metrics)
 
 st.subheader("ROC curves (one class vs the rest, test films)")
-try:
-    roc = figures.roc_figure(cached.load_predictions(str(run.path), tuple(run.classes)), run.classes)
-except ValueError as error:
-    st.error(str(error))
-    roc = None
-if roc is None:
-    st.info("No test predictions to draw ROC curves from.")
-else:
-    st.plotly_chart(roc)
+panels.roc_section(run)
 
 st.subheader("Calibration")
 panels.calibration_section(run, metrics)
+
+st.subheader("Prediction sets")
+panels.conformal_section(run, metrics)
 
 st.subheader("Are the heatmaps faithful?")
 explain_panel.explain_check_section(run)

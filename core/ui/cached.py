@@ -14,6 +14,7 @@ import streamlit as st
 
 from core.data.paths import confined_data_folder
 from core.data.scan import scan_dataset
+from core.evaluation.conformal import risk_coverage
 from core.explain.methods import explain
 from core.explain.overlay import overlay
 from core.imaging.loader import ImageLoadError, load_image, read_film
@@ -40,6 +41,18 @@ def load_predictions(run_path: str, classes: tuple[str, ...]) -> list[dict]:
     """predictions.csv rows of a run ([] when the file is missing)."""
     path = Path(run_path) / PREDICTIONS_FILE_NAME
     return read_predictions_csv(path, list(classes)) if path.is_file() else []
+
+
+@st.cache_data(show_spinner=False)
+def risk_coverage_curve(run_path: str, classes: tuple[str, ...]) -> list[dict]:
+    """The risk-coverage curve (core.evaluation.conformal.risk_coverage) of a run's test films, from its
+    predictions.csv, for a conformal section that does not store one; [] without test rows. ValueError naming
+    the file when it is damaged."""
+    rows = [row for row in load_predictions(run_path, classes) if row.get("subset") == "test"]
+    if not rows:
+        return []
+    return risk_coverage([[row["probabilities"][name] for name in classes] for row in rows],
+                         [classes.index(row["label"]) for row in rows])
 
 
 @st.cache_data(show_spinner=False)

@@ -233,3 +233,29 @@ def faithfulness_curves(report: dict):
     figure.update_yaxes(range=[0, 1], col=2)
     figure.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), modebar=MODEBAR)
     return figure
+
+
+def risk_coverage_figure(curve: list[dict], level: float | None = None):
+    """Accuracy of the single-label answers against the share of test films answered, as the abstention
+    threshold on the top probability moves (core.evaluation.conformal.risk_coverage points); None when no
+    point has an accuracy. The hover gives the threshold each point answers down to."""
+    import plotly.graph_objects as go
+
+    points = [point for point in curve or [] if point.get("accuracy") is not None]
+    if not points:
+        return None
+    figure = go.Figure(go.Scatter(
+        x=[point["coverage"] for point in points], y=[point["accuracy"] for point in points],
+        mode="lines+markers", name="answered films", line=dict(color=PALETTE["right"]),
+        customdata=[point.get("threshold") for point in points],
+        hovertemplate="answers %{x:.0%} of films<br>accuracy %{y:.1%}<br>top probability ≥ %{customdata:.3f}"
+                      "<extra></extra>"))
+    figure.add_hline(y=points[-1]["accuracy"], line=dict(dash="dot", color="#999"),
+                     annotation_text="answering every film", annotation_position="bottom left")
+    title = "Risk-coverage: abstaining on the least confident films"
+    figure.update_layout(title=title if level is None else f"{title} (sets at {level:.0%})", height=340,
+                         margin=dict(l=10, r=RIGHT_MARGIN, t=40, b=10), modebar=MODEBAR,
+                         xaxis=dict(title="Share of test films answered (coverage)", range=[0, 1.02],
+                                    tickformat=".0%"),
+                         yaxis=dict(title="Accuracy of the answers", range=[0, 1.02], tickformat=".0%"))
+    return figure

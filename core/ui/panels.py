@@ -16,6 +16,7 @@ import streamlit as st
 from core.data.paths import confined_data_folder, dataset_folders
 from core.evaluation.evaluate import evaluate_folder, load_external_result, save_external_result
 from core.evaluation.calibration import ECE_DEFINITION
+from core.evaluation.conformal import calibration_of
 from core.evaluation.summary import headline_figures, macro_note, overlap_warning, perceptual_check_note, percent
 from core.serving import export
 from core.ui import cached, figures, tables
@@ -110,6 +111,57 @@ def calibration_section(run, metrics: dict) -> None:
             column.info(f"No {subset} predictions to draw a reliability diagram from.")
         else:
             column.plotly_chart(figure, key=f"reliability-{subset}")
+
+
+NO_SETS_NOTE = "This run has no prediction sets (trained before they existed)."
+SET_METHOD_WORDS = {"lac": "LAC, least ambiguous set-valued classifier",
+                    "aps": "APS, adaptive prediction sets"}
+"""How the Evaluation page names each core.evaluation.conformal.METHODS score."""
+
+
+def roc_section(run) -> None:
+    """One-vs-rest ROC curves of the run's test films (predictions.csv), or why there are none."""
+    try:
+        roc = figures.roc_figure(cached.load_predictions(str(run.path), tuple(run.classes)), run.classes)
+    except ValueError as error:  # A damaged predictions.csv: said, and the rest of the page still shown.
+        st.error(str(error))
+        return
+    if roc is None:
+        st.info("No test predictions to draw ROC curves from.")
+    else:
+        st.plotly_chart(roc)
+
+
+def conformal_section(run, metrics: dict) -> None:
+    """The run's split-conformal prediction sets: level and method, coverage and mean set size on the test
+    split overall and per class, and the risk-coverage curve (stored with the section, else computed from
+    predictions.csv); one line for a run without sets."""
+    section = metrics.get("conformal")
+    calibration = calibration_of(metrics)
+    if calibration is None:
+        st.caption(NO_SETS_NOTE if section is None else
+                   f"{run.path / 'metrics.json'} has an unusable conformal section; re-evaluate the run to get "
+                   "its prediction sets.")
+        return
+    st.markdown(f"**{calibration.level:.0%} sets** ({SET_METHOD_WORDS.get(calibration.method, calibration.method)}"
+                f"), calibrated on {calibration.n_calibration} validation films. A set of more than one class "
+                "is the model saying it cannot tell those classes apart; the sets promise the level over all "
+                "films, not for each class.")
+    table = tables.conformal_table(section)
+    table_column, curve_column = st.columns([2, 3])
+    table_column.dataframe(table, hide_index=True)
+    curve = section.get("risk_coverage")
+    if not curve:
+        try:
+            curve = cached.risk_coverage_curve(str(run.path), tuple(run.classes))
+        except ValueError as error:
+            curve_column.error(str(error))
+            return
+    figure = figures.risk_coverage_figure(curve, calibration.level)
+    if figure is None:
+        curve_column.info("No test predictions to draw the risk-coverage curve from.")
+    else:
+        curve_column.plotly_chart(figure, key="risk-coverage")
 
 
 def export_section(run) -> None:

@@ -198,3 +198,20 @@ def flagged_films_table(flagged: list[dict]):
                          "Predicted": [f["predicted"] for f in flagged],
                          "Border share": [percent(f["border"]) for f in flagged],
                          "Corners share": [percent(f["corners"]) for f in flagged]})
+
+
+def conformal_table(section: dict | None):
+    """The prediction sets on the test split (metrics.json "conformal"): coverage and mean set size over all
+    films, then per class (a small class may fall below the level: the promise is over all films), or None
+    without a section."""
+    import pandas as pd
+
+    if not isinstance(section, dict):
+        return None
+    rows = [("All test films", section.get("n"), section.get("coverage"), section.get("mean_set_size"))]
+    rows += [(name, item.get("n"), item.get("coverage"), item.get("mean_set_size"))
+             for name, item in (section.get("per_class") or {}).items() if isinstance(item, dict)]
+    return pd.DataFrame({"Films": [name for name, *_ in rows],
+                         "n": [str(n) if isinstance(n, int) else "—" for _, n, _, _ in rows],
+                         "Coverage": [percent(coverage) for _, _, coverage, _ in rows],
+                         "Mean set size": [fixed(size, 2) for *_, size in rows]})

@@ -161,3 +161,32 @@ def test_the_comparison_names_each_runs_data_and_warns_when_it_differs(run_copy,
     table = next(frame.value for frame in at.dataframe if "other-run" in frame.value.columns)
     assert table.loc["Dataset", "other-run"] == "pediatric-pneumonia"
     assert {"Classes", "Test films", "Preset"} <= set(table.index)
+
+
+def test_evaluation_shows_the_prediction_sets_coverage_and_risk_coverage_curve(with_run):
+    at = open_page(EVALUATION)
+    assert not at.exception, at.exception
+    assert "Prediction sets" in texts(at.subheader)
+    section = with_run.metrics["conformal"]
+    assert f"{section['level']:.0%} sets" in texts(at.markdown)
+    table = next(frame.value for frame in at.dataframe if "Mean set size" in frame.value.columns)
+    assert list(table["Films"]) == ["All test films", *with_run.classes]
+    assert "Risk-coverage" in chart_specs(at)
+
+
+def test_a_run_without_sets_says_so_and_a_section_without_a_curve_gets_one_from_its_predictions(run_copy):
+    from core.runs.artifacts import METRICS_FILE_NAME
+
+    path = run_copy.path / METRICS_FILE_NAME
+    metrics = json.loads(path.read_text())
+    metrics["conformal"].pop("risk_coverage")
+    path.write_text(json.dumps(metrics))
+    at = open_page(EVALUATION)
+    assert not at.exception, at.exception
+    assert "Risk-coverage" in chart_specs(at)
+    metrics.pop("conformal")
+    path.write_text(json.dumps(metrics))
+    at = open_page(EVALUATION)
+    assert not at.exception, at.exception
+    assert "This run has no prediction sets (trained before they existed)." in texts(at.caption)
+    assert "Risk-coverage" not in chart_specs(at)

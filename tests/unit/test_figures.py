@@ -130,3 +130,19 @@ def test_confidence_histogram_splits_right_and_wrong_answers():
     assert figures.confidence_histogram(rows("val")) is None
     right, wrong = figures.confidence_histogram(rows()).data
     assert list(right.x) == [0.9, 0.7] and list(wrong.x) == [0.6]
+
+
+def test_risk_coverage_figure_draws_the_answered_points_and_the_answer_everything_line():
+    from core.evaluation.conformal import risk_coverage
+
+    probabilities = [[0.9, 0.1], [0.3, 0.7], [0.4, 0.6]]
+    curve = risk_coverage(probabilities, [0, 1, 0], points=5)
+    figure = figures.risk_coverage_figure(curve, level=0.9)
+    line = figure.data[0]
+    # The point at coverage 0 answers no film and has no accuracy: it is not drawn.
+    assert len(line.x) == len(curve) - 1 and line.x[0] > 0 and line.x[-1] == 1.0
+    assert line.y[0] == 1.0 and line.y[-1] == pytest.approx(2 / 3, abs=1e-3)
+    assert figure.layout.shapes[0].y0 == pytest.approx(2 / 3, abs=1e-3)
+    assert "(sets at 90%)" in figure.layout.title.text
+    assert figures.risk_coverage_figure([]) is None
+    assert figures.risk_coverage_figure([{"coverage": 0.0, "accuracy": None, "threshold": None}]) is None

@@ -118,3 +118,15 @@ def test_cam_region_tables():
 
 def test_fixed():
     assert tables.fixed(0.12345) == "0.123" and tables.fixed(None) == "—"
+
+
+def test_conformal_table_gives_all_films_then_each_class():
+    section = {"level": 0.9, "method": "lac", "n": 8, "coverage": 0.875, "mean_set_size": 1.25,
+               "per_class": {"Normal": {"n": 4, "coverage": 1.0, "mean_set_size": 1.5},
+                             "Pneumonia": {"n": 0, "coverage": None, "mean_set_size": None}}}
+    table = tables.conformal_table(section)
+    assert list(table.columns) == ["Films", "n", "Coverage", "Mean set size"]
+    assert list(table["Films"]) == ["All test films", "Normal", "Pneumonia"]
+    assert list(table["Coverage"]) == ["87.5%", "100.0%", "—"]
+    assert list(table["Mean set size"]) == ["1.25", "1.50", "—"]
+    assert tables.conformal_table(None) is None
