@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, METRIC_KEYS, PER_CLASS_KEYS, make_dataset, tiny_config
+from conftest import CLASS_NAMES, METRIC_KEYS, PER_CLASS_KEYS, copy_run, make_dataset, tiny_config
 
 
 def test_finished_run_has_every_file_and_the_metrics_schema(tiny_run):
@@ -84,16 +84,17 @@ def test_a_failed_training_never_harms_the_previous_run(tiny_run, tmp_path):
     from core.runs.registry import list_runs, load_run
     from core.training.run import train_run
 
-    models_dir = tiny_run.parent
-    before = (tiny_run / "model.keras").read_bytes()
+    previous = copy_run(tiny_run, tmp_path)  # The failed trainings' job record and lock go beside it.
+    models_dir = previous.parent
+    before = (previous / "model.keras").read_bytes()
     with pytest.raises(ValueError, match="never overwrites"):
-        train_run(tmp_path, tiny_config(), out_dir=tiny_run, models_dir=models_dir)
+        train_run(tmp_path, tiny_config(), out_dir=previous, models_dir=models_dir)
     bad = make_dataset(tmp_path / "bad", per_class=2, class_folders=("Normal", "Pneumonia"))
     with pytest.raises(ValueError, match="at least 3"):
         train_run(bad, tiny_config(), models_dir=models_dir, log=lambda line: None)
-    assert (tiny_run / "model.keras").read_bytes() == before
-    assert [r.path for r in list_runs(models_dir)] == [tiny_run]
-    load_run(tiny_run)
+    assert (previous / "model.keras").read_bytes() == before
+    assert [r.path for r in list_runs(models_dir)] == [previous]
+    load_run(previous)
     last = json.loads((models_dir / ".last_job.json").read_text())
     assert last["state"] == "failed" and "at least 3" in last["error"]
     assert not (models_dir / ".train.lock").exists()
