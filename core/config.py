@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.evaluation.conformal import DEFAULT_LEVEL
-
+DEFAULT_SET_LEVEL = 0.9
+"""The coverage a run's prediction sets aim for unless its recipe says otherwise (see `set_level`)."""
 SCALINGS = ("unit", "symmetric")
 WEIGHT_CHOICES_HELP = "'imagenet', 'none', or the path of a local MobileNetV2 .h5 weights file"
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
@@ -99,7 +99,7 @@ class TrainConfig:
     cache_images: bool = True
     distribute: str = "none"
     explain_check_films: int = 16
-    set_level: float = DEFAULT_LEVEL
+    set_level: float = DEFAULT_SET_LEVEL
 
     def __post_init__(self) -> None:
         self.split = tuple(float(fraction) for fraction in self.split)

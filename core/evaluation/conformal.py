@@ -36,10 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.config import DEFAULT_SET_LEVEL
+
 METHODS = ("lac", "aps")
 """Conformity scores offered (the first is the default)."""
-DEFAULT_LEVEL = 0.9
-"""The coverage a set aims for unless a run or a caller says otherwise."""
+DEFAULT_LEVEL = DEFAULT_SET_LEVEL
+"""The coverage a set aims for unless a run or a caller says otherwise (the recipe's default, core.config)."""
 RISK_COVERAGE_POINTS = 21
 """How many points of the risk-coverage curve are reported (coverage 0, 5, ..., 100%)."""
 
