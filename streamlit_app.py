@@ -28,6 +28,15 @@ def home() -> None:
         st.caption(f"Run folder: `{run.path}`")
         st.subheader("Headline numbers on the held-out test set")
         panels.show_headline_metrics(run.metrics)
+    st.subheader("Which demonstration run to use")
+    st.markdown(
+        "Paru ships two demonstration runs (choose one in the sidebar); each carries its misclassified test films, "
+        "so Review works without a dataset.\n"
+        "- **`demo-nih-cxr4`** knows the four classes, from 162 adult NIH training films. It is **weak** (see its "
+        "Evaluation page): use it to show the four-class workflow, not to judge a film.\n"
+        "- **`demo-pediatric-pneumonia`** knows Normal and Pneumonia, from 562 paediatric training films, and is "
+        "usually right on its test films: use it to review Normal/Pneumonia mix-ups with clinicians."
+    )
     st.info(frame.PAPER_NOTE, icon="ℹ️")
     st.subheader("Go to")
     navigation.home_links()

@@ -218,7 +218,7 @@ def summary(seconds: list[float]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=10, help="timed uploads per film size (default 10)")
-    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4"))
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy during the uploads")
     parser.add_argument("--out", default=str(RESULTS / "app.json"))
     args = parser.parse_args()

@@ -49,7 +49,7 @@ def summary(report: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=[str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper")])
+    parser.add_argument("--runs", nargs="+", default=[str(PROJECT_ROOT / "models" / "demo-nih-cxr4")])
     parser.add_argument("--films", type=int, default=24)
     parser.add_argument("--reports", default="/tmp/paru-explain-check")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results" / "explain_check.json"))

@@ -23,7 +23,7 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4"))
     parser.add_argument("--data", default=str(SHARED_DATA / "nih-cxr4"),
                         help="folder of real films to compare on (every film under it)")
     args = parser.parse_args()

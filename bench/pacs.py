@@ -54,7 +54,7 @@ def upload_study(orthanc, pixels: list[np.ndarray], accession: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 

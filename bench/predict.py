@@ -53,7 +53,7 @@ def test_films() -> tuple[bytes, bytes, list[Path]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+    parser.add_argument("--model", default=str(PROJECT_ROOT / "models" / "demo-nih-cxr4"))
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch-files", type=int, default=192)
     args = parser.parse_args()

@@ -13,7 +13,7 @@
 | `PARU_AUDIT_FILE_NAMES` | "1" to store uploaded file names in the audit log (they often carry patient identifiers; by default only the SHA-256 is stored) | unset |
 | `PARU_AUDIT_MAX_BYTES` | the size at which the audit log is set aside as `audit-<time>.jsonl` and a new one started | 16 MiB |
 | `PARU_USER_DIR`     | the user's own writable data, such as review tags of the shipped runs, which stay unmodified in git | `$XDG_DATA_HOME/paru`, else `~/.local/share/paru` |
-| `PARU_DEFAULT_RUN`  | the run id the app opens with when neither the link (`?run=`) nor the session names one | `demo-nih-cxr4-paper` (the shipped demo) |
+| `PARU_DEFAULT_RUN`  | the run id the app opens with when neither the link (`?run=`) nor the session names one | `demo-nih-cxr4` (the shipped demo) |
 | `TF_CONFIG`         | TensorFlow's own: the cluster and this process's task, for `--distribute multiworker` (see `tf_config`) | unset: one worker |
 | `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`), and the command line drops the start-up lines it hides (`filter_native_stderr`) | "2" |
 
@@ -68,7 +68,7 @@ def cache_dir() -> Path:
     return Path(base) / "paru"
 
 
-DEFAULT_RUN = "demo-nih-cxr4-paper"
+DEFAULT_RUN = "demo-nih-cxr4"
 """The shipped demo run the app opens with unless $PARU_DEFAULT_RUN names another."""
 EXAMPLES_DIR = PROJECT_ROOT / "docs" / "examples"
 """The example films of the Predict page's gallery and their manifest (examples.json)."""

@@ -115,3 +115,12 @@ def test_a_damaged_run_beside_a_good_one_is_named_and_breaks_no_page(monkeypatch
         at = open_page(page)
         assert not at.exception, (page, at.exception)
     assert "zz-damaged" in texts(at.sidebar.caption) and "not valid JSON" in texts(at.sidebar.caption)
+
+
+def test_home_says_which_shipped_demo_to_use_for_what(with_run):
+    at = open_page()
+    assert not at.exception, at.exception
+    assert "Which demonstration run to use" in texts(at.subheader)
+    guide = texts(at.markdown)
+    assert "`demo-nih-cxr4`" in guide and "weak" in guide and "four" in guide
+    assert "`demo-pediatric-pneumonia`" in guide and "Normal/Pneumonia mix-ups" in guide

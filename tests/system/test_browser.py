@@ -28,7 +28,7 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 DOCS_SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -10,7 +10,7 @@ import pytest
 from conftest import PROJECT_ROOT, SHARED_DATA, needs_pretrained
 from core.cli import main
 
-DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4"
 NIH = SHARED_DATA / "nih-cxr4"
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import PROJECT_ROOT, SHARED_DATA
 
-DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4"
 
 
 def _png(array):

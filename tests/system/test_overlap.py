@@ -59,7 +59,7 @@ def test_demo_run_finds_its_training_films_among_the_256_px_samples():
     from core.evaluation.overlap import check_overlap
     from core.runs.registry import load_run
 
-    run = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper")
+    run = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4")
     subset_of = {row["path"]: row["subset"] for row in read_split_csv(run.path / "split.csv")}
     root = SHARED_DATA / "samples"
     files, digests, film_hashes = [], [], []

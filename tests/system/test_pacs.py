@@ -17,7 +17,7 @@ from core.hospital.results import read_report
 from pacs_fixture import OrthancUnavailable, dicom_film, running_orthanc, synthetic_film
 
 pydicom = pytest.importorskip("pydicom")
-DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_demo_run_round_trip_through_the_cli(orthanc, capsys):
     classes = json.loads((DEMO_RUN / "classes.json").read_text())
     assert list(content["probabilities"]) == classes
     assert content["probabilities"] == pytest.approx(result["probabilities"], abs=1e-6)
-    assert content["run_id"] == "demo-nih-cxr4-paper" and content["label"] == result["label"]
+    assert content["run_id"] == "demo-nih-cxr4" and content["label"] == result["label"]
     assert content["source_instance"] == result["file"]
 
     sc = client.retrieve_instance(study, by_uid[result["stored"]["sc"]].series_uid, result["stored"]["sc"])

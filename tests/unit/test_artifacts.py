@@ -27,7 +27,7 @@ from core.runs.artifacts import (
 from core.runs.registry import load_run
 from core.runs.schema import ExternalMetrics, Report, RunMetrics
 
-SHIPPED_RUN = Path(__file__).resolve().parents[2] / "models" / "demo-nih-cxr4-paper"
+SHIPPED_RUN = Path(__file__).resolve().parents[2] / "models" / "demo-nih-cxr4"
 
 
 def _run_folder(tmp_path: Path, recorded_root: str | None) -> Path:

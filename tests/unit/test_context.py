@@ -7,7 +7,7 @@ from core.runs.context import WEAK_MACRO_F1, model_context
 from core.runs.registry import load_run
 from core.settings import PROJECT_ROOT
 
-DEMO = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+DEMO = PROJECT_ROOT / "models" / "demo-nih-cxr4"
 
 
 def test_the_shipped_demo_says_its_population_figures_and_that_it_is_a_demo():

@@ -150,7 +150,7 @@ def test_fhir_observation_of_a_refused_film_has_no_value_only_the_gate_verdict()
 def test_pacs_json_of_a_refused_film_is_predicts_without_a_label(monkeypatch):
     from core.runs.registry import load_run
 
-    shipped = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper")
+    shipped = load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4")
     film = SimpleNamespace(sop_uid="1.2.3.4", study_uid="1.2", series_uid="1.2.3", skip_reason=None)
     monkeypatch.setattr(dicomweb, "retrieve", lambda client, item: (b"film", None))
     refused = prediction(gate=REFUSED, prediction_set=None, set_level=None, uncertain=None, notices=[],

@@ -41,10 +41,10 @@ def test_cam_regions_rejects_a_bad_border_fraction(border_fraction):
 
 def test_a_shipped_run_reads_its_own_analysis_until_one_is_computed_here(tmp_path, monkeypatch):
     monkeypatch.setenv("PARU_USER_DIR", str(tmp_path))
-    demo = PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"
+    demo = PROJECT_ROOT / "models" / "demo-nih-cxr4"
     assert cam_regions_path(demo) == tmp_path / "cam_regions" / f"{demo.name}.json"
     shipped = load_cam_regions(demo)
     assert shipped is not None and shipped["films"]  # the analysis it was shipped with
     (tmp_path / "cam_regions").mkdir()
-    cam_regions_path(demo).write_text('{"films": [], "run_id": "demo-nih-cxr4-paper"}')
+    cam_regions_path(demo).write_text('{"films": [], "run_id": "demo-nih-cxr4"}')
     assert load_cam_regions(demo)["films"] == []  # the one computed here wins

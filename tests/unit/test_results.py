@@ -15,7 +15,7 @@ from core.serving.results import answer_text, cam_is_flat, csv_row, is_uncertain
 from core.settings import PROJECT_ROOT
 
 CLASSES = ["Normal", "Pneumonia"]
-CONTEXT = model_context(load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4-paper"))
+CONTEXT = model_context(load_run(PROJECT_ROOT / "models" / "demo-nih-cxr4"))
 
 
 def _prediction(file="film.png", probabilities=(0.8, 0.2), gate=True, **extra) -> Prediction:

@@ -109,7 +109,7 @@ def test_tags_of_a_shipped_run_live_in_the_user_dir_and_leave_the_run_unmodified
     project_root = Path(__file__).resolve().parents[2]
     monkeypatch.setenv("PARU_USER_DIR", str(tmp_path / "user"))
     # The project's own demo run is shipped: its tags would go to the user dir (nothing is written here).
-    demo = project_root / "models" / "demo-nih-cxr4-paper"
+    demo = project_root / "models" / "demo-nih-cxr4"
     assert registry.is_shipped_run(demo) and tags_path(demo) == tmp_path / "user" / "tags" / f"{demo.name}.json"
     assert not registry.is_shipped_run(tmp_path)
 
