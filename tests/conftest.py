@@ -152,10 +152,35 @@ def private_folders(tmp_path_factory):
 # One tiny run and its predictors, shared by the whole session -------------------------------------------
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` -> a Path inside the new folder, built once per `python -m pytest`.
+
+    Without pytest-xdist this is `build(tmp_path_factory.mktemp(name))`. Under xdist every worker is its own
+    process with its own session fixtures, so the first worker to get here builds into the folder all the
+    workers share (the parent of their temporary roots) while holding a lock; the others wait and read the
+    path it wrote. Only for read-only fixtures: every worker sees the same files."""
+    import fcntl
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent
+    record = shared / f"{name}.path"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if record.is_file():
+            return Path(record.read_text())
+        folder = shared / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        result = build(folder)
+        record.write_text(str(result))
+        return result
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """48 generated films, 12 per class, in class folders. Read-only."""
-    return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
+    return built_once(tmp_path_factory, "tiny", lambda folder: make_dataset(folder / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -164,8 +189,10 @@ def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
     tests that change a run's files work on `copy_run(tiny_run, tmp_path)`."""
     from core.training.run import train_run
 
-    models_dir = tmp_path_factory.mktemp("models")
-    return train_run(tiny_dataset, tiny_config(), models_dir=models_dir, log=lambda line: None)
+    def train(models_dir: Path) -> Path:
+        return train_run(tiny_dataset, tiny_config(), models_dir=models_dir, log=lambda line: None)
+
+    return built_once(tmp_path_factory, "models", train)
 
 
 @pytest.fixture(scope="session")
