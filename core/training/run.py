@@ -33,6 +33,7 @@ from core.runs.artifacts import (
     CLASSES_FILE_NAME,
     CONFIG_FILE_NAME,
     DATA_REPORT_FILE_NAME,
+    PROGRESS_FILE_NAME,
     SPLIT_FILE_NAME,
     STATUS_FILE_NAME,
     STOP_FILE_NAME,
@@ -125,6 +126,8 @@ def train_run(
         if stop_requested():  # Asked during the evaluation: the run must not be registered after all.
             raise TrainingCancelled(CANCELLED_MESSAGE)
         remove_film_cache(staging)
+        # progress.json describes a training under way; a finished run is described by its status.json.
+        (staging / PROGRESS_FILE_NAME).unlink(missing_ok=True)
         write_json_atomic(staging / STATUS_FILE_NAME, {
             **(_read(staging / STATUS_FILE_NAME)), "state": "finished", "finished": now_iso()})
         os.replace(staging, run_dir)

@@ -311,8 +311,8 @@ def test_the_run_in_the_link_is_kept_across_reloads_and_chosen_on_the_page(two_r
 
 
 def test_a_demonstration_run_says_so_on_the_page(run_copy):
-    config = run_copy.path / "config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "demo": True}))
+    status = run_copy.path / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "demo": True}))
     at = open_page(PREDICT)
     assert not at.exception, at.exception
     assert any("demonstration model" in warning.value for warning in at.warning)

@@ -29,6 +29,8 @@ def test_finished_run_has_every_file_and_the_metrics_schema(tiny_run):
     assert header == ["file", "label", "predicted", *[f"p_{c}" for c in CLASS_NAMES], "subset"]
     assert "not for clinical" in (tiny_run / "model_card.md").read_text().lower()
     assert [r.path for r in list_runs(tiny_run.parent)] == [tiny_run]
+    # What only a training under way has (its progress, the decoded-film cache) is not left in the finished run.
+    assert not (tiny_run / "progress.json").exists()
     # Every epoch's row says how long its training batches took, validation apart (bench/train.py reads it).
     with open(tiny_run / "history.csv") as handle:
         history = list(csv.DictReader(handle))
