@@ -26,6 +26,10 @@ def test_a_good_run_has_no_banner_and_a_weak_one_has(tmp_path):
     run_dir = tmp_path / "20260101-000000-nih-cxr4-recommended"
     shutil.copytree(DEMO, run_dir, ignore=shutil.ignore_patterns("model.keras"))
     (run_dir / "model.keras").write_bytes(b"")
+    # A run trained here: not marked as a demonstration in its status.json.
+    status = json.loads((run_dir / "status.json").read_text())
+    status.pop("demo", None)
+    (run_dir / "status.json").write_text(json.dumps(status))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["macro"]["f1"] = WEAK_MACRO_F1 + 0.1
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -34,3 +38,6 @@ def test_a_good_run_has_no_banner_and_a_weak_one_has(tmp_path):
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     context = model_context(load_run(run_dir))
     assert context.weak and not context.demo and "weak model" in context.warning()
+    status["demo"] = True
+    (run_dir / "status.json").write_text(json.dumps(status))
+    assert model_context(load_run(run_dir)).demo
