@@ -32,6 +32,7 @@ import weakref
 import numpy as np
 
 from core.model import CAM_LAYER_NAME, POOLED_FEATURES_LAYER_NAME
+from core.validation import check_int
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
 """Methods of `grad_cam_vis`: tf-keras-vis's Gradcam, GradcamPlusPlus, Scorecam and Layercam."""
@@ -397,13 +398,11 @@ def _class_indices(class_index, count: int, num_classes: int) -> np.ndarray:
     """(count,) int32 class indices; -1 everywhere when class_index is None (each image's prediction)."""
     if class_index is None:
         return np.full(count, -1, dtype=np.int32)
-    if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
-        raise ValueError(
-            f"Got class_index={class_index!r}; expected None or an integer in 0..{num_classes - 1}."
-        )
-    if not 0 <= int(class_index) < num_classes:
+    class_index = check_int("class_index", class_index, minimum=0,
+                            expected=f"None or an integer in 0..{num_classes - 1}")
+    if class_index >= num_classes:
         raise ValueError(
             f"Got class_index={class_index}; the model has {num_classes} classes, so it must be in "
             f"0..{num_classes - 1} (or None for each image's predicted class)."
         )
-    return np.full(count, int(class_index), dtype=np.int32)
+    return np.full(count, class_index, dtype=np.int32)

@@ -62,10 +62,13 @@ def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_p
     assert all(line["label"] in CLASS_NAMES and "passed" in line["gate"] for line in lines)
 
 
-def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_same(tiny_run, tmp_path, capsys):
+def test_cli_split_lays_out_the_runs_exact_split_as_folders_that_read_back_the_same(tiny_run, tmp_path, capsys,
+                                                                                     monkeypatch):
     from core.data.scan import assign_subsets, scan_dataset
     from core.runs.artifacts import read_split_csv
 
+    # The layout's links lead into the dataset, which must lie under a data root for them to be followed.
+    monkeypatch.setenv("PARU_DATA_ROOT", str(dataset_of(tiny_run).parent))
     out = tmp_path / "laid-out"
     assert main(["split", "--model", str(tiny_run), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith(str(out))
@@ -97,6 +100,7 @@ def test_cli_evaluate_prints_the_perceptual_check(tiny_run, copies_folder, capsy
     stdout = capsys.readouterr().out
     assert "6 are resized or re-encoded copies of them (perceptual hash)" in stdout
     assert "Perceptual check: 6 near-duplicates" in stdout
+
 
 def test_cli_explain_check_prints_the_checks_and_the_verdict(tiny_run, tmp_path, capsys):
     out = tmp_path / "check.json"
