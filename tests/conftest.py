@@ -231,3 +231,16 @@ def copies_folder(tmp_path_factory, tiny_run):
     for row in train + test:
         jpeg_copy(root / row["path"], folder / row["label"] / (Path(row["path"]).stem + ".jpg"), 72)
     return folder, [row["path"] for row in train]
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc on loopback for one test module (tests/pacs_fixture.py), or the module skipped with the
+    reason it cannot run here."""
+    from pacs_fixture import OrthancUnavailable, running_orthanc
+
+    try:
+        with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+            yield server
+    except OrthancUnavailable as reason:
+        pytest.skip(f"no PACS to test against: {reason}")

@@ -6,24 +6,13 @@ from __future__ import annotations
 
 import io
 
-import pytest
-
 from app.conftest import open_page, texts
 from core.runs import audit
 from core.ui import navigation
-from pacs_fixture import OrthancUnavailable, dicom_film, running_orthanc, synthetic_film
+from pacs_fixture import dicom_film, synthetic_film
 
 PREDICT = navigation.PREDICT.script
 PATIENT_ID, PATIENT_NAME = "PARU-APP-77", "Page^Patient"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    try:
-        with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-            yield server
-    except OrthancUnavailable as reason:
-        pytest.skip(f"no PACS to test against: {reason}")
 
 
 def test_no_pacs_source_without_a_configured_url(with_run, monkeypatch):

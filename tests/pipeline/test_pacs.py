@@ -13,20 +13,11 @@ import pytest
 from core.hospital import dicomweb, fhir
 from core.hospital.pacs import classify_study, find_study_uids
 from core.hospital.results import device_uid, overlay_picture, prediction_set_of, read_report
-from pacs_fixture import OrthancUnavailable, dicom_film, running_orthanc, synthetic_film
+from pacs_fixture import dicom_film, synthetic_film
 
 pydicom = pytest.importorskip("pydicom")
 
 PATIENT_ID, PATIENT_NAME, ACCESSION = "PARU-PRIV-4711", "Secret^Person", "ACC-PIPE-1"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    try:
-        with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-            yield server
-    except OrthancUnavailable as reason:
-        pytest.skip(f"no PACS to test against: {reason}")
 
 
 def non_image(study_uid: str):

@@ -14,19 +14,10 @@ from conftest import PROJECT_ROOT, SHARED_DATA
 from core.cli import main
 from core.hospital import dicomweb
 from core.hospital.results import read_report
-from pacs_fixture import OrthancUnavailable, dicom_film, running_orthanc, synthetic_film
+from pacs_fixture import dicom_film, synthetic_film
 
 pydicom = pytest.importorskip("pydicom")
 DEMO_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    try:
-        with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-            yield server
-    except OrthancUnavailable as reason:
-        pytest.skip(f"no PACS to test against: {reason}")
 
 
 def real_film() -> np.ndarray:
