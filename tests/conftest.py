@@ -20,6 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.settings import configure_keras_home
+
+# Keras reads KERAS_HOME once, when it is first imported: point it at the offline weights (when they are
+# beside the project and the variable is unset) before any test of this process imports Keras.
+configure_keras_home()
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 SHARED = PROJECT_ROOT.parent / "shared"
