@@ -108,13 +108,13 @@ def orthanc_requirements() -> tuple[str, str, str]:
     return binary, plugins[0], compiler
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _listening_addresses(port: int) -> set[str]:
+def listening_addresses(port: int) -> set[str]:
     """Local addresses (hex, as in /proc/net/tcp*) of sockets listening on `port`."""
     addresses = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -143,7 +143,7 @@ def running_orthanc(folder: Path, timeout: float = 30.0):
                             str(folder / "loopback.c"), "-ldl"], capture_output=True, text=True)
     if built.returncode:
         raise OrthancUnavailable(f"could not build the loopback shim: {built.stderr.strip()[:300]}")
-    port = _free_port()
+    port = free_port()
     config = {
         "Name": "paru-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "HttpPort": port, "HttpServerEnabled": True, "DicomServerEnabled": False,
@@ -170,7 +170,7 @@ def running_orthanc(folder: Path, timeout: float = 30.0):
             if time.monotonic() > deadline:
                 raise OrthancUnavailable(f"Orthanc did not answer within {timeout:.0f} s: {log.read_text()[-600:]}")
             time.sleep(0.05)
-        addresses = _listening_addresses(port)
+        addresses = listening_addresses(port)
         if not addresses or not addresses <= _LOOPBACK_HEX:
             raise RuntimeError(f"Orthanc listens on {addresses} for port {port}, not on loopback only")
         yield server

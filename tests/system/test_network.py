@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,33 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from pacs_fixture import free_port, listening_addresses
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _listening_addresses(port: int) -> set[str]:
-    """Local addresses (hex, as /proc/net/tcp{,6} print them) of the sockets listening on `port`."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        if not os.path.exists(table):
-            continue
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if int(port_hex, 16) == port and fields[3] == "0A":  # 0A = LISTEN
-                found.add(address)
-    return found
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run streamlit_app.py` with only a free port added: the address comes from the config."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("network") / "streamlit.log"
     env = {**os.environ, "PARU_MODELS_DIR": str(tmp_path_factory.mktemp("models"))}
     with open(log_path, "w") as log:
@@ -82,7 +63,7 @@ def test_the_config_binds_loopback_and_names_the_allowed_hosts():
 
 
 def test_the_server_listens_on_loopback_only(server):
-    addresses = _listening_addresses(server)
+    addresses = listening_addresses(server)
     assert addresses, "no listening socket found for the server's port"
     # 0100007F is 127.0.0.1 in /proc's byte order; 00000000 (or the IPv6 ::) would be every interface.
     assert addresses == {"0100007F"}, addresses
