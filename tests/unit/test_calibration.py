@@ -14,19 +14,7 @@ from core.evaluation.calibration import (
     reliability_before_after,
     reliability_curve,
 )
-
-
-def softmax(logits):
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
-
-
-def sample_labels(probabilities, rng):
-    """One class per row drawn from that row's probabilities."""
-    cumulative = probabilities.cumsum(axis=1)
-    draws = rng.random((probabilities.shape[0], 1))
-    return np.minimum((draws > cumulative).sum(axis=1), probabilities.shape[1] - 1)
+from unit.test_metrics import sample_labels, softmax
 
 
 def test_reliability_before_after_by_hand():
