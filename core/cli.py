@@ -29,10 +29,10 @@ from core.explain.overlay import overlay
 from core.hospital.dicomweb import connect as connect_pacs
 from core.hospital.pacs import classify_study, find_study_uids
 from core.imaging.loader import SUPPORTED_EXTENSIONS
-from core.runs.artifacts import EXPLAIN_CHECK_FILE_NAME, REVIEW_FILMS_DIR_NAME
+from core.runs.artifacts import REVIEW_FILMS_DIR_NAME
 from core.runs.context import model_context
 from core.runs.jobs import TrainingBusyError
-from core.runs.registry import load_run
+from core.runs.registry import explain_check_path, load_run
 from core.runs.review_films import DEFAULT_CORRECT, DEFAULT_MAX_SIDE, pack_review_films
 from core.serving.export import (
     DEFAULT_VARIANT,
@@ -330,7 +330,7 @@ def _explain_check_arguments(commands) -> None:
     check.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                        help="; ".join(f"{name}: {label}" for name, label in METHOD_LABELS.items()))
     check.add_argument("--json", help="write the report to this file instead of the run folder's explain_check.json "
-                                      "(for a run folder that must stay as it is)")
+                                      "(a shipped run's goes to the user data dir, leaving the run as shipped)")
 
 
 def _explain_check(args) -> int:
@@ -358,7 +358,7 @@ def _explain_check(args) -> int:
           + (f"{sensitivity:.2f}" if sensitivity is not None else "(blank maps)"))
     for line in [report["verdict"]["text"], *report["verdict"]["warnings"]]:
         print(line)
-    print(f"wrote {args.json or Path(args.model) / EXPLAIN_CHECK_FILE_NAME} in {report['seconds']['total']:.0f} s")
+    print(f"wrote {args.json or explain_check_path(args.model)} in {report['seconds']['total']:.0f} s")
     return 0
 
 

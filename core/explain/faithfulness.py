@@ -15,7 +15,8 @@
 3. Class sensitivity. Spearman between the map of the predicted class and the map of the runner-up class:
    maps that do not change with the class say nothing about the class.
 
-`check_run` writes the report to <run>/explain_check.json (read back with core.runs.artifacts.read_explain_check);
+`check_run` writes the report to <run>/explain_check.json, or for a shipped run to the user data dir (read back
+with core.runs.registry.load_explain_check);
 `check_films` is the same on any model and films.
 """
 
@@ -32,7 +33,6 @@ from core.data.scan import decode_in_chunks
 from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS, METHOD_LAYERS, check_method, explain
 from core.model import HEAD_LAYER_NAMES, LAST_CONV_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, backbone_layers
 from core.runs.artifacts import (
-    EXPLAIN_CHECK_FILE_NAME,
     SPLIT_FILE_NAME,
     now_iso,
     read_split_csv,
@@ -40,7 +40,7 @@ from core.runs.artifacts import (
     write_json_atomic,
 )
 from core.runs.card import refresh_model_card_quietly
-from core.runs.registry import Run, load_run, load_run_model
+from core.runs.registry import Run, explain_check_path, is_shipped_run, load_run, load_run_model
 
 REPORT_VERSION = 1
 GRID = 7
@@ -377,7 +377,8 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
         films: at most this many test films, drawn with `seed` (all when there are fewer).
         method, layer_name: as core.explain.methods.explain.
         model: the run's Keras model when already loaded.
-        out: the report's file; None writes <run>/explain_check.json and refreshes the model card.
+        out: the report's file; None writes explain_check_path(run) (<run>/explain_check.json, refreshing the
+            model card; for a shipped run a file in the user data dir, leaving the run as shipped).
         run_id: the id the report names; default the run folder's name (a training names the run it is
             writing in its staging folder).
         options: grid, step_cells, random_orders, blocks, progress, as check_films.
@@ -408,7 +409,9 @@ def check_run(run, data_dir: str | os.PathLike | None = None, *, films: int = DE
                          **options)
     report = {"version": REPORT_VERSION, "computed": now_iso(), "run_id": run_id or run.run_id,
               "films": [str(Path(path).relative_to(root)) for path in decoded], **report}
-    write_json_atomic(Path(out) if out else run.path / EXPLAIN_CHECK_FILE_NAME, report)
-    if not out:
+    target = Path(out) if out else explain_check_path(run.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(target, report)
+    if not out and not is_shipped_run(run.path):
         refresh_model_card_quietly(run.path)
     return report

@@ -145,9 +145,11 @@ def read_data_report(run_dir: str | os.PathLike) -> dict | None:
     return report if isinstance(report, dict) else None
 
 
-def read_explain_check(run_dir: str | os.PathLike) -> dict | None:
-    """explain_check.json of a run (core.explain.faithfulness), or None when the run was never checked."""
-    report = read_json(Path(run_dir) / EXPLAIN_CHECK_FILE_NAME)
+def read_explain_check(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> dict | None:
+    """explain_check.json of a run (core.explain.faithfulness), or None when the run was never checked.
+    `path` reads the report from elsewhere (a shipped run's check made on this machine lives in the user
+    data dir: core.runs.registry.load_explain_check)."""
+    report = read_json(Path(path) if path is not None else Path(run_dir) / EXPLAIN_CHECK_FILE_NAME)
     return report if isinstance(report, dict) and isinstance(report.get("verdict"), dict) else None
 
 

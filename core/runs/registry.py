@@ -17,12 +17,14 @@ from core.model import load_model
 from core.runs.artifacts import (
     CLASSES_FILE_NAME,
     CONFIG_FILE_NAME,
+    EXPLAIN_CHECK_FILE_NAME,
     METRICS_FILE_NAME,
     MODEL_FILE_NAME,
     REQUIRED_FILE_NAMES,
     STATUS_FILE_NAME,
     find_dataset_root,
     read_data_report,
+    read_explain_check,
     read_metrics,
     read_status,
 )
@@ -57,6 +59,19 @@ def added_file_path(run_dir: str | os.PathLike, file_name: str, kind: str) -> Pa
     if is_shipped_run(run_dir):
         return user_data_dir() / kind / f"{run_dir.name}{Path(file_name).suffix}"
     return run_dir / file_name
+
+
+def explain_check_path(run_dir: str | os.PathLike) -> Path:
+    """Where core.explain.faithfulness.check_run writes a run's heatmap check by default: the run folder, or
+    the user data dir for a shipped run (added_file_path), whose shipped explain_check.json stays as git has it."""
+    return added_file_path(run_dir, EXPLAIN_CHECK_FILE_NAME, "explain_check")
+
+
+def load_explain_check(run_dir: str | os.PathLike) -> dict | None:
+    """The run's heatmap check: for a shipped run checked again on this machine, that newer check; else the
+    run folder's own (read_explain_check)."""
+    path = explain_check_path(run_dir)
+    return read_explain_check(run_dir, path if path.is_file() else None)
 
 
 def new_run_id(data_dir: str | os.PathLike, preset_name: str) -> str:

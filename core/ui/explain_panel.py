@@ -1,13 +1,14 @@
 """Whether a run's heatmaps are faithful, where the heatmaps are read: the report on the Evaluation page, and
 the run's verdict beside every heatmap on Predict and Review (a warning where the maps were no better than
-random). The report is core.explain.faithfulness's, read from the run folder's explain_check.json."""
+random). The report is core.explain.faithfulness's, read with core.runs.registry.load_explain_check (the run
+folder's explain_check.json, or a shipped run's newer check from the user data dir)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from core.explain.methods import METHOD_LABELS
-from core.runs.artifacts import read_explain_check
+from core.runs.registry import load_explain_check
 from core.ui import figures
 
 CHECK_COMMAND = "python -m core explain-check --model {run}"
@@ -18,7 +19,7 @@ CAM_METHOD_LABELS = {label: method for method, label in METHOD_LABELS.items()}
 def explain_check_section(run) -> None:
     """The Evaluation page's section: the verdict, the deletion and insertion curves (map order against
     random order), the cascading randomisation and the class sensitivity, or how to compute them."""
-    report = read_explain_check(run.path)
+    report = load_explain_check(run.path)
     if report is None:
         st.info("The heatmaps of this run have not been checked yet. Run `"
                 + CHECK_COMMAND.format(run=run.path) + "` (a few minutes) and reload this page.")
@@ -40,7 +41,7 @@ def explain_check_section(run) -> None:
 
 def verdict_note(column, run_path: str, method: str) -> None:
     """Under a heatmap: the run's verdict on its maps, as a warning when they were no better than random."""
-    report = read_explain_check(run_path)
+    report = load_explain_check(run_path)
     if report is None:
         column.caption("These heatmaps have not been checked for faithfulness on this run (Evaluation page).")
     elif report.get("method") != method:
