@@ -5,8 +5,8 @@
 For each run and each (method, layer) below: deletion and insertion AUC in map order against random order,
 the cascading-randomisation Spearman at each step, the class-sensitivity Spearman, the verdict, and the
 seconds each check took. The runs are only read: every full report goes to --reports (default
-/tmp/paru-explain-check), the summary to bench/results/explain_check.json. By default the shipped demo run
-and, when given with --runs, any other (such as a `recommended` run on ../shared/data/pediatric-pneumonia).
+/tmp/paru-explain-check), the summary to bench/results/explain_check.json. By default the shipped runs;
+--runs names others. Configuration by configuration across the runs, the default method first.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from core.explain.faithfulness import check_run  # noqa: E402
 from core.model import LAST_CONV_LAYER_NAME, load_model  # noqa: E402
 from core.runs.registry import load_run  # noqa: E402
 
-CONFIGURATIONS = (("gradcam", LAST_CONV_LAYER_NAME), ("gradcam", None), ("gradcam++", None), ("layercam", None),
+CONFIGURATIONS = (("gradcam", None), ("gradcam", LAST_CONV_LAYER_NAME), ("gradcam++", None), ("layercam", None),
                   ("scorecam", None))
-"""(method, layer): None is the method's own layer (core.explain.methods.METHOD_LAYERS)."""
+"""(method, layer): None is the method's own layer (core.explain.methods.METHOD_LAYERS); the default first."""
+SHIPPED_RUNS = ("demo-nih-cxr4", "demo-pediatric-pneumonia")
 
 
 def summary(report: dict) -> dict:
@@ -49,7 +50,7 @@ def summary(report: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", nargs="+", default=[str(PROJECT_ROOT / "models" / "demo-nih-cxr4")])
+    parser.add_argument("--runs", nargs="+", default=[str(PROJECT_ROOT / "models" / name) for name in SHIPPED_RUNS])
     parser.add_argument("--films", type=int, default=24)
     parser.add_argument("--reports", default="/tmp/paru-explain-check")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "bench" / "results" / "explain_check.json"))
@@ -60,15 +61,18 @@ def main() -> int:
     reports.mkdir(parents=True, exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "films": args.films,
                "runs": {}}
-    for run_dir in args.runs:
-        run = load_run(run_dir)
-        model = load_model(run.model_path)
-        rows = results["runs"].setdefault(run.run_id, {"preset": run.config.get("preset"), "checks": []})
-        for method, layer in configurations:
+    runs = [load_run(run_dir) for run_dir in args.runs]
+    models = {run.run_id: load_model(run.model_path) for run in runs}
+    # Configuration by configuration across the runs, so a stopped measurement has the first methods on every run.
+    for method, layer in configurations:
+        for run in runs:
+            rows = results["runs"].setdefault(run.run_id, {"preset": run.config.get("preset"), "checks": []})
             started = time.perf_counter()
             out = reports / f"{run.run_id}-{method}-{layer or 'default'}.json"
-            report = check_run(run, films=args.films, method=method, layer_name=layer, model=model, out=out)
-            rows["checks"].append({**summary(report), "wall_seconds": round(time.perf_counter() - started, 1)})
+            report = check_run(run, films=args.films, method=method, layer_name=layer, model=models[run.run_id],
+                               out=out)
+            rows["checks"].append({**summary(report), "wall_seconds": round(time.perf_counter() - started, 1),
+                                   "load_average_at_end": [round(x, 2) for x in os.getloadavg()]})
             print(json.dumps(rows["checks"][-1]), flush=True)
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +54,9 @@ def main() -> int:
     # One entry per run and film folder, so a second comparison does not overwrite the demo's figures.
     previous = json.loads(out.read_text()) if out.exists() else {}
     runs = previous.get("runs", {})
-    runs[f"{Path(args.model).name} on {Path(args.data).name}"] = {"data": str(args.data), **report}
+    # The load average goes beside the latencies: on a shared machine they are inflated, the agreement is not.
+    runs[f"{Path(args.model).name} on {Path(args.data).name}"] = {
+        "data": str(args.data), **report, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     return 0
 
