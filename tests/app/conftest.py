@@ -6,6 +6,7 @@ background work (training, the mobile export) is replaced by fakes with the same
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -22,11 +23,28 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import PROJECT_ROOT, dataset_of, film_with_blob
 from core.runs.artifacts import (CAM_REGIONS_FILE_NAME, DATA_REPORT_FILE_NAME, MODEL_CARD_FILE_NAME,
-                                 PREDICTIONS_FILE_NAME, TAGS_FILE_NAME)
+                                 PREDICTIONS_FILE_NAME, REVIEW_FILMS_DIR_NAME, TAGS_FILE_NAME)
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 TIMEOUT = 90
 FAKE_TRAINING = Path(__file__).with_name("fake_training.py")
+
+
+def _scan_installed_components_once() -> None:
+    """The first run of every new AppTest reads the metadata of every installed distribution, looking for
+    Streamlit components (streamlit.components.v2.manifest_scanner: about 0.3 s of CPU, more than most page
+    runs here). The installed packages cannot change during a test session, so the scan is made once and its
+    answer reused; nothing changes when a later Streamlit no longer has the scanner."""
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:
+        return
+    scan = getattr(manifest_scanner, "scan_component_manifests", None)
+    if scan is not None and not hasattr(scan, "cache_info"):
+        manifest_scanner.scan_component_manifests = functools.cache(scan)
+
+
+_scan_installed_components_once()
 
 
 def open_page(page: str | None = None) -> AppTest:
@@ -58,7 +76,9 @@ def png_bytes(class_index: int = 0, seed: int = 123) -> bytes:
 @pytest.fixture(scope="session")
 def app_models_dir(tmp_path_factory, tiny_run) -> Path:
     """A models folder of this tier holding a copy of the tiny run: pages may write beside it (the audit
-    log of Predict), never into the session's shared tiny run. Its run is not changed by any test."""
+    log of Predict), never into the session's shared tiny run. Shared by the tier so that the pages' cached
+    model of this run (core.ui.cached.get_predictor, keyed by the run's path) is loaded once: a test that adds
+    a file to the run or a run beside it takes it away again before it ends."""
     models_dir = tmp_path_factory.mktemp("app-models")
     shutil.copytree(tiny_run, models_dir / tiny_run.name)
     return models_dir
@@ -122,17 +142,23 @@ def review_models_dir(tmp_path_factory, tiny_run) -> Path:
 
 @pytest.fixture
 def review_run(monkeypatch, review_models_dir, tiny_run):
-    """(Run, file of the mislabelled film) of the review copy, with its tags, Grad-CAM regions, model card
-    and data report as the tiny run has them."""
+    """(Run, file of the mislabelled film) of the review copy, with no tags, Grad-CAM regions or packed review
+    films, and its model card and data report as the tiny run has them (put back so after the test too)."""
     from core.runs.registry import load_run
 
     copy = review_models_dir / tiny_run.name
-    for name in (TAGS_FILE_NAME, CAM_REGIONS_FILE_NAME):
-        (copy / name).unlink(missing_ok=True)
-    for name in (MODEL_CARD_FILE_NAME, DATA_REPORT_FILE_NAME):
-        shutil.copy2(tiny_run / name, copy / name)
+
+    def put_back() -> None:
+        for name in (TAGS_FILE_NAME, CAM_REGIONS_FILE_NAME):
+            (copy / name).unlink(missing_ok=True)
+        shutil.rmtree(copy / REVIEW_FILMS_DIR_NAME, ignore_errors=True)
+        for name in (MODEL_CARD_FILE_NAME, DATA_REPORT_FILE_NAME):
+            shutil.copy2(tiny_run / name, copy / name)
+
+    put_back()
     monkeypatch.setenv("PARU_MODELS_DIR", str(review_models_dir))
-    return load_run(copy), (review_models_dir / "mislabelled.txt").read_text()
+    yield load_run(copy), (review_models_dir / "mislabelled.txt").read_text()
+    put_back()
 
 
 @pytest.fixture

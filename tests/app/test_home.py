@@ -101,20 +101,22 @@ def test_core_ui_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 
-def test_a_damaged_run_beside_a_good_one_is_named_and_breaks_no_page(monkeypatch, tmp_path, tiny_run):
+def test_a_damaged_run_beside_a_good_one_is_named_and_breaks_no_page(with_run):
     import shutil
 
     from core.runs.artifacts import CLASSES_FILE_NAME
 
-    models_dir = tmp_path / "models"
-    shutil.copytree(tiny_run, models_dir / tiny_run.name)
-    shutil.copytree(tiny_run, models_dir / "zz-damaged")
-    (models_dir / "zz-damaged" / CLASSES_FILE_NAME).write_text('["Normal", "Pneu')  # Cut short.
-    monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
-    for page in (None, *PAGES):
-        at = open_page(page)
-        assert not at.exception, (page, at.exception)
-    assert "zz-damaged" in texts(at.sidebar.caption) and "not valid JSON" in texts(at.sidebar.caption)
+    damaged = with_run.path.parent / "zz-damaged"  # Beside the tier's run, whose loaded model the pages keep.
+    shutil.copytree(with_run.path, damaged)
+    try:
+        (damaged / CLASSES_FILE_NAME).write_text('["Normal", "Pneu')  # Cut short.
+        for page in (None, *PAGES):
+            at = open_page(page)
+            assert not at.exception, (page, at.exception)
+            assert at.sidebar.selectbox(key="run_selector").value == str(with_run.path)
+        assert "zz-damaged" in texts(at.sidebar.caption) and "not valid JSON" in texts(at.sidebar.caption)
+    finally:
+        shutil.rmtree(damaged)
 
 
 def test_home_says_which_shipped_demo_to_use_for_what(with_run):

@@ -104,21 +104,17 @@ def test_review_asks_for_the_films_when_the_recorded_folder_is_gone(review_run, 
 def test_review_shows_the_packed_review_films_and_their_grad_cam_without_the_dataset(review_run, tmp_path,
                                                                                      monkeypatch):
     import json
-    import shutil
 
     from core.runs.review_films import pack_review_films
 
-    run, file = review_run
-    copy = tmp_path / "shipped-models" / run.run_id
-    shutil.copytree(run.path, copy)
-    pack_review_films(copy, max_side=64)
+    run, file = review_run  # Packed in place (review_run takes the films away again): the page's model is kept.
+    pack_review_films(run.path, max_side=64)
     # A fresh machine: the run records its dataset by name and no data root holds it.
-    report = json.loads((copy / "data_report.json").read_text())
+    report = json.loads((run.path / "data_report.json").read_text())
     report["root"] = "moved-away"
-    (copy / "data_report.json").write_text(json.dumps(report))
+    (run.path / "data_report.json").write_text(json.dumps(report))
     (tmp_path / "empty-data").mkdir()
     monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "empty-data"))
-    monkeypatch.setenv("PARU_MODELS_DIR", str(copy.parent))
     at = open_page(REVIEW)
     assert not at.exception, at.exception
     assert "review films shipped with the run are shown" in texts(at.info)
@@ -128,4 +124,4 @@ def test_review_shows_the_packed_review_films_and_their_grad_cam_without_the_dat
     at.button(key="cam_regions_go").click().run()  # The region analysis reads the packed films too.
     assert not at.exception, at.exception
     assert any("Border band" in frame.value.columns for frame in at.dataframe)
-    assert file in {film["file"] for film in json.loads((copy / "cam_regions.json").read_text())["films"]}
+    assert file in {film["file"] for film in json.loads((run.path / "cam_regions.json").read_text())["films"]}
