@@ -203,7 +203,7 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     try:
-        predictor = Predictor(load_run(args.model), engine=args.engine)
+        predictor = Predictor(load_run(args.model), engine=args.engine, warm=False)
     except ValueError as error:  # A damaged run, or a model that Keras safe mode refuses.
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -284,7 +284,7 @@ def _pacs(args) -> int:
         print("error: no study in the PACS matches.", file=sys.stderr)
         return 2
     try:
-        predictor = Predictor(run, engine=args.engine)
+        predictor = Predictor(run, engine=args.engine, warm=False)
     except ValueError as error:  # A damaged run, or a model that Keras safe mode refuses.
         print(f"error: {error}", file=sys.stderr)
         return 2

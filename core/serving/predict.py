@@ -101,7 +101,8 @@ class Predictor:
     DISPLAY_MAX_SIDE = 1024
     ENGINES = ENGINES
 
-    def __init__(self, run: Run | str | os.PathLike, calibrated: bool = True, engine: str = "cached"):
+    def __init__(self, run: Run | str | os.PathLike, calibrated: bool = True, engine: str = "cached",
+                 warm: bool = True):
         """Load a run.
 
         engine chooses what runs single films (core.serving.lite): "lite" converts the model to TensorFlow Lite
@@ -111,6 +112,9 @@ class Predictor:
         the choice, a model the fast engine cannot serve stays on Keras, with the reason in `engine_note`.
         A damaged run file (the model, gate.npz, population.npz) is a ValueError naming it and what to do
         (core.runs.checks); a damaged population gate never falls back to the first gate unsaid.
+        warm (default) traces the compiled paths that serve single films now (`warm_up`), so that the first
+        film is fast, as an app needs; a command that runs once passes False and traces only the paths its
+        films take, on the first film.
         """
         import tensorflow as tf
 
@@ -128,29 +132,33 @@ class Predictor:
         self.similar_index = load_similar_index(self.run.path)
         # With a CAM, one pass gives the probabilities, the CAM and the gate's pooled features together.
         self._grad_cam = GradCam(self.model, extra_output_name=POOLED_FEATURES_LAYER_NAME)
-        self._features_model = film_gate.feature_model(self.model)
-        # One compiled forward pass gives the probabilities and the pooled features the gate needs.
+        # Without a CAM, ONE compiled forward pass gives the probabilities and every feature the gates read:
+        # the pooled features (the first gate, similar cases) and, for a run with a population gate, the
+        # pooled maps at its depths (core.serving.population), of which the pooled features are one.
+        if self.population is None:
+            forward_model, self._pooled_output = film_gate.feature_model(self.model), 1
+        else:
+            forward_model = film_population.depth_feature_model(self.model)
+            self._pooled_output = 1 + film_population.POPULATION_LAYERS.index(POOLED_FEATURES_LAYER_NAME)
         self._forward = tf.function(
-            lambda images: self._features_model(images, training=False),
+            lambda images: forward_model(images, training=False),
             input_signature=[tf.TensorSpec((None, self.image_size, self.image_size, 1), tf.float32)],
             reduce_retracing=True,
         )
-        if self.population is not None:
-            # The population gate reads several depths of the backbone: one more compiled pass per film.
-            depth_model = film_population.depth_feature_model(self.model)
-            self._depth_forward = tf.function(
-                lambda images: depth_model(images, training=False),
-                input_signature=[tf.TensorSpec((None, self.image_size, self.image_size, 1), tf.float32)],
-                reduce_retracing=True,
-            )
         if engine not in self.ENGINES:
             raise ValueError(f"Got engine={engine!r}; must be one of {self.ENGINES}.")
         self._lite = None
         self._conversion: threading.Thread | None = None
         self.engine_note = "Keras (the fast engine was not asked for)." if engine == "keras" else ""
         self.lite_ready = threading.Event()
-        self.warm_up()
-        if engine != "keras":
+        # An engine that is ready at once (converted now, or from the cache) is started before the warm-up,
+        # which then leaves out the Keras paths it replaces; a background conversion starts after it.
+        at_once = engine != "keras" and (engine != "background" or cached_path(self.run.model_path).is_file())
+        if at_once:
+            self._start_lite(engine)
+        if warm:
+            self.warm_up()
+        if engine == "background" and not at_once:
             self._start_lite(engine)
 
     @property
@@ -181,25 +189,37 @@ class Predictor:
         self.lite_ready.set()
 
     def warm_up(self) -> None:
-        """Trace the compiled paths once so that the first real film is fast."""
+        """Trace the compiled paths that serve single films now, so that the first real film is fast: the
+        forward pass (which the gates need on every engine) and, while Keras serves single films, the
+        Grad-CAM pass (the TensorFlow Lite engine computes its own)."""
         blank = np.full((1, self.image_size, self.image_size, 1), 128.0, np.float32)
         self._forward(blank)
-        self._grad_cam.with_extra_output(blank)
-        if self.population is not None:
-            self.population_features(blank)
+        if self._lite is None:
+            self._grad_cam.with_extra_output(blank)
+
+    def _forward_pass(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(raw probabilities (n, k), pooled features (n, d), the population gate's depth features (n, D) or
+        None for a run without it) for model-ready films (n, S, S, 1), from one forward pass."""
+        outputs = [np.asarray(output) for output in self._forward(np.asarray(images, np.float32))]
+        depth = np.concatenate(outputs[1:], axis=1) if self.population is not None else None
+        return outputs[0], outputs[self._pooled_output], depth
 
     def population_features(self, images: np.ndarray) -> np.ndarray:
         """The population gate's depth features (n, D) for model-ready films (n, S, S, 1)."""
-        outputs = self._depth_forward(np.asarray(images, np.float32))
-        return np.concatenate([np.asarray(o) for o in outputs[1:]], axis=1)
+        return self._forward_pass(images)[2]
 
-    def _gate(self, image: np.ndarray, film, features: np.ndarray) -> film_population.PopulationVerdict:
+    def _gate(self, image: np.ndarray, film, features: np.ndarray,
+              depth: np.ndarray | None = None) -> film_population.PopulationVerdict:
+        """The gates' verdict for one film; `depth`, the film's population depth features when the forward
+        pass that classified it computed them already."""
         colorfulness = float(film.meta.get("colorfulness", 0.0))
         if self.population is None:  # A run trained before the population gate: the first gate's check.
             return film_population.from_gate_result(
                 film_gate.check(film.gray, colorfulness, features, self.gate_statistics))
-        return film_population.assess(image, film.gray, colorfulness, self.population_features(image[np.newaxis])[0],
-                                      self.population, self.population_features, self.population_note)
+        if depth is None:
+            depth = self.population_features(image[np.newaxis])[0]
+        return film_population.assess(image, film.gray, colorfulness, depth, self.population,
+                                      self.population_features, self.population_note)
 
     def prediction_set(self, raw_probabilities: np.ndarray) -> tuple[tuple[str, ...], float | None]:
         """(classes, level) of the run's conformal set for one film's raw softmax; ((), None) without one."""
@@ -213,8 +233,7 @@ class Predictor:
 
     def probabilities_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw probabilities (n, k) and pooled backbone features (n, d) in one forward pass."""
-        probabilities, features = self._forward(np.asarray(images, np.float32))
-        return np.asarray(probabilities), np.asarray(features)
+        return self._forward_pass(images)[:2]
 
     def _calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         if not self.calibrated:
@@ -246,7 +265,7 @@ class Predictor:
             return Prediction(label, error=f"{label} could not be read ({error.strerror or error}).",
                               seconds=time.perf_counter() - started)
         batch = image[np.newaxis].astype(np.float32)
-        lite = self._lite
+        lite, depth = self._lite, None
         if lite is not None:
             probabilities, pooled, cam = lite(batch, with_cam=with_cam)
             raw, features = probabilities[np.newaxis], pooled[np.newaxis]
@@ -254,9 +273,9 @@ class Predictor:
             raw, cams, features = self._grad_cam.with_extra_output(batch)
             cam = cams[0]
         else:
-            raw, features = self.probabilities_and_features(batch)
+            raw, features, depth = self._forward_pass(batch)
             cam = None
-        gate_result = self._gate(image, film, features[0]) if gate else None
+        gate_result = self._gate(image, film, features[0], None if depth is None else depth[0]) if gate else None
         prediction_set, set_level = self.prediction_set(raw[0])
         probabilities = self._calibrate(raw)[0]
         top = int(np.argmax(probabilities))

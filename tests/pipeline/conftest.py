@@ -25,3 +25,24 @@ def square_model(tmp_path_factory):
         return path
 
     return load_model(built_once(tmp_path_factory, "square-model", train))
+
+
+@pytest.fixture
+def cli_predictor(monkeypatch, keras_predictor):
+    """The in-process commands (core.cli.main) get the session's Keras predictor of the tiny run instead of
+    building their own, which loads the model and compiles its passes (seconds per command). Returns the
+    (run folder, keyword arguments) each command asked for; a command on another run fails the test. The
+    command's own construction is run by tests/pipeline/test_settings.py (a real child process) and by the
+    tests that give a command a copy of the run."""
+    from pathlib import Path
+
+    asked = []
+
+    def predictor(run, **arguments):
+        folder = Path(getattr(run, "path", run))
+        assert folder == keras_predictor.run.path, f"the shared predictor is the tiny run's, not {folder}'s"
+        asked.append((folder, arguments))
+        return keras_predictor
+
+    monkeypatch.setattr("core.cli.Predictor", predictor)
+    return asked

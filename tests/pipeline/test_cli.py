@@ -1,5 +1,6 @@
 """The command line, called in process through core.cli.main (its exit code returned, its output captured);
-one real `python -m core` child process is kept, for the exit status and stderr a shell sees."""
+one real `python -m core` child process is kept, for the exit status and stderr a shell sees. The predict
+commands on the tiny run are handed the session's predictor (`cli_predictor`) instead of loading their own."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_evaluate_external_folder_has_the_metrics_schema_and_flags_overlap(tiny_
     assert f"overall accuracy {metrics['accuracy']:.4f}" in stdout  # What is printed is what is written.
 
 
-def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, tmp_path, capsys):
+def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, cli_predictor, tmp_path, capsys):
     good = next((dataset_of(tiny_run) / "Normal").glob("*.png"))
     bad = tmp_path / "bad.png"
     bad.write_text("this is a text file")
@@ -51,11 +52,12 @@ def test_cli_predict_json_reports_each_file_and_exits_2_on_bad_input(tiny_run, t
     assert cam.dtype == np.float32 and cam.shape == (size, size) and 0.0 <= cam.min() <= cam.max() <= 1.0
 
 
-def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, tmp_path, capsys):
+def test_cli_predict_takes_a_folder_and_answers_every_film_in_it(tiny_run, cli_predictor, tmp_path, capsys):
     dataset = tmp_path / "films"
     shutil.copytree(dataset_of(tiny_run), dataset)
     (dataset / "Normal" / "notes.txt").write_text("not a film")  # Not a film type: not listed at all.
     assert main(["predict", "--model", str(tiny_run), "--json", str(dataset)]) == 0
+    assert cli_predictor == [(tiny_run, {"engine": "cached", "warm": False})]  # A command traces on first use.
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     films = sorted(str(path) for path in dataset.rglob("*.png"))
     assert sorted(line["file"] for line in lines) == films

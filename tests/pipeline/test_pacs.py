@@ -143,11 +143,10 @@ def _series_of(orthanc, study_uid: str, sop_uid: str) -> str:
 
 
 def test_cli_pacs_prints_one_predict_shaped_object_per_film_and_stores(orthanc, tiny_run, keras_predictor,
-                                                                         monkeypatch, capsys):
+                                                                         cli_predictor, capsys):
     from core.cli import main
 
     # The session's loaded predictor of the same run (tests/system/test_pacs.py lets the CLI load its own).
-    monkeypatch.setattr("core.cli.Predictor", lambda run, engine: keras_predictor)
     accession = "ACC-CLI-2"
     film = dicom_film(synthetic_film(256, seed=9), patient_id=PATIENT_ID, patient_name=PATIENT_NAME,
                       accession=accession)
@@ -163,6 +162,7 @@ def test_cli_pacs_prints_one_predict_shaped_object_per_film_and_stores(orthanc, 
     assert ("probabilities" in lines[0]) == lines[0]["gate"]["passed"] != ("raw" in lines[0])
     assert PATIENT_ID not in printed and "Secret" not in printed
     assert len(orthanc.instances_of(str(film.StudyInstanceUID))) == 3  # the film, its SR and its SC
+    assert cli_predictor[0][1]["engine"] == "keras"
 
     assert main(["pacs", "--url", orthanc.dicomweb, "--patient", "NOBODY", "--model", str(tiny_run)]) == 2
     assert "no study in the PACS matches" in capsys.readouterr().err

@@ -22,7 +22,7 @@ def test_training_stores_the_training_films_for_similar_cases(tiny_run):
                                                           zip(index["files"], index["labels"]))
 
 
-def test_predict_json_has_the_run_its_context_the_set_the_gate_and_similar_films(tiny_run, capsys):
+def test_predict_json_has_the_run_its_context_the_set_the_gate_and_similar_films(tiny_run, cli_predictor, capsys):
     film = sorted((dataset_of(tiny_run) / "Normal").glob("*.png"))[0]
     assert main(["predict", "--model", str(tiny_run), "--json", str(film)]) == 0
     line = json.loads(capsys.readouterr().out.splitlines()[0])
