@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.scan import decode_in_chunks
+from core.explain.gradcam import cached_grad_cam
 from core.explain.methods import DEFAULT_METHOD, METHOD_LABELS, METHOD_LAYERS, check_method, explain
 from core.model import HEAD_LAYER_NAMES, LAST_CONV_BN_LAYER_NAME, LAST_CONV_LAYER_NAME, backbone_layers
 from core.runs.artifacts import (
@@ -261,17 +262,16 @@ def randomised_copies(model, blocks: int = RANDOMISED_BLOCKS, seed: int = 0):
 
 
 def probability_function(model):
-    """films (n, S, S, 1) -> (n, k) float32 probabilities, compiled once, in batches of 64."""
-    import tensorflow as tf
+    """films (n, S, S, 1) -> (n, k) float32 probabilities, in batches of 64.
 
-    shape = tuple(int(size) for size in model.inputs[0].shape[1:])
-    compiled = tf.function(lambda films: model(films, training=False), reduce_retracing=True,
-                           input_signature=[tf.TensorSpec((None, *shape), tf.float32)])
+    They come from the model's cached Grad-CAM pass (core.explain.gradcam.cached_grad_cam), which returns
+    them beside its maps: the default method's maps need that compiled function anyway, and compiling one
+    more function of a MobileNetV2 costs more than the maps' small backward pass on the films of a check."""
+    explainer = cached_grad_cam(model)
 
     def probability_of(films):
         films = np.asarray(films, np.float32)
-        return np.concatenate([np.asarray(compiled(films[start:start + 64]))
-                               for start in range(0, len(films), 64)])
+        return np.concatenate([explainer(films[start:start + 64])[0] for start in range(0, len(films), 64)])
     return probability_of
 
 

@@ -226,10 +226,12 @@ def grad_cam(model, images, class_index: int | None = None,
     Returns:
         (n, S, S) float32 CAMs in [0, 1]. Use `GradCam(model)(images)` to get the probabilities too.
     """
-    return _cached_grad_cam(model, layer_name)(images, class_index)[1]
+    return cached_grad_cam(model, layer_name)(images, class_index)[1]
 
 
-def _cached_grad_cam(model, layer_name: str) -> GradCam:
+def cached_grad_cam(model, layer_name: str = CAM_LAYER_NAME) -> GradCam:
+    """The `GradCam` of `model` at `layer_name` that `grad_cam` uses, built (and compiled) once per model and
+    layer; its calls also give the probabilities, so a caller that needs both compiles one function."""
     with _CACHE_LOCK:
         per_layer = _GRAD_CAM_CACHE.setdefault(model, {})
         if layer_name not in per_layer:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.scan import decode_in_chunks
-from core.explain.gradcam import GradCam
+from core.explain.gradcam import cached_grad_cam
 from core.explain.overlay import clean_cam
 from core.model import load_model
 from core.runs.artifacts import (
@@ -176,7 +176,8 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike | None, *, max_film
         run: a core.runs.registry.Run (or run folder).
         dataset_root: the folder holding the films named in predictions.csv (None: review films only).
         max_films: bound on the number of films explained (see select_cam_films).
-        model: the run's loaded Keras model, to reuse one already in memory; loaded when None.
+        model: the run's loaded Keras model, to reuse one already in memory (and its compiled Grad-CAM);
+            loaded when None.
         batch_size: films per Grad-CAM batch.
         progress: called as progress(done, total).
 
@@ -204,7 +205,7 @@ def compute_cam_regions(run, dataset_root: str | os.PathLike | None, *, max_film
             missing.append(row["file"])
     if model is None:
         model = load_model(run.model_path)
-    explainer = GradCam(model)
+    explainer = cached_grad_cam(model)  # Compiled once per model: a model in memory may have it already.
     image_size = int(run.config.get("image_size", 224))
     films, done = [], 0
     for paths, images, errors, _ in decode_in_chunks(list(by_path), image_size, chunk_size=batch_size):

@@ -47,15 +47,15 @@ def test_lite_engine_gives_keras_probabilities_gate_and_grad_cam(tiny_run, keras
         assert all(result.probabilities[c] == pytest.approx(p, abs=1e-4) for c, p in expected.items())
 
 
-def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run):
+def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run, keras_predictor):
     """Given the same last-convolution maps, the engine's CAM is GradCam's to float precision, for every class."""
     import keras
 
     from core.explain.gradcam import GradCam
-    from core.model import LAST_CONV_LAYER_NAME, load_model
+    from core.model import LAST_CONV_LAYER_NAME
     from core.serving.lite import ClosedFormGradCam
 
-    model = load_model(tiny_run / "model.keras")
+    model = keras_predictor.model  # The tiny run's model, already loaded.
     closed_form = ClosedFormGradCam(model)
     maps_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER_NAME).output)
     explainer = GradCam(model)

@@ -9,7 +9,7 @@ import pytest
 from conftest import copy_run
 
 
-def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
+def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, keras_predictor, tmp_path):
     from core.runs.registry import load_run
     from core.explain.regions import compute_cam_regions, load_cam_regions
     from core.runs.artifacts import CAM_REGIONS_FILE_NAME
@@ -17,7 +17,8 @@ def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
     copy = copy_run(tiny_run, tmp_path)
     run = load_run(copy)
     assert load_cam_regions(copy) is None
-    result = compute_cam_regions(run, run.dataset_root(), max_films=6)
+    # The run's model, already in memory (the copy's model file is the tiny run's).
+    result = compute_cam_regions(run, run.dataset_root(), max_films=6, model=keras_predictor.model)
     assert 2 <= result["n"] <= 6 and not result["missing"]  # Bounded: at most 3 wrong and as many right.
     for film in result["films"]:
         assert film["central"] + film["border"] == pytest.approx(1.0) or film["border"] == 0.0
@@ -27,8 +28,8 @@ def test_compute_cam_regions_writes_the_cache_and_the_card(tiny_run, tmp_path):
     assert "Grad-CAM mass on the image border" in (copy / "model_card.md").read_text()
 
 
-def test_cam_regions_of_a_shipped_run_go_to_the_user_dir_and_leave_the_run_unchanged(tiny_run, tmp_path,
-                                                                                      monkeypatch):
+def test_cam_regions_of_a_shipped_run_go_to_the_user_dir_and_leave_the_run_unchanged(tiny_run, keras_predictor,
+                                                                                      tmp_path, monkeypatch):
     from core.explain.regions import cam_regions_path, compute_cam_regions, load_cam_regions
     from core.runs import registry
 
@@ -43,7 +44,7 @@ def test_cam_regions_of_a_shipped_run_go_to_the_user_dir_and_leave_the_run_uncha
 
     before = files()
     run = registry.load_run(shipped)
-    result = compute_cam_regions(run, run.dataset_root(), max_films=4)
+    result = compute_cam_regions(run, run.dataset_root(), max_films=4, model=keras_predictor.model)
     assert files() == before  # no cam_regions.json, and the model card as shipped
     assert cam_regions_path(shipped) == tmp_path / "user" / "cam_regions" / "demo-tiny.json"
     assert load_cam_regions(shipped)["films"] == result["films"]
