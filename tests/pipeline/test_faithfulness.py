@@ -159,30 +159,6 @@ def test_check_run_writes_the_report_to_the_run_folder(tiny_run, tmp_path):
     assert report["run_id"] == run.name and report["verdict"]["text"]
 
 
-def test_training_ends_with_the_heatmap_check_in_the_run_and_its_card(tiny_dataset, tmp_path):
-    import json
-
-    from conftest import tiny_config
-
-    from core.runs import jobs
-    from core.training.run import train_run
-    from core.ui.training import progress_summary
-
-    seen = []
-
-    def log(line):
-        if line.startswith("Checking the heatmaps") and not seen:
-            (staging,) = tmp_path.glob(".*.partial")
-            seen.append(json.loads((staging / "progress.json").read_text()))
-
-    run_dir = train_run(tiny_dataset, tiny_config(epochs=1, explain_check_films=2), models_dir=tmp_path, log=log)
-    report = read_explain_check(run_dir)
-    assert report["run_id"] == run_dir.name and report["n_films"] == 2 and report["method"] == "gradcam"
-    assert report["verdict"]["text"] in (run_dir / MODEL_CARD_FILE_NAME).read_text()
-    assert seen[0]["phase"] == "heatmaps" and jobs.progress_fraction(seen[0]) == 1.0
-    assert progress_summary(seen[0])[1].startswith("Checking the heatmaps")
-
-
 def test_a_stop_during_the_heatmap_check_leaves_no_report(tiny_run, tiny_dataset, tmp_path):
     from conftest import CLASS_NAMES, tiny_config
 

@@ -8,12 +8,21 @@ import pytest
 from conftest import tiny_config
 
 
-def test_exactly_the_last_12_backbone_layers_are_trainable_and_batch_norm_stays_frozen():
+@pytest.fixture(scope="module")
+def built_model():
+    """A freshly built model of the tiny recipe (random weights, 4 classes), read-only: building one takes
+    seconds."""
+    from core.model import build_model
+
+    return build_model(tiny_config(weights="none"), num_classes=4)
+
+
+def test_exactly_the_last_12_backbone_layers_are_trainable_and_batch_norm_stays_frozen(built_model):
     import keras
 
-    from core.model import LAST_CONV_LAYER_NAME, backbone_layers, build_model
+    from core.model import LAST_CONV_LAYER_NAME, backbone_layers
 
-    model = build_model(tiny_config(weights="none"), num_classes=4)
+    model = built_model
     layers = backbone_layers(model)
     last_12 = layers[-12:]
     for layer in layers[:-12]:
@@ -48,15 +57,15 @@ def test_missing_local_weights_file_says_what_to_do(tmp_path):
         build_model(tiny_config(weights=str(tmp_path / "nope.h5")), num_classes=2)
 
 
-def test_every_layer_name_other_modules_rely_on_is_a_layer_of_the_built_model():
+def test_every_layer_name_other_modules_rely_on_is_a_layer_of_the_built_model(built_model):
     """Grad-CAM, the fast engine, the gate, the export and training find their layers by these names; a
     renamed layer must fail here rather than send the app quietly back to the slower Keras engine."""
     import core.model as model_module
-    from core.model import HEAD_CHAIN, build_model
+    from core.model import HEAD_CHAIN
 
     names = {value for key, value in vars(model_module).items() if key.endswith("_LAYER_NAME")}
     assert len(names) >= 10
-    model = build_model(tiny_config(weights="none"), num_classes=3)
+    model = built_model
     layers = {layer.name: layer for layer in model.layers}
     assert sorted(names - set(layers)) == []
     for previous, following in zip(HEAD_CHAIN, HEAD_CHAIN[1:]):
