@@ -38,22 +38,29 @@ from core.serving.lite import cached_path, load_engine
 
 ENGINES = ("auto", "lite", "keras")
 """evaluate_folder's engine choices (the CLI's --engine of `evaluate` reads them from here)."""
+HASH_CHUNK = 512
 
 
 def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, config: TrainConfig,
-                         training: dict) -> RunMetrics:
+                         training: dict, probabilities_of=None) -> RunMetrics:
     """Evaluate the best model on validation and test films of a training run; write the run's files.
 
     Writes metrics.json (test metrics + "training", "validation", "calibration" and "conformal" sections),
     predictions.csv (validation and test films) and perceptual_hashes.json (training and validation films,
     for the overlap check of later external evaluations). Returns the metrics dict. The caller writes the
     model card from it (core.runs.card.write_model_card).
+
+    probabilities_of: rows -> the model's probabilities (n, k) of those films, when the caller computes
+    them anyway (core.training.outputs.ModelOutputs: one forward pass a film for every consumer); by default
+    `model` predicts them here.
     """
     labels = scan.labels
     index = {s: np.flatnonzero(subsets == s) for s in ("val", "test")}
-    # A chunk of films at a time: training's films may be an on-disk cache larger than memory.
-    probabilities = {s: rows_in_chunks(lambda films: predict_probabilities(model, films), scan.images, i)
-                     for s, i in index.items()}
+    if probabilities_of is None:
+        # A chunk of films at a time: training's films may be an on-disk cache larger than memory.
+        def probabilities_of(rows):
+            return rows_in_chunks(lambda films: predict_probabilities(model, films), scan.images, rows)
+    probabilities = {s: probabilities_of(i) for s, i in index.items()}
     metrics = classification_report(labels[index["test"]], probabilities["test"].argmax(1), class_names,
                                      probabilities["test"], seed=config.seed)
     validation = classification_report(labels[index["val"]], probabilities["val"].argmax(1), class_names,
@@ -89,9 +96,11 @@ def write_run_evaluation(run_dir: Path, model, scan, subsets, class_names, confi
         ["val"] * len(index["val"]) + ["test"] * len(index["test"]),
     )
     seen = np.flatnonzero(np.isin(subsets, ("train", "val")))
+    # Read a chunk of rows at a time (one film at a time costs a call each on the on-disk cache).
+    hashes = [h for start in range(0, len(seen), HASH_CHUNK) for h in perceptual_hashes(
+        scan.images[seen[start:start + HASH_CHUNK]])]
     write_run_hashes(run_dir, [scan.records[i].path for i in seen],
-                     [scan.records[i].sha256 for i in seen], perceptual_hashes([scan.images[j] for j in seen]),
-                     image_size=int(scan.images.shape[1]))
+                     [scan.records[i].sha256 for i in seen], hashes, image_size=int(scan.images.shape[1]))
     return metrics
 
 

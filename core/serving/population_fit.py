@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.runs.artifacts import POPULATION_FILE_NAME
+from core.serving.batch import rows_in_chunks
 from core.serving.population import (
     DEFECTS,
     FAR_FACTOR,
@@ -34,6 +35,7 @@ COMPONENT_FILMS = 5
 FOLDS = 10
 MAX_FIT_FILMS = 2000
 MIN_TRAIN_FILMS, MIN_VAL_FILMS = 4, 2
+FEATURE_CHUNK = 256
 CLASSIFIER_C = 0.01
 """Inverse L2 strength of the mis-preparation classifier (strong: 1,568 features, hundreds of films)."""
 
@@ -145,7 +147,7 @@ def depth_sizes(model) -> list[int]:
 
 
 def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray, labels: np.ndarray,
-                           index: dict) -> Path | None:
+                           index: dict, features_of_rows=None) -> Path | None:
     """Fit and save a run's population statistics at training time.
 
     Args:
@@ -155,23 +157,30 @@ def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray
     core.serving.gate's check). Costs one forward pass over the training and validation films and one
     over a mis-prepared copy of each training film, on at most MAX_FIT_FILMS of each (a fixed random
     sample; the statistics need no more, and a large dataset's films may be an on-disk cache that must not
-    be read into memory whole).
+    be read into memory whole). features_of_rows: rows -> their depth_features (n, D), when the caller has
+    them from a forward pass it makes anyway (core.training.outputs); the mis-prepared copies still cost
+    their own pass.
     """
     if len(index["train"]) < MIN_TRAIN_FILMS or len(index["val"]) < MIN_VAL_FILMS:
         return None  # Too few films for statistics; the run keeps core.serving.gate's check.
     feature_model = depth_feature_model(model)
 
-    def features_of(films):
-        return depth_features(feature_model, films)[1]
+    def features_of(films):  # A chunk at a time: a float32 copy of every film at once would be gigabytes.
+        return rows_in_chunks(lambda part: depth_features(feature_model, part)[1], films, np.arange(len(films)),
+                              chunk=FEATURE_CHUNK)
+
+    if features_of_rows is None:
+        def features_of_rows(rows):
+            return features_of(np.asarray(images[rows]))
 
     rng = np.random.default_rng(0)
     rows = {subset: np.sort(rng.choice(index[subset], min(MAX_FIT_FILMS, len(index[subset])), replace=False))
             for subset in ("train", "val")}
     train = np.asarray(images[rows["train"]])
     copies, defect_labels = mis_prepared_copies(train)
-    statistics = fit_population(features_of(train), np.asarray(labels)[rows["train"]],
-                                features_of(np.asarray(images[rows["val"]])), depth_sizes(model),
-                                features_of(copies), defect_labels)
+    statistics = fit_population(features_of_rows(rows["train"]), np.asarray(labels)[rows["train"]],
+                                features_of_rows(rows["val"]), depth_sizes(model), features_of(copies),
+                                defect_labels)
     return save_population(run_dir, statistics)
 
 

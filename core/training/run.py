@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from core.config import TrainConfig
 from core.data.listing import check_dataset_root
@@ -46,14 +47,14 @@ from core.runs.artifacts import (
 from core.runs.card import write_model_card
 from core.runs.registry import Run, check_writable, new_run_id, staging_dir_for
 from core.runs.staging import clean_staging
-from core.serving.batch import rows_in_chunks
-from core.serving.gate import fit_gate, pooled_features, save_gate
+from core.serving.gate import fit_gate, save_gate
 from core.serving.population_fit import fit_population_for_run
-from core.serving.similar import save_similar_index
+from core.serving.similar import MAX_INDEX_FILMS, save_similar_index
 from core.settings import default_models_dir, job_log
 from core.training.cache import decode_to_disk, remove_film_cache
 from core.training.distributed import checkpoint_folder, cluster_role
 from core.training.fit import fit, write_progress
+from core.training.outputs import ModelOutputs, even_sample
 
 CANCELLED_MESSAGE = "Training was cancelled by the user; no model was registered."
 
@@ -231,25 +232,37 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
 
     state.update(phase="evaluating")
     write_progress(staging, state)
+    # One forward pass a film serves the evaluation, both gates and similar cases (core.training.outputs).
+    # The first gate and similar cases read an even sample of at most MAX_INDEX_FILMS training (and as many
+    # validation) films: similar cases keep no more, and the gate's mean and few principal directions of the
+    # pooled features are estimated as well from that many films as from all of a large dataset's.
+    outputs = ModelOutputs(model, scan.images)
+    gate_rows = index if fitted.features else {s: even_sample(index[s], MAX_INDEX_FILMS) for s in ("train", "val")}
+    if not fitted.features:  # Features first, so no film is pushed through the model twice.
+        outputs.compute(np.concatenate([gate_rows["train"], gate_rows["val"]]))
     metrics = write_run_evaluation(
         staging, model, scan, subsets, class_names, config,
         training={"best_epoch": best_epoch, "epochs_run": len(history_rows),
                   "stopped_early": len(history_rows) < config.warmup_epochs + config.epochs,
                   "wall_time_seconds": round(train_seconds, 1), "decode_seconds": round(decode_seconds, 2)},
+        probabilities_of=outputs.probabilities,
     )
     # The card summarises the evaluation, so it is written after it (and rewritten on review changes).
     write_model_card(staging, config, metrics, report)
     # The "is this a chest film?" gate's statistics: fitted on training films, threshold on validation.
     # A head trained on features hands back the ones it computed (the backbone did not change since).
-    features = fitted.features or {subset: rows_in_chunks(lambda films: pooled_features(model, films), scan.images,
-                                                          index[subset]) for subset in ("train", "val")}
-    save_gate(staging, fit_gate(features["train"], features["val"]))
-    # The population gate: distances at several depths and the mis-preparation check (another forward
-    # pass over the training and validation films, and one over a mis-prepared copy of each training film).
-    fit_population_for_run(staging, model, scan.images, labels, index)
+    features = fitted.features or {subset: outputs.pooled(gate_rows[subset]) for subset in ("train", "val")}
+    # The gates' decompositions and classifier on one BLAS thread: OpenBLAS's threads wait for each other
+    # by spinning, and on two cores shared with TensorFlow's thread pools (or other processes) two threads
+    # measured several times slower than one. TensorFlow's own ops do not use OpenBLAS.
+    with threadpool_limits(limits=1, user_api="blas"):
+        save_gate(staging, fit_gate(features["train"], features["val"]))
+        # The population gate: distances at several depths and the mis-preparation check (the depth features
+        # of the same forward pass, and one more pass over a mis-prepared copy of each of its training films).
+        fit_population_for_run(staging, model, scan.images, labels, index, features_of_rows=outputs.depth)
     # Similar cases: the training films a new film lies nearest to, in the same pooled features.
-    save_similar_index(staging, features["train"], [scan.records[i].path for i in index["train"]],
-                       [scan.records[i].label for i in index["train"]])
+    save_similar_index(staging, features["train"], [scan.records[i].path for i in gate_rows["train"]],
+                       [scan.records[i].label for i in gate_rows["train"]])
     log(f"Test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci95']['accuracy'][0]:.3f}-"
         f"{metrics['ci95']['accuracy'][1]:.3f}), macro-F1 {metrics['macro']['f1']:.4f}, mean one-vs-rest "
         f"accuracy {metrics['mean_ovr_accuracy']:.4f}; best epoch {best_epoch}")

@@ -1,0 +1,101 @@
+"""The trained model's outputs on a run's films, computed once and shared by everything after the fit.
+
+After training, four consumers read the model's outputs: the evaluation (probabilities of every
+validation and test film), the first gate (pooled features of training and validation films), similar
+cases (pooled features of training films) and the population gate (pooled feature maps at several depths,
+core.serving.population.depth_feature_model). `ModelOutputs` runs one multi-output model (probabilities,
+the depth features and the pooled features, all from the same forward pass) a chunk of films at a time
+from the films (in memory or the on-disk cache, never copied whole) and keeps what it computed: a film is
+pushed through the network once, whichever consumers ask for it, and rows not computed yet are computed
+when first asked for. Features are kept only for the rows asked for with features (probabilities,
+k numbers a film, for every row asked for), so the table stays small however many test films there are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.model import POOLED_FEATURES_LAYER_NAME
+from core.serving.batch import PREDICT_BATCH_SIZE
+from core.serving.population import depth_feature_model
+
+CHUNK_FILMS = 256
+"""Films read from the cache and pushed through the model at a time (about 50 MB as float32 at 224 px)."""
+
+
+def even_sample(rows: np.ndarray, most: int) -> np.ndarray:
+    """At most `most` of `rows`, evenly spread over them in their order (all of them when fewer)."""
+    rows = np.asarray(rows)
+    if len(rows) <= most:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, most).round().astype(int)]
+
+
+class ModelOutputs:
+    """Probabilities, pooled features and depth features of a model on rows of `images`, each row computed
+    once.
+
+    `probabilities(rows)` (n, k), `pooled(rows)` (n, d) (the layer core.serving.gate.pooled_features reads)
+    and `depth(rows)` (n, D) (what core.serving.population.depth_features gives) return the rows in the
+    order asked; all three come from the same forward pass in inference mode, so they equal what each
+    consumer's own model would compute. Ask for the rows that need features first (`compute(rows)`): a row
+    computed without features is computed again if its features are asked for later.
+    """
+
+    def __init__(self, model, images, batch_size: int = PREDICT_BATCH_SIZE, chunk: int = CHUNK_FILMS):
+        import keras
+
+        depth_model = depth_feature_model(model)
+        depth_outputs = list(depth_model.outputs[1:])
+        pooled = model.get_layer(POOLED_FEATURES_LAYER_NAME).output
+        # The pooled features are one of the depths today; shared, they are computed and kept once.
+        at = next((i for i, output in enumerate(depth_outputs) if output is pooled), None)
+        outputs = depth_outputs if at is not None else depth_outputs + [pooled]
+        sizes = [int(output.shape[-1]) for output in outputs]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        depth_width = int(starts[len(depth_outputs)])
+        pooled_at = at if at is not None else len(depth_outputs)
+        self._depth_columns = slice(0, depth_width)
+        self._pooled_columns = slice(int(starts[pooled_at]), int(starts[pooled_at + 1]))
+        self._model = keras.Model(model.input, [model.output] + outputs)
+        self._images = images
+        self._batch_size, self._chunk = batch_size, chunk
+        count, classes = len(images), int(model.output.shape[-1])
+        self._probabilities = np.full((count, classes), np.nan, np.float32)
+        self._feature_row = np.full(count, -1, np.int64)  # Row of self._features, or -1.
+        self._parts: list[np.ndarray] = []
+        self._features = np.zeros((0, int(starts[-1])), np.float32)
+        self.films_computed = 0
+
+    def compute(self, rows, features: bool = True) -> None:
+        """Push the rows not computed yet (or, with `features`, computed without them) through the model."""
+        rows = np.unique(np.asarray(rows, np.int64))
+        missing = rows[self._feature_row[rows] < 0] if features else rows[np.isnan(self._probabilities[rows, 0])]
+        for start in range(0, len(missing), self._chunk):
+            part = missing[start:start + self._chunk]
+            outputs = self._model.predict(np.asarray(self._images[part], np.float32), batch_size=self._batch_size,
+                                          verbose=0)
+            self._probabilities[part] = np.asarray(outputs[0], np.float32)
+            self.films_computed += len(part)
+            if features:
+                self._feature_row[part] = len(self._features) + sum(len(p) for p in self._parts) + np.arange(len(part))
+                self._parts.append(np.concatenate([np.asarray(o, np.float32) for o in outputs[1:]], axis=1))
+
+    def probabilities(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        self.compute(rows, features=False)
+        return self._probabilities[rows].copy()
+
+    def pooled(self, rows) -> np.ndarray:
+        return self._feature_columns(rows)[:, self._pooled_columns]
+
+    def depth(self, rows) -> np.ndarray:
+        return self._feature_columns(rows)[:, self._depth_columns]
+
+    def _feature_columns(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        self.compute(rows, features=True)
+        if self._parts:
+            self._features = np.concatenate([self._features] + self._parts)
+            self._parts = []
+        return self._features[self._feature_row[rows]]
