@@ -10,9 +10,11 @@ Pneumonia / Cardiomegaly / Pneumothorax, a stratified 15% of 12,539, so the whol
 Then runs the whole paper recipe with `python -m core train --preset paper` in a child process (scan and
 integrity check, split, 5 epochs, evaluation, gate, model card) and records: the wall time, each phase's
 seconds (from the child's progress.json, polled, and the run's own files), films per second per epoch (history.csv
-train_seconds), the child's peak resident memory (ru_maxrss) and the disk the run and its staging used. With
---one-epoch (meant for 50,000 films) the run is stopped by the Cancel mechanism once the first epoch ends: scan,
-split and one epoch are measured, no run is registered. Results merge into bench/results/scale.json by film count.
+train_seconds), the child's peak resident memory (ru_maxrss; and the largest VmRSS polled in each progress
+phase, to tell which phase sets the peak), the disk the run and its staging used, and the load average at
+the start and end (on a shared machine the timings depend on it). With --one-epoch (meant for 50,000 films)
+the run is stopped by the Cancel mechanism once the first epoch ends: scan, split and one epoch are measured,
+no run is registered. Results merge into bench/results/scale.json by film count.
 
 Accuracy figures of this run are not a result: the copies of one film are near-duplicates of one another.
 """
@@ -90,6 +92,17 @@ def _megabytes(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6 if path.exists() else 0.0
 
 
+def _resident_megabytes(pid: int) -> float:
+    """A process's resident memory now (VmRSS), 0 when it cannot be read (it has just exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 def measure(data: Path, work: Path, epochs: int, one_epoch: bool) -> dict:
     """Run the paper recipe on `data` in a child process and measure it."""
     models = work / "models"
@@ -102,7 +115,7 @@ def measure(data: Path, work: Path, epochs: int, one_epoch: bool) -> dict:
     started = time.monotonic()
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    transitions, disk = [], {"peak": 0.0}
+    transitions, disk, rss_by_phase = [], {"peak": 0.0}, {}
 
     def watch():
         last = None
@@ -115,6 +128,8 @@ def measure(data: Path, work: Path, epochs: int, one_epoch: bool) -> dict:
             if phase and phase != last:
                 transitions.append((phase, time.monotonic() - started))
                 last = phase
+            if last:
+                rss_by_phase[last] = max(rss_by_phase.get(last, 0.0), _resident_megabytes(child.pid))
             if one_epoch and len(progress.get("history", [])) >= 1 and not (staging / "STOP").exists():
                 transitions.append(("stop requested", time.monotonic() - started))
                 (staging / "STOP").write_text("")
@@ -153,6 +168,7 @@ def measure(data: Path, work: Path, epochs: int, one_epoch: bool) -> dict:
         "films_per_second_per_epoch": [round(train_films / float(row["train_seconds"]), 1) for row in history]
         if train_films else [],
         "peak_rss_megabytes": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_rss_megabytes_by_phase": {phase: round(value, 1) for phase, value in rss_by_phase.items()},
         "disk_megabytes": {"dataset": round(_megabytes(data), 1), "run_and_staging_peak": round(disk["peak"], 1),
                            "run": round(_megabytes(out), 1)},
         "load_average_at_start_and_end": None,
