@@ -10,11 +10,17 @@ loss, and the best epoch's weights kept. Every global batch is split in contiguo
 and the head's BatchNormalization uses the statistics of the whole global batch (synchronised), so N
 workers take the same steps as one process with the same global batch and seed.
 
-Fault tolerance: every worker saves a tf.train.Checkpoint (model, optimizer, position) into its own folder
-at the end of every epoch and, mid-epoch, every `CHECKPOINT_SECONDS` (the chief decides and every worker
-saves after the same step). Started again with the same command after a crash, each worker restores its
-latest checkpoint and resumes from that batch. The chief alone writes progress.json and the run folder; a
-stop requested on the chief (the STOP file, SIGTERM) reaches every worker within one step.
+Fault tolerance: the chief saves a tf.train.Checkpoint (model, optimizer, position) into its checkpoint
+folder at the end of every epoch and, mid-epoch, every `CHECKPOINT_SECONDS` (after the same step on every
+worker: the flag travels with the step). Started again with the same command after a crash, the chief
+restores its latest checkpoint and hands it to every other worker (`_from_chief`: the weights, optimizer
+state, position and early-stopping state), so all resume from the same batch with the same state. Workers
+keep no checkpoints of their own: a worker killed between the chief's save and its own would otherwise
+resume elsewhere than the chief, the two would pair different steps' collectives, and one would still wait
+in a collective when the other finished. Only the chief's disk must survive a restart. The chief alone
+writes progress.json and the run folder; a stop requested on the chief (the STOP file, SIGTERM) reaches
+every worker within one step. No worker leaves the cluster before every worker's last collective has
+completed (`leave_cluster`).
 
 A head trained on features (the `recommended` preset) needs no loop: its cost is the backbone's forward pass
 over every film, which `gathered_features` splits between the workers; the head is then fitted on the chief.
@@ -41,6 +47,8 @@ CHECKPOINT_SECONDS = 300
 POSITION_FILE_NAME = "position.json"
 BEST_WEIGHTS_FILE_NAME = "best.weights.h5"
 PROGRESS_SECONDS = 0.2
+LEAVE_SECONDS = 600
+"""How long a worker waits at the end for the others (they are at most one step behind it)."""
 
 
 def cluster_role() -> tuple[bool, int, int]:
@@ -66,9 +74,13 @@ def multiworker_strategy():
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+_GATHERS = {"done": 0}  # The same count on every worker: each gather's barrier has its own name.
+
+
 def gathered_features(strategy, compute, rows: np.ndarray) -> np.ndarray:
     """compute(rows) for all rows, each worker computing a contiguous share: every worker returns the whole
-    (len(rows), d) result in row order (an all-gather of the shares, padded to one length)."""
+    (len(rows), d) result in row order (an all-gather of the shares, padded to one length). It returns once
+    every worker's gather has completed, so a worker may leave the cluster after its last one."""
     import tensorflow as tf
 
     _, worker, workers = cluster_role()
@@ -82,12 +94,51 @@ def gathered_features(strategy, compute, rows: np.ndarray) -> np.ndarray:
 
     values = strategy.experimental_distribute_values_from_function(lambda _context: tf.constant(padded))
     everything = np.asarray(strategy.gather(values, axis=0))
+    _GATHERS["done"] += 1
+    leave_cluster(f"gathered-{_GATHERS['done']}")  # So any worker may exit after its last gather.
     return np.concatenate([everything[i * length:i * length + len(share)] for i, share in enumerate(shares)])
+
+
+def leave_cluster(name: str) -> None:
+    """Wait until every worker of the cluster is here (the coordination service's barrier, `name` unique per
+    run of a process), then return. Called after a worker's last collective: a worker that exits as soon as
+    its own share of an all-reduce is done can close its end before a peer has pulled its last part, and
+    that peer's collective fails ("Socket closed"). Past the barrier every collective has completed, so the
+    other workers may exit while the chief goes on alone (evaluation, the run folder)."""
+    from tensorflow.python.eager import context  # The barrier has no public API in TensorFlow 2.
+
+    if cluster_role()[2] > 1:
+        context.context().wait_at_barrier(f"paru-{name}", LEAVE_SECONDS * 1000)
+
+
+def _from_chief(strategy, is_chief: bool, values: list) -> list[np.ndarray]:
+    """The chief's values of `values` (arrays or variables, the same shapes on every worker), on every worker:
+    an all-reduce sum in which the other workers contribute zeros, exact in float64 for float32 and integer
+    values."""
+    import tensorflow as tf
+
+    arrays = [np.asarray(value, dtype=np.float64) for value in values]
+    local = [tf.constant(array if is_chief else np.zeros_like(array)) for array in arrays]
+
+    @tf.function
+    def share():
+        def replica():
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+        return strategy.run(replica)
+
+    return [np.asarray(strategy.experimental_local_results(result)[0]) for result in share()]
+
+
+def _assign_from_chief(strategy, is_chief: bool, variables: list) -> None:
+    """Give every worker the chief's values of `variables` (restored there from its checkpoint)."""
+    for variable, value in zip(variables, _from_chief(strategy, is_chief, variables)):
+        variable.assign(value.astype(np.asarray(variable).dtype))
 
 
 def checkpoint_folder(models_dir: Path, data_root: Path, config: TrainConfig) -> Path:
     """This worker's checkpoint folder: the same for the same dataset, recipe and cluster size, so the same
-    command started again finds it (models_dir/.checkpoints/<digest>/worker-<i>)."""
+    command started again finds it (models_dir/.checkpoints/<digest>/worker-<i>; only the chief's is
+    written)."""
     is_chief, index, workers = cluster_role()
     key = json.dumps({"data": str(data_root), "config": config.to_dict(), "workers": workers}, sort_keys=True)
     return models_dir / ".checkpoints" / hashlib.sha256(key.encode()).hexdigest()[:16] / f"worker-{index}"
@@ -99,7 +150,8 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
     (model, history rows, best epoch), on the other workers (None, rows, best epoch); None when stopped.
 
     staging: where the chief writes history.csv and model.keras (the other workers write nothing there).
-    checkpoints: this worker's checkpoint folder (`checkpoint_folder`); removed once the fit completes.
+    checkpoints: this worker's checkpoint folder (`checkpoint_folder`): the chief's is read on a restart,
+    written while training and removed once the fit completes; the other workers write none.
     """
     import keras
     import tensorflow as tf
@@ -109,8 +161,9 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
     log(f"Distributed training (multiworker): worker {worker} of {workers}"
         f"{' (chief)' if is_chief else ''}, {strategy.num_replicas_in_sync} replicas, global batch {config.batch_size}")
     state["replicas"] = int(strategy.num_replicas_in_sync)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    position = _read_position(checkpoints)
+    if is_chief:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    position = _read_position(checkpoints) if is_chief else {}
     with strategy.scope():
         model = build_model(config, num_classes)
     head_bn = model.get_layer(HEAD_BN_LAYER_NAME)
@@ -128,7 +181,12 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
     phases.append(("fine-tune", config.warmup_epochs, config.warmup_epochs + config.epochs,
                    config.learning_rate, config.fine_tune_layers))
     best = position.get("best", {"val_loss": float("inf"), "epoch": 0})
+    saved = position.get("patience", {"val_loss": float("inf"), "bad_epochs": 0})
     resume_at = [name for name, *_ in phases].index(position["phase"]) if position.get("phase") else -1
+    # Where the chief's checkpoint is, every worker resumes (early stopping's state with it).
+    resume_at, stopped, patience_loss, bad_epochs = _from_chief(
+        strategy, is_chief, [[resume_at, bool(position.get("stopped")), saved["val_loss"], saved["bad_epochs"]]])[0]
+    resume_at, resumed_patience = int(resume_at), {"val_loss": float(patience_loss), "bad_epochs": int(bad_epochs)}
     for number, (phase, first_epoch, last_epoch, learning_rate, trainable) in enumerate(phases):
         if number < resume_at:
             continue  # Finished before the restart; the later phase's checkpoint holds every weight.
@@ -138,14 +196,16 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
             optimizer.build(model.trainable_variables)
         counter = tf.Variable([first_epoch, 0], dtype=tf.int64, trainable=False)  # (epoch, batch) of this phase.
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, position=counter)
-        manager = tf.train.CheckpointManager(checkpoint, str(checkpoints / phase), max_to_keep=1)
+        manager = tf.train.CheckpointManager(checkpoint, str(checkpoints / phase), max_to_keep=1) if is_chief else None
         patience = {"val_loss": float("inf"), "bad_epochs": 0}  # Early stopping counts within a phase.
         if number == resume_at:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            patience = position.get("patience", patience)
-            log(f"Resuming from the checkpoint at epoch {int(counter[0]) + 1}, batch {int(counter[1])} "
-                f"({manager.latest_checkpoint})")
-            if position.get("stopped"):
+            if is_chief:
+                checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            _assign_from_chief(strategy, is_chief, [*model.variables, *optimizer.variables, counter])
+            patience = resumed_patience
+            log(f"Resuming from the checkpoint at epoch {int(counter[0]) + 1}, batch {int(counter[1])}"
+                + (f" ({manager.latest_checkpoint})" if is_chief else " (the chief's)"))
+            if stopped:
                 break
         start_epoch, skip = int(counter[0]), int(counter[1])
         state.update(phase=phase)
@@ -158,8 +218,9 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
             state.update(epoch=epoch + 1, batch=skip)
 
             def save(batch, epoch=epoch, stopped=False):
-                _save(manager, counter, epoch, batch, checkpoints,
-                      {"phase": phase, "history": rows, "best": best, "patience": patience, "stopped": stopped})
+                if is_chief:
+                    _save(manager, counter, epoch, batch, checkpoints,
+                          {"phase": phase, "history": rows, "best": best, "patience": patience, "stopped": stopped})
 
             epoch_started = time.monotonic()
             outcome = _train_epoch(strategy, train_step, images, labels, index["train"], num_classes, config,
@@ -167,6 +228,7 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
                                    staging, save)
             skip = 0
             if outcome["stopped"]:
+                leave_cluster("cancelled")
                 state["cancelled"] = True
                 _remove(checkpoints)  # A cancelled run is not resumed.
                 return None
@@ -198,6 +260,7 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
                 break
         if stopping:
             break  # Early stopping ended this phase; a later phase would start from a worse point.
+    leave_cluster("trained")
     best_epoch = best["epoch"]
     if not is_chief:
         _remove(checkpoints)
