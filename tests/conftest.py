@@ -116,12 +116,39 @@ def tier_of(path) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """system/ is the slow tier; unit tests run first (so their no-TensorFlow check sees a clean process)."""
+    """system/ is the slow tier; unit tests run first (so their no-TensorFlow check sees a clean process).
+
+    Then, under pytest-xdist (whole files, in this order, to whichever process is free), one file whose first
+    test needs the tiny run, so that one process starts training it at once; next the files that do not need
+    it, then those whose first tests do not, so the other process has work instead of waiting for the
+    training; then the rest, the system tier last."""
     for item in items:
         if tier_of(item.path) == "system":
             item.add_marker(pytest.mark.slow)
     order = {tier: index for index, tier in enumerate(TIERS)}
-    items.sort(key=lambda item: order.get(tier_of(item.path), len(TIERS)))
+    tier_index = {item: order.get(tier_of(item.path), len(TIERS)) for item in items}
+    items.sort(key=tier_index.get)
+    files: dict = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+    later = (order["unit"], order["system"], len(TIERS))
+    first_needs_run = {path: "tiny_run" in tests[0].fixturenames for path, tests in files.items()}
+    any_needs_run = {path: any("tiny_run" in test.fixturenames for test in tests) for path, tests in files.items()}
+    # A file of more than two tests: xdist hands a process its next file when two tests of this one remain.
+    starter = next((path for path, tests in files.items() if tier_index[tests[0]] not in later
+                    and first_needs_run[path] and len(tests) > 2), None)
+
+    def phase(item) -> int:
+        tier = tier_index[item]
+        if tier == order["unit"]:
+            return 0
+        if tier in later:
+            return 5
+        if item.path == starter:
+            return 1
+        return 4 if first_needs_run[item.path] else 3 if any_needs_run[item.path] else 2
+
+    items.sort(key=lambda item: (phase(item), tier_index[item]))
 
 
 # Temporary folders only ---------------------------------------------------------------------------------
