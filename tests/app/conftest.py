@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import PROJECT_ROOT, dataset_of, film_with_blob
+from conftest import PROJECT_ROOT, dataset_of, film_with_blob, tiny_config
 from core.runs.artifacts import (CAM_REGIONS_FILE_NAME, DATA_REPORT_FILE_NAME, MODEL_CARD_FILE_NAME,
                                  PREDICTIONS_FILE_NAME, REVIEW_FILMS_DIR_NAME, TAGS_FILE_NAME)
 
@@ -53,6 +53,22 @@ def open_page(page: str | None = None) -> AppTest:
     if page:
         at.switch_page(page).run()
     return at
+
+
+def start_tiny_training(at: AppTest, epochs: int = 2) -> None:
+    """On the Training page `at`: the paper preset, its form filled with the tiny run's recipe
+    (tests/conftest.py tiny_config, with `epochs` epochs), Start pressed, and the page saying it started."""
+    recipe = tiny_config()
+    at.radio(key="train_preset").set_value("paper").run()
+    assert not at.error, texts(at.error)
+    at.number_input(key="epochs-paper").set_value(epochs)
+    at.selectbox(key="alpha-paper").set_value(recipe.alpha)
+    at.number_input(key="batch-paper").set_value(recipe.batch_size)
+    at.number_input(key="size-paper").set_value(recipe.image_size)
+    at.selectbox(key="weights-paper").set_value("none" if recipe.weights == "none" else "imagenet")
+    at.form_submit_button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Training started." in texts(at.success), texts(at.error)
 
 
 def texts(elements) -> str:

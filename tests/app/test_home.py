@@ -18,12 +18,7 @@ from core.ui import navigation
 PAGES = tuple(entry.script for entry in navigation.PAGES if entry.script)
 
 
-@pytest.mark.parametrize("page", (None, *PAGES))
-def test_every_page_runs_with_a_run(with_run, page):
-    at = open_page(page)
-    assert not at.exception, at.exception
-    assert "not for clinical diagnosis" in texts(at.sidebar.caption)
-    assert at.sidebar.selectbox(key="run_selector").value == str(with_run.path)
+# The tests that need no run come first: they run while the session's tiny run is still being trained.
 
 
 @pytest.mark.parametrize("page", (None, *PAGES))
@@ -34,6 +29,32 @@ def test_every_page_without_a_run_says_what_to_do(without_run, page):
         assert at.title[0].value.endswith(("Training", "Audit log"))
     else:
         assert "python -m core train --data DIR" in texts(at.warning)
+
+
+def test_the_page_list_holds_every_page_script_and_keeps_its_url():
+    scripts = sorted(f"pages/{path.name}" for path in (PROJECT_ROOT / "pages").glob("*.py")
+                     if not path.name.startswith(("_", ".")))
+    assert sorted(PAGES) == scripts
+    for entry in navigation.PAGES[1:]:
+        # The URL Streamlit derives from the file name: the same on every run, whichever mode Streamlit is in.
+        assert entry.url_path == re.sub(r"^\d*[_ -]*", "", Path(entry.script).stem)
+    assert [entry.url_path for entry in navigation.PAGES] == ["", "Predict", "Evaluation", "Review", "Training",
+                                                              "Audit"]
+
+
+def test_core_ui_does_not_import_tensorflow():
+    code = ("import sys, core.ui.navigation, core.ui.frame, core.ui.cached, core.ui.figures, core.ui.tables, "
+            "core.ui.panels, core.ui.mixups; "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
+
+
+@pytest.mark.parametrize("page", (None, *PAGES))
+def test_every_page_runs_with_a_run(with_run, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert "not for clinical diagnosis" in texts(at.sidebar.caption)
+    assert at.sidebar.selectbox(key="run_selector").value == str(with_run.path)
 
 
 def test_home_shows_the_three_headline_figures_by_name(with_run):
@@ -61,17 +82,6 @@ def test_sidebar_menu_and_home_links_come_from_the_one_page_list(with_run):
     assert config["client"]["showSidebarNavigation"] is False
 
 
-def test_the_page_list_holds_every_page_script_and_keeps_its_url():
-    scripts = sorted(f"pages/{path.name}" for path in (PROJECT_ROOT / "pages").glob("*.py")
-                     if not path.name.startswith(("_", ".")))
-    assert sorted(PAGES) == scripts
-    for entry in navigation.PAGES[1:]:
-        # The URL Streamlit derives from the file name: the same on every run, whichever mode Streamlit is in.
-        assert entry.url_path == re.sub(r"^\d*[_ -]*", "", Path(entry.script).stem)
-    assert [entry.url_path for entry in navigation.PAGES] == ["", "Predict", "Evaluation", "Review", "Training",
-                                                              "Audit"]
-
-
 def test_each_page_sets_its_tab_title_through_the_shell(with_run):
     for page in PAGES:
         source = (PROJECT_ROOT / page).read_text()
@@ -92,13 +102,6 @@ def test_an_unexpected_error_in_a_page_is_caught_by_the_boundary(with_run, monke
                for error in at.error)
     assert at.exception  # The details, folded away under the message.
     assert "not for clinical diagnosis" in texts(at.sidebar.caption)  # The frame is still drawn.
-
-
-def test_core_ui_does_not_import_tensorflow():
-    code = ("import sys, core.ui.navigation, core.ui.frame, core.ui.cached, core.ui.figures, core.ui.tables, "
-            "core.ui.panels, core.ui.mixups; "
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
-    subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True)
 
 
 def test_a_damaged_run_beside_a_good_one_is_named_and_breaks_no_page(with_run):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from app.conftest import open_page, texts
-from conftest import make_dataset, tiny_config
+from app.conftest import open_page, start_tiny_training, texts
+from conftest import make_dataset
 from core.runs import jobs
 from core.runs.registry import list_runs
 from core.ui import navigation
@@ -15,22 +15,58 @@ from core.ui.training import duration_text, progress_summary
 TRAINING = navigation.TRAINING.script
 
 
+# The tests that need no run come first: they run while the session's tiny run is still being trained.
+
+
+def test_the_folder_check_refuses_an_impossible_split_before_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
+    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
+    dataset = make_dataset(tmp_path / "data" / "two-pneumonia", per_class=6, class_folders=("Normal", "Pneumonia"))
+    for film in sorted((dataset / "Pneumonia").iterdir())[2:]:
+        film.unlink()
+    at = open_page(TRAINING)
+    assert not at.exception, at.exception
+    assert any("cannot be split for training" in error.value and "needs at least 3 groups" in error.value
+               for error in at.error), texts(at.error)
+    assert at.form_submit_button[0].disabled
+
+
+def test_progress_summary_says_where_the_job_is():
+    assert progress_summary(None) == (0.0, "Starting…")
+    assert progress_summary({"phase": "checking", "files_done": 5, "files_total": 20}) == (0.25,
+                                                                                           "Checking films: 5/20")
+    fraction, text = progress_summary({"phase": "features"})
+    assert fraction == 0.0 and text.startswith("Computing the backbone's features")
+    # The feature phase shows its progress, and no time left until this run has measured enough.
+    fraction, text = progress_summary({"phase": "features", "features_done": 128, "features_total": 512,
+                                       "eta_seconds": None})
+    assert fraction == 0.25 and text.endswith(": 128/512 films, estimating the time left…")
+    assert progress_summary({"phase": "recommended", "epoch": 1, "epochs": 40, "batch": 1, "batches": 20,
+                             "eta_seconds": None})[1].endswith("batch 1/20, estimating the time left…")
+    assert progress_summary({"phase": "paper", "epoch": 1, "epochs": 5, "batch": 4, "batches": 9,
+                             "eta_seconds": 30, "eta_is_lower_bound": True})[1].endswith(
+        "at least 30 s left (validation not timed yet)")
+    assert progress_summary({"phase": "done"}) == (1.0, "Done")
+    assert progress_summary({"phase": "evaluating"})[0] == 1.0
+    fraction, text = progress_summary({"phase": "paper", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
+                                       "eta_seconds": 42})
+    assert fraction == 0.375 and text == "Phase paper: epoch 2/4, batch 5/10, about 42 s left"
+    assert duration_text(185) == "3 min 5 s"
+
+
+def test_progress_fraction_stays_in_range():
+    assert jobs.progress_fraction({"phase": "paper", "epoch": 9, "epochs": 2, "batch": 9, "batches": 2}) == 1.0
+    assert jobs.progress_fraction({"phase": "paper", "epoch": 0, "epochs": 2, "batch": 0, "batches": 2}) == 0.0
+    assert jobs.progress_fraction({"phase": "checking", "files_done": 3, "files_total": 0}) == 0.0
+
+
 def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, data_root, fake_training):
     models_dir = tmp_path / "train-models"
     monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
     at = open_page(TRAINING)
     assert at.selectbox(key="train_folder_pick").value == str(data_root)
     assert "usable films" in texts(at.markdown)
-    at.radio(key="train_preset").set_value("paper").run()
-    assert not at.error, texts(at.error)
-    at.number_input(key="epochs-paper").set_value(2)
-    at.selectbox(key="alpha-paper").set_value(0.35)
-    at.number_input(key="batch-paper").set_value(8)
-    at.number_input(key="size-paper").set_value(64)
-    at.selectbox(key="weights-paper").set_value("none" if tiny_config().weights == "none" else "imagenet")
-    at.form_submit_button[0].click().run()
-    assert not at.exception, at.exception
-    assert "Training started." in texts(at.success), texts(at.error)
+    start_tiny_training(at)
     config = sorted((models_dir / ".jobs").glob("config-*.json"))
     assert len(config) == 1 and '"image_size": 64' in config[0].read_text()
 
@@ -101,48 +137,6 @@ def test_a_typed_folder_outside_the_data_roots_is_refused(monkeypatch, tmp_path,
     assert not at.exception, at.exception
     assert any("outside the data folders" in error.value for error in at.error)
     assert at.form_submit_button[0].disabled
-
-
-def test_the_folder_check_refuses_an_impossible_split_before_start(monkeypatch, tmp_path):
-    monkeypatch.setenv("PARU_MODELS_DIR", str(tmp_path / "train-models"))
-    monkeypatch.setenv("PARU_DATA_ROOT", str(tmp_path / "data"))
-    dataset = make_dataset(tmp_path / "data" / "two-pneumonia", per_class=6, class_folders=("Normal", "Pneumonia"))
-    for film in sorted((dataset / "Pneumonia").iterdir())[2:]:
-        film.unlink()
-    at = open_page(TRAINING)
-    assert not at.exception, at.exception
-    assert any("cannot be split for training" in error.value and "needs at least 3 groups" in error.value
-               for error in at.error), texts(at.error)
-    assert at.form_submit_button[0].disabled
-
-
-def test_progress_summary_says_where_the_job_is():
-    assert progress_summary(None) == (0.0, "Starting…")
-    assert progress_summary({"phase": "checking", "files_done": 5, "files_total": 20}) == (0.25,
-                                                                                           "Checking films: 5/20")
-    fraction, text = progress_summary({"phase": "features"})
-    assert fraction == 0.0 and text.startswith("Computing the backbone's features")
-    # The feature phase shows its progress, and no time left until this run has measured enough.
-    fraction, text = progress_summary({"phase": "features", "features_done": 128, "features_total": 512,
-                                       "eta_seconds": None})
-    assert fraction == 0.25 and text.endswith(": 128/512 films, estimating the time left…")
-    assert progress_summary({"phase": "recommended", "epoch": 1, "epochs": 40, "batch": 1, "batches": 20,
-                             "eta_seconds": None})[1].endswith("batch 1/20, estimating the time left…")
-    assert progress_summary({"phase": "paper", "epoch": 1, "epochs": 5, "batch": 4, "batches": 9,
-                             "eta_seconds": 30, "eta_is_lower_bound": True})[1].endswith(
-        "at least 30 s left (validation not timed yet)")
-    assert progress_summary({"phase": "done"}) == (1.0, "Done")
-    assert progress_summary({"phase": "evaluating"})[0] == 1.0
-    fraction, text = progress_summary({"phase": "paper", "epoch": 2, "epochs": 4, "batch": 5, "batches": 10,
-                                       "eta_seconds": 42})
-    assert fraction == 0.375 and text == "Phase paper: epoch 2/4, batch 5/10, about 42 s left"
-    assert duration_text(185) == "3 min 5 s"
-
-
-def test_progress_fraction_stays_in_range():
-    assert jobs.progress_fraction({"phase": "paper", "epoch": 9, "epochs": 2, "batch": 9, "batches": 2}) == 1.0
-    assert jobs.progress_fraction({"phase": "paper", "epoch": 0, "epochs": 2, "batch": 0, "batches": 2}) == 0.0
-    assert jobs.progress_fraction({"phase": "checking", "files_done": 3, "files_total": 0}) == 0.0
 
 
 def test_a_weights_file_under_the_data_root_or_keras_home_is_offered(monkeypatch, tmp_path, data_root):
