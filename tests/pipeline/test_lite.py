@@ -137,7 +137,7 @@ def test_background_conversion_switches_engines_and_is_cached(tiny_run, lite_pre
     cache_file = cached_path(tiny_run / "model.keras")
     assert cache_file.is_file() and len(calls) == 1
     # The next process (here: the next Predictor) starts on the cached copy without converting.
-    assert Predictor(tiny_run, engine="cached").engine == "TensorFlow Lite" and len(calls) == 1
+    assert Predictor(tiny_run, engine="cached", warm=False).engine == "TensorFlow Lite" and len(calls) == 1
     cache_file.write_bytes(b"not a flatbuffer")  # A damaged cache is rebuilt, not fatal.
     assert LiteEngine.for_model_file(predictor.model, tiny_run / "model.keras")(films[0])[0].shape == (4,)
     assert cache_file.read_bytes() == converted and len(calls) == 2
