@@ -147,7 +147,7 @@ def depth_sizes(model) -> list[int]:
 
 
 def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray, labels: np.ndarray,
-                           index: dict, features_of_rows=None) -> Path | None:
+                           index: dict, features_of_rows=None, features_of_films=None) -> Path | None:
     """Fit and save a run's population statistics at training time.
 
     Args:
@@ -158,8 +158,8 @@ def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray
     over a mis-prepared copy of each training film, on at most MAX_FIT_FILMS of each (a fixed random
     sample; the statistics need no more, and a large dataset's films may be an on-disk cache that must not
     be read into memory whole). features_of_rows: rows -> their depth_features (n, D), when the caller has
-    them from a forward pass it makes anyway (core.training.outputs); the mis-prepared copies still cost
-    their own pass.
+    them from a forward pass it makes anyway (core.training.outputs); features_of_films: films -> their
+    depth_features, for the mis-prepared copies (default: `model`'s depth_feature_model).
     """
     if len(index["train"]) < MIN_TRAIN_FILMS or len(index["val"]) < MIN_VAL_FILMS:
         return None  # Too few films for statistics; the run keeps core.serving.gate's check.
@@ -179,8 +179,8 @@ def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray
     train = np.asarray(images[rows["train"]])
     copies, defect_labels = mis_prepared_copies(train)
     statistics = fit_population(features_of_rows(rows["train"]), np.asarray(labels)[rows["train"]],
-                                features_of_rows(rows["val"]), depth_sizes(model), features_of(copies),
-                                defect_labels)
+                                features_of_rows(rows["val"]), depth_sizes(model),
+                                (features_of_films or features_of)(copies), defect_labels)
     return save_population(run_dir, statistics)
 
 

@@ -27,7 +27,7 @@ from core.config import TrainConfig
 from core.data.listing import check_dataset_root
 from core.data.scan import assign_subsets, scan_dataset
 from core.data.split import split_summary
-from core.evaluation.evaluate import write_run_evaluation
+from core.evaluation.evaluate import LITE_WORTH_FILMS, write_run_evaluation
 from core.explain.faithfulness import check_run
 from core.runs import jobs
 from core.runs.artifacts import (
@@ -236,7 +236,8 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     # The first gate and similar cases read an even sample of at most MAX_INDEX_FILMS training (and as many
     # validation) films: similar cases keep no more, and the gate's mean and few principal directions of the
     # pooled features are estimated as well from that many films as from all of a large dataset's.
-    outputs = ModelOutputs(model, scan.images)
+    # TensorFlow Lite from as many films as evaluate_folder converts for: the conversion is repaid.
+    outputs = ModelOutputs(model, scan.images, engine="lite" if len(scan.records) >= LITE_WORTH_FILMS else "keras")
     gate_rows = index if fitted.features else {s: even_sample(index[s], MAX_INDEX_FILMS) for s in ("train", "val")}
     if not fitted.features:  # Features first, so no film is pushed through the model twice.
         outputs.compute(np.concatenate([gate_rows["train"], gate_rows["val"]]))
@@ -258,8 +259,10 @@ def _train_into(staging: Path, data_root: Path, config: TrainConfig, log, stop_r
     with threadpool_limits(limits=1, user_api="blas"):
         save_gate(staging, fit_gate(features["train"], features["val"]))
         # The population gate: distances at several depths and the mis-preparation check (the depth features
-        # of the same forward pass, and one more pass over a mis-prepared copy of each of its training films).
-        fit_population_for_run(staging, model, scan.images, labels, index, features_of_rows=outputs.depth)
+        # of the same forward pass, and one more pass, on the same engine, over a mis-prepared copy of each of
+        # its training films).
+        fit_population_for_run(staging, model, scan.images, labels, index, features_of_rows=outputs.depth,
+                               features_of_films=outputs.depth_of_films)
     # Similar cases: the training films a new film lies nearest to, in the same pooled features.
     save_similar_index(staging, features["train"], [scan.records[i].path for i in gate_rows["train"]],
                        [scan.records[i].label for i in gate_rows["train"]])

@@ -26,6 +26,11 @@ def test_one_pass_gives_each_consumers_outputs_and_computes_each_film_once():
     everything = outputs.probabilities(np.arange(10))
     np.testing.assert_allclose(everything, predict_probabilities(model, films), rtol=1e-4, atol=1e-6)
     assert outputs.films_computed == 10
+    # Films that are not rows of the table (mis-prepared copies) go through the same engine, and are not kept.
+    copies = films[:3, ::-1]
+    np.testing.assert_allclose(outputs.depth_of_films(copies), depth_features(depth_feature_model(model), copies)[1],
+                               rtol=1e-4, atol=1e-5)
+    assert outputs.films_computed == 10
 
 
 def test_an_even_sample_keeps_the_ends_and_all_rows_when_fewer():
@@ -35,3 +40,17 @@ def test_an_even_sample_keeps_the_ends_and_all_rows_when_fewer():
     assert list(even_sample(rows[:7], 10)) == list(rows[:7])
     sample = even_sample(rows, 10)
     assert len(sample) == len(set(sample)) == 10 and sample[0] == 100 and sample[-1] == 199
+
+
+def test_the_lite_engine_gives_the_same_outputs_within_its_tolerance():
+    from core.model import build_model
+    from core.training.outputs import LITE_TOLERANCE, ModelOutputs
+
+    model = build_model(tiny_config(), num_classes=4)
+    films = np.random.default_rng(1).integers(0, 256, size=(6, 64, 64, 1)).astype(np.uint8)
+    keras_outputs, lite_outputs = ModelOutputs(model, films), ModelOutputs(model, films, engine="lite")
+    assert lite_outputs.engine == "TensorFlow Lite"
+    rows = np.arange(6)
+    for read in ("probabilities", "pooled", "depth"):
+        np.testing.assert_allclose(getattr(lite_outputs, read)(rows), getattr(keras_outputs, read)(rows),
+                                   rtol=LITE_TOLERANCE, atol=LITE_TOLERANCE, err_msg=read)
