@@ -196,15 +196,17 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
             optimizer.build(model.trainable_variables)
         counter = tf.Variable([first_epoch, 0], dtype=tf.int64, trainable=False)  # (epoch, batch) of this phase.
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, position=counter)
-        manager = tf.train.CheckpointManager(checkpoint, str(checkpoints / phase), max_to_keep=1) if is_chief else None
+        # Two kept: the one position.json names stays until the next position is written (a crash between a
+        # save and its position resumes from the checkpoint the position describes).
+        manager = tf.train.CheckpointManager(checkpoint, str(checkpoints / phase), max_to_keep=2) if is_chief else None
         patience = {"val_loss": float("inf"), "bad_epochs": 0}  # Early stopping counts within a phase.
         if number == resume_at:
             if is_chief:
-                checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+                checkpoint.restore(position["checkpoint"]).assert_existing_objects_matched()
             _assign_from_chief(strategy, is_chief, [*model.variables, *optimizer.variables, counter])
             patience = resumed_patience
             log(f"Resuming from the checkpoint at epoch {int(counter[0]) + 1}, batch {int(counter[1])}"
-                + (f" ({manager.latest_checkpoint})" if is_chief else " (the chief's)"))
+                + (f" ({position['checkpoint']})" if is_chief else " (the chief's)"))
             if stopped:
                 break
         start_epoch, skip = int(counter[0]), int(counter[1])
