@@ -10,17 +10,15 @@ loss, and the best epoch's weights kept. Every global batch is split in contiguo
 and the head's BatchNormalization uses the statistics of the whole global batch (synchronised), so N
 workers take the same steps as one process with the same global batch and seed.
 
-Fault tolerance: the chief saves a tf.train.Checkpoint (model, optimizer, position) into its checkpoint
-folder at the end of every epoch and, mid-epoch, every `CHECKPOINT_SECONDS` (after the same step on every
-worker: the flag travels with the step). Started again with the same command after a crash, the chief
-restores its latest checkpoint and hands it to every other worker (`_from_chief`: the weights, optimizer
-state, position and early-stopping state), so all resume from the same batch with the same state. Workers
-keep no checkpoints of their own: a worker killed between the chief's save and its own would otherwise
-resume elsewhere than the chief, the two would pair different steps' collectives, and one would still wait
-in a collective when the other finished. Only the chief's disk must survive a restart. The chief alone
-writes progress.json and the run folder; a stop requested on the chief (the STOP file, SIGTERM) reaches
-every worker within one step. No worker leaves the cluster before every worker's last collective has
-completed (`leave_cluster`).
+Fault tolerance: the chief saves a tf.train.Checkpoint (model, optimizer, position) at the end of every
+epoch and, mid-epoch, every `CHECKPOINT_SECONDS` (after the same step on every worker). Started again with
+the same command after a crash, the chief restores its last checkpoint and hands it to every other worker
+(`_from_chief`: weights, optimizer state, position, early-stopping state), so all resume from the same batch.
+Workers keep no checkpoints of their own: one killed between the chief's save and its own would resume
+elsewhere than the chief, and the two would pair different steps' collectives. The chief alone writes
+progress.json and the run folder; a stop requested on the chief (the STOP file, SIGTERM) reaches every
+worker within one step. No worker leaves before every worker's last collective has completed
+(`leave_cluster`).
 
 A head trained on features (the `recommended` preset) needs no loop: its cost is the backbone's forward pass
 over every film, which `gathered_features` splits between the workers; the head is then fitted on the chief.
