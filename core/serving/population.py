@@ -22,16 +22,21 @@ of films the statistics did not see (the validation films, and each training fil
 and the depths are averaged: a film unlike the training films at any depth moves the average, and no
 single depth's noise decides. The threshold is the 99% quantile (PASS_QUANTILE) of those unseen films' scores,
 so about that share of unseen films of the training population passes (bench/population.py measures it).
-A refused film is first checked against the "no chest film" bound, then by the mis-preparation classifier.
+A film beyond the "no chest film" bound is refused as such; every other film is read by the mis-preparation
+classifier (below).
 
-Mis-preparation: a multinomial logistic regression on the same standardised features, fitted at training
-time on the training films and one mis-prepared copy of each (rotated a quarter turn either way, upside down,
-inverted, or a quarter of the film blown up to full size, in turn). Chosen over comparing the film's distance
-with those of its rotated and inverted copies, which costs four more forward passes for every film and cannot
-see a crop at all: the classifier costs nothing per film (the features are already there). It is consulted
-only for films the population distance refuses, and where it names a defect that can be undone, the undone
-film is scored once more: a film the fix brings back among the training films is mis-prepared; one that stays
-far is unlike the training films (an adult film under a paediatric model is not cured by rotating it).
+Mis-preparation: a multinomial logistic regression on the same features, fitted at training time on the
+training films and every mis-prepared copy of each (rotated a quarter turn either way, upside down, inverted,
+each quarter of the film blown up to full size and its central 60%: `COPY_VARIANTS`; a crop has many
+faces). Chosen over comparing the film's distance with those of its rotated and inverted copies, which costs
+four more forward passes for every film and cannot see a crop at all: the classifier costs nothing per film (the features are already there). A film the
+distance refuses is mis-prepared when the classifier names a defect with at least DEFECT_PROBABILITY; a film
+the distance passes, only when the classifier is surer than on nearly every validation film (the bar
+`defect_bar` of the statistics, at least PASSED_DEFECT_PROBABILITY): a quarter of a film blown up can stay
+near the training films at every depth. Where the named defect can be undone, the undone film is scored once
+more: a film the fix brings (nearer) among the training films is mis-prepared; one that stays far is unlike
+the training films (an adult film under a paediatric model is not cured by rotating it), and a film that
+passed keeps its pass.
 
 Statistics live in the run folder (`POPULATION_FILE_NAME`), fitted at training time by
 core.serving.population_fit.
@@ -60,7 +65,14 @@ DEFECTS = ("rotated", "upside_down", "inverted", "cropped")
 """What a mis-prepared film can be; the classifier's classes are ("ok",) + DEFECTS."""
 FAR_FACTOR = 4.0
 """The same bound, in times the threshold, for statistics that do not carry their own ("far")."""
-DEFECT_PROBABILITY = 0.5
+DEFECT_PROBABILITY = 0.7
+"""The classifier's bar for naming the defect of a film the distance refused (below it: unlike the training
+films; a chest film of another population can look like a blown-up part of a training film)."""
+PASSED_DEFECT_PROBABILITY = 0.9
+"""The least bar for refusing, as mis-prepared, a film the distance passed (see `defect_bar`)."""
+COPY_VARIANTS = (("rotated", 0), ("rotated", 1), ("upside_down", 0), ("inverted", 0), ("cropped", 0),
+                 ("cropped", 1), ("cropped", 2), ("cropped", 3), ("cropped", 4))
+"""The mis-prepared copies made of each training film for the classifier: (defect, variant of mis_prepare)."""
 
 _REASONS = {
     "ok": "Resembles this model's training films (population score {score:.2f}x the threshold).",
@@ -127,8 +139,8 @@ def depth_features(feature_model, images: np.ndarray, batch_size: int = 32) -> t
 def mis_prepare(image: np.ndarray, defect: str, variant: int = 0) -> np.ndarray:
     """A mis-prepared copy of a model-input film (S, S, 1) uint8: what `DEFECTS` name.
 
-    variant picks the direction of a quarter turn (even: counter-clockwise) and the quarter that is blown up
-    (0-3: top left, top right, bottom left, bottom right)."""
+    variant picks the direction of a quarter turn (even: counter-clockwise) and the part that is blown up
+    (0-3: the top left, top right, bottom left, bottom right quarter; 4 and above: the central 60%)."""
     gray = np.asarray(image)[:, :, 0]
     if defect == "rotated":
         out = np.rot90(gray, 1 if variant % 2 == 0 else 3)
@@ -138,8 +150,11 @@ def mis_prepare(image: np.ndarray, defect: str, variant: int = 0) -> np.ndarray:
         out = 255 - gray
     elif defect == "cropped":
         h, w = gray.shape
-        row, col = divmod(variant % 4, 2)
-        part = np.ascontiguousarray(gray[row * h // 2:(row + 1) * h // 2, col * w // 2:(col + 1) * w // 2])
+        if variant >= 4:
+            part = np.ascontiguousarray(gray[h // 5:h - h // 5, w // 5:w - w // 5])
+        else:
+            row, col = divmod(variant, 2)
+            part = np.ascontiguousarray(gray[row * h // 2:(row + 1) * h // 2, col * w // 2:(col + 1) * w // 2])
         out = np.asarray(Image.fromarray(part, mode="L").resize((w, h), Image.Resampling.BILINEAR))
     else:
         raise ValueError(f"Got defect={defect!r}; must be one of {DEFECTS}.")
@@ -265,7 +280,7 @@ def assess(image: np.ndarray, gray: np.ndarray, colorfulness: float, features: n
         image: the model-input film (S, S, 1); gray: the decoded film (2-D uint8); colorfulness: the loader's.
         features: the film's depth_features row (D,), or None; statistics: load_population's, or None.
         features_of: model-input films (n, S, S, 1) -> depth features (n, D), used to score an undone defect
-            (at most two more films, only for films already refused); None skips that check.
+            (at most two more films, only for films the classifier names a defect of); None skips that check.
         population: a few words on the training films for the reason, e.g. "paediatric films, 562 in training".
     """
     basic = film_gate.check(gray, colorfulness, None, None)
@@ -275,20 +290,22 @@ def assess(image: np.ndarray, gray: np.ndarray, colorfulness: float, features: n
         return PopulationVerdict(True, "ok", "Image statistics look like a radiograph (this run has no "
                                              "population statistics).")
     score = float(population_scores(features, statistics)[0])
-    if score <= 1.0:
-        return PopulationVerdict(True, "ok", _REASONS["ok"].format(score=score), score)
     if score > float(statistics.get("far", FAR_FACTOR)):
         return PopulationVerdict(False, "not_a_chest_film", _REASONS["not_a_chest_film"].format(score=score), score)
     probabilities = defect_probabilities(features, statistics)[0]
     top = int(np.argmax(probabilities))
-    if top > 0 and probabilities[top] >= DEFECT_PROBABILITY:
+    # Statistics fitted before the bar existed consult the classifier only for refused films.
+    bar = DEFECT_PROBABILITY if score > 1.0 else float(statistics.get("defect_bar", np.inf))
+    if top > 0 and probabilities[top] >= bar:
         defect = DEFECTS[top - 1]
         fixes = undo(image, defect)
         if not fixes or features_of is None:
             return PopulationVerdict(False, "mis_prepared", _REASONS[defect], score, defect)
         fixed = float(np.min(population_scores(features_of(np.stack(fixes)), statistics)))
-        if fixed <= 1.0:
+        if fixed <= 1.0 and (score > 1.0 or fixed < score):
             return PopulationVerdict(False, "mis_prepared", _REASONS[defect], score, defect)
+    if score <= 1.0:
+        return PopulationVerdict(True, "ok", _REASONS["ok"].format(score=score), score)
     return PopulationVerdict(False, "unlike_training_films",
                              _REASONS["unlike_training_films"].format(score=score,
                                                                       population=population or "its training films"),

@@ -16,8 +16,11 @@ import numpy as np
 from core.runs.artifacts import POPULATION_FILE_NAME
 from core.serving.batch import rows_in_chunks
 from core.serving.population import (
+    COPY_VARIANTS,
     DEFECTS,
     FAR_FACTOR,
+    PASSED_DEFECT_PROBABILITY,
+    defect_probabilities,
     POPULATION_LAYERS,
     depth_distances,
     split_depths,
@@ -34,6 +37,11 @@ MAX_COMPONENTS = 64
 COMPONENT_FILMS = 5
 FOLDS = 10
 MAX_FIT_FILMS = 2000
+MAX_COPY_FILMS = 400
+"""At most this many training films get their mis-prepared copies (len(COPY_VARIANTS) forward passes each)."""
+DEFECT_BAR_QUANTILE = 0.995
+"""A film the distance passes is called mis-prepared only above this quantile of the validation films' top
+defect probability (and at least PASSED_DEFECT_PROBABILITY)."""
 MIN_TRAIN_FILMS, MIN_VAL_FILMS = 4, 2
 FEATURE_CHUNK = 256
 CLASSIFIER_C = 0.01
@@ -127,17 +135,24 @@ def fit_population(train_features: np.ndarray, train_labels: np.ndarray, val_fea
                   "threshold": np.float64(threshold), "far": np.float64(far), "x_mean": x_mean, "x_scale": x_scale,
                   "coef": classifier.coef_, "intercept": classifier.intercept_,
                   "classifier_classes": classifier.classes_.astype(np.int64)}
+    # The bar for refusing a film the distance passed: above what correctly prepared films never seen by the
+    # classifier (the validation films) reach.
+    val_defect = defect_probabilities(val_features, statistics)[:, 1:].max(axis=1)
+    statistics["defect_bar"] = np.float64(max(np.quantile(val_defect, DEFECT_BAR_QUANTILE),
+                                              PASSED_DEFECT_PROBABILITY))
     for index, depth in enumerate(depths):
         statistics.update({f"depth{index}_{key}": np.asarray(value) for key, value in depth.items()})
     return statistics
 
 
-def mis_prepared_copies(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One mis-prepared copy of each film, the DEFECTS in turn (the quarter and direction varying):
-    (copies (n, S, S, 1) uint8, defect indices (n,))."""
-    labels = np.arange(len(images)) % len(DEFECTS)
-    copies = [mis_prepare(image, DEFECTS[label], variant=index // len(DEFECTS))
-              for index, (image, label) in enumerate(zip(images, labels))]
+def mis_prepared_copies(images: np.ndarray, max_films: int = MAX_COPY_FILMS) -> tuple[np.ndarray, np.ndarray]:
+    """Every COPY_VARIANTS copy of each film, of at most `max_films` films (a fixed random sample):
+    (copies (n * len(COPY_VARIANTS), S, S, 1) uint8, defect indices into DEFECTS), variant by variant."""
+    images = np.asarray(images)
+    if len(images) > max_films:
+        images = images[np.sort(np.random.default_rng(1).choice(len(images), max_films, replace=False))]
+    copies = [mis_prepare(image, defect, variant) for defect, variant in COPY_VARIANTS for image in images]
+    labels = np.repeat([DEFECTS.index(defect) for defect, _ in COPY_VARIANTS], len(images))
     return np.stack(copies) if copies else np.zeros((0,) + tuple(images.shape[1:]), np.uint8), labels
 
 
@@ -154,10 +169,10 @@ def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray
         model: the trained model; images: every film of the run (n, S, S, 1) uint8; labels (n,) class
         indices; index: {"train": rows, "val": rows} into them.
     Returns the file written, or None when the split has too few films for statistics (the run then keeps
-    core.serving.gate's check). Costs one forward pass over the training and validation films and one
-    over a mis-prepared copy of each training film, on at most MAX_FIT_FILMS of each (a fixed random
-    sample; the statistics need no more, and a large dataset's films may be an on-disk cache that must not
-    be read into memory whole). features_of_rows: rows -> their depth_features (n, D), when the caller has
+    core.serving.gate's check). Costs one forward pass over the training and validation films, on at most
+    MAX_FIT_FILMS of each (a fixed random sample; the statistics need no more, and a large dataset's films
+    may be an on-disk cache that must not be read into memory whole), and len(COPY_VARIANTS) passes over
+    mis-prepared copies of at most MAX_COPY_FILMS of the training films. features_of_rows: rows -> their depth_features (n, D), when the caller has
     them from a forward pass it makes anyway (core.training.outputs); features_of_films: films -> their
     depth_features, for the mis-prepared copies (default: `model`'s depth_feature_model).
     """

@@ -7,6 +7,7 @@ import pytest
 
 from core.runs.artifacts import POPULATION_FILE_NAME
 from core.serving.population import (
+    COPY_VARIANTS,
     DEFECTS,
     KINDS,
     assess,
@@ -20,7 +21,7 @@ from core.serving.population_fit import fit_population, mis_prepared_copies, sav
 
 SIZES = [8, 24]
 # Each defect moves the features in its own direction, as a rotation or inversion moves real features.
-DEFECT_SHIFTS = np.random.default_rng(7).normal(0, 1, (len(DEFECTS), sum(SIZES))) * 2.5
+DEFECT_SHIFTS = np.random.default_rng(7).normal(0, 1, (len(DEFECTS), sum(SIZES))) * 3.5
 
 
 def _films(rng, n, shift=0.0):
@@ -122,8 +123,12 @@ def test_mis_prepare_and_undo_are_inverse():
             assert any(np.array_equal(fix, image) for fix in undo(spoiled, defect))
     cropped = mis_prepare(image, "cropped", 3)
     assert cropped.shape == image.shape and undo(cropped, "cropped") == []
-    copies, labels = mis_prepared_copies(np.stack([image] * 8))
-    assert copies.shape == (8, 32, 32, 1) and labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    copies, labels = mis_prepared_copies(np.stack([image] * 2))
+    # Every variant of each film: both quarter turns, upside down, inverted, four quarters and the centre.
+    assert copies.shape == (2 * len(COPY_VARIANTS), 32, 32, 1)
+    assert labels.tolist() == [0] * 4 + [1, 1, 2, 2] + [3] * 10
+    assert len(mis_prepared_copies(np.stack([image] * 5), max_films=3)[1]) == 3 * len(COPY_VARIANTS)
+    assert not np.array_equal(mis_prepare(image, "cropped", 4), mis_prepare(image, "cropped", 0))
     with pytest.raises(ValueError, match="must be one of"):
         mis_prepare(image, "sideways")
     with pytest.raises(ValueError, match="at least 4"):
