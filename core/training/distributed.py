@@ -118,7 +118,7 @@ def _from_chief(strategy, is_chief: bool, values: list) -> list[np.ndarray]:
     arrays = [np.asarray(value, dtype=np.float64) for value in values]
     local = [tf.constant(array if is_chief else np.zeros_like(array)) for array in arrays]
 
-    @tf.function
+    @tf.function(autograph=False)  # Nothing to convert; AutoGraph would warn about the closure.
     def share():
         def replica():
             return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)

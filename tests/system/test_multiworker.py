@@ -27,7 +27,7 @@ import pytest
 from conftest import make_dataset, tiny_config
 
 PROJECT = Path(__file__).resolve().parents[2]
-WORKER_SECONDS = 600
+WORKER_SECONDS = 1200  # A safety net: on a machine shared with other work, a first epoch has taken 10 minutes.
 WEIGHT_TOLERANCE = 1e-5
 RECIPES = ("paper", "recommended")
 
@@ -65,9 +65,24 @@ def _start(data: Path, config: Path, models: Path, out: Path, log: Path, task: i
     return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left():
+    """A failed test leaves no worker of its clusters running (they would hold a core for minutes)."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _cluster(data, config, models, out, logs) -> list[subprocess.Popen]:
     ports = _free_ports(len(logs))
-    return [_start(data, config, models, out, log, task, ports) for task, log in enumerate(logs)]
+    _STARTED.extend(_start(data, config, models, out, log, task, ports) for task, log in enumerate(logs))
+    return _STARTED[-len(logs):]
 
 
 def _wait(processes, seconds=WORKER_SECONDS) -> list[int]:
