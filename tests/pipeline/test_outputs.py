@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 
 
-def test_one_pass_gives_each_consumers_outputs_and_computes_each_film_once():
+@pytest.fixture(scope="module")
+def model():
     from core.model import build_model
+
+    return build_model(tiny_config(), num_classes=4)
+
+
+def test_one_pass_gives_each_consumers_outputs_and_computes_each_film_once(model):
     from core.serving.batch import predict_probabilities
     from core.serving.gate import pooled_features
     from core.serving.population import depth_feature_model, depth_features
     from core.training.outputs import ModelOutputs
 
-    model = build_model(tiny_config(), num_classes=4)
     films = np.random.default_rng(0).integers(0, 256, size=(10, 64, 64, 1)).astype(np.uint8)
     outputs = ModelOutputs(model, films, chunk=4)
     outputs.compute(np.arange(6))
@@ -42,11 +48,9 @@ def test_an_even_sample_keeps_the_ends_and_all_rows_when_fewer():
     assert len(sample) == len(set(sample)) == 10 and sample[0] == 100 and sample[-1] == 199
 
 
-def test_the_lite_engine_gives_the_same_outputs_within_its_tolerance():
-    from core.model import build_model
+def test_the_lite_engine_gives_the_same_outputs_within_its_tolerance(model):
     from core.training.outputs import LITE_TOLERANCE, ModelOutputs
 
-    model = build_model(tiny_config(), num_classes=4)
     films = np.random.default_rng(1).integers(0, 256, size=(6, 64, 64, 1)).astype(np.uint8)
     keras_outputs, lite_outputs = ModelOutputs(model, films), ModelOutputs(model, films, engine="lite")
     assert lite_outputs.engine == "TensorFlow Lite"
