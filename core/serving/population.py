@@ -29,8 +29,8 @@ Mis-preparation: a multinomial logistic regression on the same features, fitted 
 training films and every mis-prepared copy of each (rotated a quarter turn either way, upside down, inverted,
 each quarter of the film blown up to full size and its central 60%: `COPY_VARIANTS`; a crop has many
 faces). Chosen over comparing the film's distance with those of its rotated and inverted copies, which costs
-four more forward passes for every film and cannot see a crop at all: the classifier costs nothing per film (the features are already there). A film the
-distance refuses is mis-prepared when the classifier names a defect with at least DEFECT_PROBABILITY; a film
+four more forward passes for every film and cannot see a crop at all: the classifier costs nothing per film
+(the features are already there). A film the distance refuses is mis-prepared when the classifier names a defect with at least DEFECT_PROBABILITY; a film
 the distance passes, only when the classifier is surer than on nearly every validation film (the bar
 `defect_bar` of the statistics, at least PASSED_DEFECT_PROBABILITY): a quarter of a film blown up can stay
 near the training films at every depth. Where the named defect can be undone, the undone film is scored once

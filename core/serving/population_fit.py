@@ -172,9 +172,10 @@ def fit_population_for_run(run_dir: str | os.PathLike, model, images: np.ndarray
     core.serving.gate's check). Costs one forward pass over the training and validation films, on at most
     MAX_FIT_FILMS of each (a fixed random sample; the statistics need no more, and a large dataset's films
     may be an on-disk cache that must not be read into memory whole), and len(COPY_VARIANTS) passes over
-    mis-prepared copies of at most MAX_COPY_FILMS of the training films. features_of_rows: rows -> their depth_features (n, D), when the caller has
-    them from a forward pass it makes anyway (core.training.outputs); features_of_films: films -> their
-    depth_features, for the mis-prepared copies (default: `model`'s depth_feature_model).
+    mis-prepared copies of at most MAX_COPY_FILMS of the training films.
+    features_of_rows: rows -> their depth_features (n, D), when the caller has them from a forward pass it
+    makes anyway (core.training.outputs); features_of_films: films -> their depth_features, for the
+    mis-prepared copies (default: `model`'s depth_feature_model).
     """
     if len(index["train"]) < MIN_TRAIN_FILMS or len(index["val"]) < MIN_VAL_FILMS:
         return None  # Too few films for statistics; the run keeps core.serving.gate's check.
