@@ -109,6 +109,7 @@ def measure(run: Path, other: Path, cache: Path | None) -> dict:
 
     # Every forward pass once; the features are kept (cache) so the verdicts can be recomputed cheaply.
     cached = dict(np.load(cache, allow_pickle=False)) if cache is not None and cache.is_file() else {}
+    computed = not cached  # With cached features only films are decoded: no forward-pass time to report.
     groups = {"test": (paths["test"], None),
               "other": (sorted(p for p in other.rglob("*") if p.suffix.lower() in SUFFIXES), None)}
     groups.update({how: (paths["test"], how) for how in MIS_PREPARED})
@@ -153,7 +154,7 @@ def measure(run: Path, other: Path, cache: Path | None) -> dict:
     result = {"run": run.name, "population": own.name, "other": other.name,
               "n_train": len(paths["train"]), "n_val": len(paths["val"]), "n_test": len(paths["test"]),
               "threshold": round(statistics["threshold"], 3), "fit_seconds": round(fit_seconds, 1),
-              "feature_seconds": round(feature_seconds, 1)}
+              "feature_seconds": round(feature_seconds, 1) if computed else None}
     test = verdicts("test")
     result["test_films_pass"] = {"share": share([v.passed for v in test]), "n": len(test),
                                  "refused_kinds": dict(Counter(v.kind for v in test if not v.passed)),

@@ -20,7 +20,7 @@ top principal directions plus one isotropic variance for the rest (a low-rank-pl
 inverse of a full sample covariance would not exist). Each depth's log distance is standardised by those
 of films the statistics did not see (the validation films, and each training film scored out of fold),
 and the depths are averaged: a film unlike the training films at any depth moves the average, and no
-single depth's noise decides. The threshold is the 99% quantile (PASS_QUANTILE) of those unseen films' scores,
+single depth's noise decides. The threshold is the 99.5% quantile (PASS_QUANTILE) of those unseen films' scores,
 so about that share of unseen films of the training population passes (bench/population.py measures it).
 A film beyond the "no chest film" bound is refused as such; every other film is read by the mis-preparation
 classifier (below).
