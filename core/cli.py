@@ -32,7 +32,7 @@ from core.imaging.loader import SUPPORTED_EXTENSIONS
 from core.runs.artifacts import REVIEW_FILMS_DIR_NAME
 from core.runs.context import model_context
 from core.runs.jobs import TrainingBusyError
-from core.runs.registry import explain_check_path, load_run
+from core.runs.registry import explain_check_path, load_run, load_run_model
 from core.runs.review_films import DEFAULT_CORRECT, DEFAULT_MAX_SIDE, pack_review_films
 from core.serving.export import (
     DEFAULT_VARIANT,
@@ -119,7 +119,8 @@ def _engine_argument(command: argparse.ArgumentParser, choices: tuple[str, ...],
 
 def _export(args) -> int:
     try:
-        path = export_tflite(args.model, args.tflite, args.variant)
+        model = load_run_model(load_run(args.model))  # Loaded once, for the conversion and the parity check.
+        path = export_tflite(args.model, args.tflite, args.variant, model=model)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -131,7 +132,7 @@ def _export(args) -> int:
     except ValueError as error:
         print(f"parity not checked: {error}", file=sys.stderr)
         return 0
-    report = parity_report(args.model, path, images)
+    report = parity_report(args.model, path, images, model=model)
     print(f"parity with the Keras model on {report['n']} of the run's films: top-1 agreement "
           f"{report['top1_agreement']:.1%}, largest probability difference {report['max_abs_difference']:.4f}, "
           f"{report['latency_ms_per_film']:.1f} ms per film")

@@ -30,7 +30,7 @@ from core.runs.artifacts import EXPORTS_DIR_NAME, SPLIT_FILE_NAME, read_json, re
 from core.runs.registry import load_run, load_run_model
 from core.serving.batch import predict_probabilities
 from core.serving.lite import tflite_interpreter
-from core.serving.tflite import convert_keras, flatbuffer_modules
+from core.serving.tflite import convert_keras_variants, flatbuffer_modules
 from core.settings import PROJECT_ROOT, keras_home_env
 
 VARIANTS = ("float16", "dynamic", "float32")
@@ -46,26 +46,33 @@ PARITY_MIN_TOP1 = 0.99
 PARITY_MAX_DIFFERENCE = 0.02
 
 
-def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, variant: str = DEFAULT_VARIANT) -> Path:
-    """Convert a run's model.keras to a .tflite file; returns the written path."""
+def export_tflite(run_dir: str | os.PathLike, out_path: str | os.PathLike, variant: str = DEFAULT_VARIANT,
+                  model=None) -> Path:
+    """Convert a run's model.keras to a .tflite file; returns the written path.
+
+    `model`: the run's Keras model when the caller has it loaded already (the export command passes it on
+    to the parity check too); default: loaded from the run.
+    """
     import tensorflow as tf
 
     if variant not in VARIANTS:
         raise ValueError(f"Got variant={variant!r}; must be one of {VARIANTS}.")
-    model = load_run_model(load_run(run_dir))
+    if model is None:
+        model = load_run_model(load_run(run_dir))
 
-    def convert(variant: str) -> bytes:
+    def configure_for(variant: str):
         def configure(converter):
             if variant != "float32":
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
             if variant == "float16":
                 converter.target_spec.supported_types = [tf.float16]
 
-        return convert_keras(model, configure)
+        return configure
 
-    flatbuffer = convert(variant)
-    if variant == "float16":
-        flatbuffer = keep_small_layers_float32(flatbuffer, convert("float32"))
+    # float16 keeps some layers float32 from a float32 conversion of the same model (one frozen graph).
+    variants = [variant, "float32"] if variant == "float16" else [variant]
+    flatbuffers = convert_keras_variants(model, [configure_for(name) for name in variants])
+    flatbuffer = keep_small_layers_float32(*flatbuffers) if variant == "float16" else flatbuffers[0]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(flatbuffer)
@@ -198,9 +205,14 @@ class TFLiteClassifier:
         return np.stack(outputs)
 
 
-def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, images: np.ndarray) -> dict:
-    """Compare a .tflite export with the Keras model on films: agreement, largest difference, size, speed."""
-    keras_probabilities = predict_probabilities(load_run_model(load_run(run_dir)), images)
+def parity_report(run_dir: str | os.PathLike, tflite_path: str | os.PathLike, images: np.ndarray,
+                  model=None) -> dict:
+    """Compare a .tflite export with the Keras model on films: agreement, largest difference, size, speed.
+
+    `model`: the run's Keras model when the caller has it loaded already; default: loaded from the run."""
+    if model is None:
+        model = load_run_model(load_run(run_dir))
+    keras_probabilities = predict_probabilities(model, images)
     classifier = TFLiteClassifier(tflite_path)
     classifier(images[:1])
     started = time.perf_counter()

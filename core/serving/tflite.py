@@ -28,30 +28,53 @@ def convert_keras(graph, configure=None) -> bytes:
     "serving_default" with the model's input name and, as `from_keras_model` names them, the dict keys
     of a dict output or "output_0" for a single output.
     """
+    return convert_keras_variants(graph, [configure])[0]
+
+
+def convert_keras_variants(graph, configures) -> list[bytes]:
+    """`convert_keras(graph, configure)` for each of `configures` (None: no options), in order.
+
+    The graph is traced and frozen once for all of them: freezing costs more than a converter run, and an
+    export that needs two conversions of one model (float16 and its float32 twin) would otherwise pay it
+    twice.
+    """
     import tensorflow as tf
 
     input_name = graph.inputs[0].name.split(":")[0] or FILM_LAYER_NAME
-    try:
-        return frozen_flatbuffer(graph, input_name, configure)
-    except Exception as error:  # noqa: BLE001 - the slower path below converts every model the fast one does.
-        warnings.warn(f"Converting through a frozen graph failed ({type(error).__name__}: {error}); "
-                      "converting through a SavedModel instead (slower).", RuntimeWarning, stacklevel=2)
-        converter = tf.lite.TFLiteConverter.from_keras_model(graph)
-        if configure:
-            configure(converter)
-        # The converter prints the whole saved-model signature (hundreds of lines) to stdout.
-        with contextlib.redirect_stdout(io.StringIO()):
-            return converter.convert()
+    frozen = None
+    flatbuffers = []
+    for configure in configures:
+        try:
+            if frozen is None:
+                frozen = frozen_function(graph, input_name)
+            flatbuffers.append(frozen_flatbuffer(frozen, graph, input_name, configure))
+        except Exception as error:  # noqa: BLE001 - the slower path below converts every model the fast one does.
+            warnings.warn(f"Converting through a frozen graph failed ({type(error).__name__}: {error}); "
+                          "converting through a SavedModel instead (slower).", RuntimeWarning, stacklevel=2)
+            converter = tf.lite.TFLiteConverter.from_keras_model(graph)
+            if configure:
+                configure(converter)
+            # The converter prints the whole saved-model signature (hundreds of lines) to stdout.
+            with contextlib.redirect_stdout(io.StringIO()):
+                flatbuffers.append(converter.convert())
+    return flatbuffers
 
 
-def frozen_flatbuffer(graph, input_name: str, configure=None) -> bytes:
-    """Convert a single-input keras.Model with its variables frozen to constants; see `convert_keras`."""
+def frozen_function(graph, input_name: str):
+    """The concrete function of a single-input keras.Model in inference mode, its variables frozen to
+    constants (what `frozen_flatbuffer` converts)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     spec = tf.TensorSpec((None, *graph.inputs[0].shape[1:]), tf.float32, name=input_name)
     function = tf.function(lambda film: graph(film, training=False), input_signature=[spec])
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    return convert_variables_to_constants_v2(function.get_concrete_function())
+
+
+def frozen_flatbuffer(frozen, graph, input_name: str, configure=None) -> bytes:
+    """Convert `frozen_function(graph, input_name)`; see `convert_keras`."""
+    import tensorflow as tf
+
     # Without a trackable object the converter takes its graph-def path (what makes this fast) and logs, on
     # every call, that the path is deprecated; TensorFlow is pinned, and convert_keras falls back if it goes.
     absl_logger = logging.getLogger("absl")
