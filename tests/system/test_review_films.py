@@ -10,7 +10,8 @@ from app.conftest import open_page, texts
 from conftest import PROJECT_ROOT
 from core.runs import artifacts
 from core.runs.review_films import read_review_manifest
-from core.ui import navigation
+from core.serving.predict import Predictor
+from core.ui import cached, navigation
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,9 @@ def test_the_review_page_of_a_shipped_run_shows_its_films_without_the_dataset(ru
     monkeypatch.setattr(artifacts, "SHARED_ROOT", tmp_path / "no-shared")  # A laptop without ../shared.
     monkeypatch.setenv("PARU_MODELS_DIR", str(run_dir.parent))
     monkeypatch.setenv("PARU_DEFAULT_RUN", run_dir.name)
+    # Keras serves the page's first visit either way; without the background TensorFlow Lite conversion of a
+    # full-width model, which would outlive the page (tests/pipeline/test_lite.py tests that engine).
+    monkeypatch.setattr(cached, "Predictor", lambda run_path, engine: Predictor(run_path, engine="cached"))
     assert artifacts.find_dataset_root(run_dir) is None
     at = open_page(navigation.REVIEW.script)
     assert not at.exception, at.exception
