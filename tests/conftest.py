@@ -164,11 +164,15 @@ def _models_status() -> str:
 def private_folders(tmp_path_factory):
     """Runs, the audit log, converted models and the user's data go to folders of this test session, never the
     user's own; the shipped runs under models/ stay as git has them (tests that read them name the folder
-    explicitly)."""
+    explicitly).
+
+    Under pytest-xdist the processes share one cache folder, so a model is converted to TensorFlow Lite once
+    per session, not once per process: core.serving.lite writes its cache files atomically (a partial file
+    renamed into place), so a process reads a whole conversion or none."""
     before = _models_status()
     saved = {name: os.environ.get(name) for name in ("PARU_MODELS_DIR", "PARU_CACHE_DIR", "PARU_USER_DIR")}
     os.environ["PARU_MODELS_DIR"] = str(tmp_path_factory.mktemp("paru-models"))
-    os.environ["PARU_CACHE_DIR"] = str(tmp_path_factory.mktemp("paru-cache"))
+    os.environ["PARU_CACHE_DIR"] = str(built_once(tmp_path_factory, "paru-cache", lambda folder: folder))
     os.environ["PARU_USER_DIR"] = str(tmp_path_factory.mktemp("paru-user"))  # Tags of the shipped runs.
     yield
     for name, value in saved.items():
@@ -180,6 +184,48 @@ def private_folders(tmp_path_factory):
     if after != before:
         pytest.fail(f"the test session changed models/ (tests must write only to temporary folders):\n"
                     f"before:\n{before or '(clean)'}\nafter:\n{after}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_load_per_model_file():
+    """Each model file is loaded once per process: core.model.load_model (and the names core.runs.registry
+    and core.explain.regions import it under) hands back the model already loaded from a file of the same
+    bytes, as the session's predictors hand theirs to the commands. A run's model takes about a second of
+    CPU to build from its file, and the pipeline and app tiers load the tiny run's (or a copy's) dozens of
+    times. Paru never changes a loaded model (the heatmap checks randomise a clone), and the session fails
+    at the end if a shared one was changed anyway. A file Keras refuses is refused every time (not kept)."""
+    import hashlib
+    import threading
+
+    import core.explain.regions
+    import core.model
+    import core.runs.registry
+
+    real_load = core.model.load_model
+    loaded: dict[str, tuple[object, list[float]]] = {}
+    lock = threading.Lock()
+
+    def fingerprint(model) -> list[float]:
+        return [float(np.asarray(weights, np.float64).sum()) for weights in model.get_weights()]
+
+    def load_model(model_path):
+        digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+        with lock:
+            if digest not in loaded:
+                model = real_load(model_path)
+                loaded[digest] = model, fingerprint(model)
+            return loaded[digest][0]
+
+    modules = (core.model, core.runs.registry, core.explain.regions)
+    for module in modules:
+        module.load_model = load_model
+    yield
+    for module in modules:
+        module.load_model = real_load
+    changed = [digest[:12] for digest, (model, weights) in loaded.items() if fingerprint(model) != weights]
+    if changed:
+        pytest.fail(f"a model shared by one_load_per_model_file was changed by a test or by Paru: {changed}",
+                    pytrace=False)
 
 
 # One tiny run and its predictors, shared by the whole session -------------------------------------------
