@@ -131,8 +131,19 @@ def check(gray: np.ndarray, colorfulness: float, features: np.ndarray | None, st
 
 def pooled_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Pooled backbone features (n, d) for raw films (n, S, S, 1)."""
-    if len(images) == 0:
-        return np.zeros((0, 0))
-    # Keras's compiled predict, not eager calls: an eager forward pass of 64 films at 224 px keeps every
-    # intermediate activation alive, which multiplied the training process's memory at its end.
-    return np.asarray(feature_model(model).predict(images, batch_size=batch_size, verbose=0)[1])
+    return pooled_features_function(model, batch_size)(images)
+
+
+def pooled_features_function(model, batch_size: int = 64):
+    """images (n, S, S, 1) -> pooled backbone features (n, d), for a caller that asks chunk by chunk: one
+    feature model, whose compiled predict is traced on the first call and reused by the next (a new feature
+    model per chunk would trace it again, about a second of CPU each)."""
+    extractor = feature_model(model)
+
+    def features_of(images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, 0))
+        # Keras's compiled predict, not eager calls: an eager forward pass of 64 films at 224 px keeps every
+        # intermediate activation alive, which multiplied the training process's memory at its end.
+        return np.asarray(extractor.predict(images, batch_size=batch_size, verbose=0)[1])
+    return features_of

@@ -33,7 +33,7 @@ from core.runs.artifacts import (
     write_json_atomic,
 )
 from core.serving.batch import rows_in_chunks
-from core.serving.gate import pooled_features
+from core.serving.gate import pooled_features_function
 from core.training.distributed import cluster_role, fit_multiworker, gathered_features, multiworker_strategy
 from core.training.pipeline import balanced_class_weights, make_dataset
 
@@ -186,9 +186,10 @@ def _fit_head_on_features(staging, images, labels, index, num_classes, config, s
     log(f"Computing the pooled features of {len(train_labels)} training and {len(index['val'])} validation "
         "films once" + (", and of the training films' mirror images" if config.horizontal_flip else ""))
     chunks = {"first_done": None, "films_since": 0}
+    pooled_of = pooled_features_function(model)
 
     def counted(films, mirrored):
-        features = pooled_features(model, films[:, :, ::-1] if mirrored else films)
+        features = pooled_of(films[:, :, ::-1] if mirrored else films)
         now = time.monotonic()
         state["features_done"] += len(films)
         if chunks["first_done"] is None:  # The first chunk also builds and traces the backbone: not measured.
