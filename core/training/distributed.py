@@ -267,8 +267,9 @@ def fit_multiworker(staging: Path, images, labels, index, num_classes: int, conf
         return None, rows, best_epoch
     if not (checkpoints / BEST_WEIGHTS_FILE_NAME).exists():
         raise RuntimeError("No checkpoint was written (validation loss was never finite).")
-    # The kept model is built outside the strategy, so evaluation and saving run on this host alone.
-    final = build_model(config, num_classes)
+    # Built outside the strategy (evaluation and saving run on this host alone) and without reading the
+    # ImageNet file again: the best epoch's weights replace every weight.
+    final = build_model(config.replace(weights="none"), num_classes)
     final.load_weights(checkpoints / BEST_WEIGHTS_FILE_NAME)
     final.save(staging / MODEL_FILE_NAME)
     write_history_csv(staging / HISTORY_FILE_NAME, rows)
