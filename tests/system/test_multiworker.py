@@ -1,19 +1,27 @@
-"""`python -m core train --distribute multiworker` with two real worker processes on loopback.
+"""Distributed training for real: `python -m core train --distribute multiworker` with two worker processes on
+loopback, and the mirrored strategy on two logical CPU devices.
 
-Two workers train as one process with the same global batch and seed does (the same weights after one
-epoch of four steps; for the recommended preset, which shares out the feature pass, too), only the chief
-registers a run, and a worker killed mid-training resumes from the last checkpoint when the cluster is
-started again. Each worker is a `python -m core train` child process with its own TF_CONFIG.
+Two workers train as one process with the same global batch and seed does, only the chief registers a run,
+and a worker killed mid-training resumes from the last checkpoint when the cluster is started again. One
+two-worker cluster of the paper recipe (three epochs of four steps) serves those checks: worker 1 is killed
+right after the first epoch's checkpoint; the weights the chief kept of that epoch must be the ones one
+process reaches in its first epoch, and the cluster started again must resume there and register the run.
+The recommended preset, which shares out the feature pass, is compared with one process too. Each worker is
+a `python -m core train` child process with its own TF_CONFIG.
 
-The single-process references of both recipes are fitted in one child process started once for the module
-(`_fit_references`: the fit a run makes, without the evaluation after it, which the weights do not depend
-on), beside the clusters.
+One child process started once for the module (`_in_one_process`) runs beside the clusters, on two logical
+CPU devices: first the single-process references of both recipes (the fit a run makes, without the
+evaluation after it, which the weights do not depend on; MultiWorkerMirroredStrategy without TF_CONFIG
+trains on one device, one replica), then a whole run with `distribute: mirrored`, the path a multi-GPU host
+takes. Starting TensorFlow once for both saves a process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +38,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 WORKER_SECONDS = 1200  # A safety net: on a machine shared with other work, a first epoch has taken 10 minutes.
 WEIGHT_TOLERANCE = 1e-5
 RECIPES = ("paper", "recommended")
+KILLED_EPOCHS = 3  # The kill, right after the first epoch's checkpoint, lands two epochs before the end.
 
 
 def _free_ports(count: int) -> list[int]:
@@ -68,15 +77,24 @@ def _start(data: Path, config: Path, models: Path, out: Path, log: Path, task: i
 _STARTED: list[subprocess.Popen] = []
 
 
+@contextlib.contextmanager
+def _reaping():
+    """On the way out (a failure included), no worker started meanwhile is left running (an orphaned
+    cluster would hold a core for minutes)."""
+    try:
+        yield
+    finally:
+        while _STARTED:
+            process = _STARTED.pop()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(autouse=True)
 def _no_worker_left():
-    """A failed test leaves no worker of its clusters running (they would hold a core for minutes)."""
-    yield
-    while _STARTED:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with _reaping():
+        yield
 
 
 def _cluster(data, config, models, out, logs) -> list[subprocess.Popen]:
@@ -96,23 +114,32 @@ def _weights(model_file: Path) -> list[np.ndarray]:
     return [np.asarray(weight) for weight in load_model(model_file).weights]
 
 
-def _largest_difference(model_file: Path, other: Path) -> float:
-    return max(float(np.max(np.abs(a - b))) for a, b in zip(_weights(model_file), _weights(other)))
+def _largest_difference(model_file: Path, other: Path | list[np.ndarray]) -> float:
+    others = _weights(other) if isinstance(other, Path) else other
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(_weights(model_file), others))
 
 
 def _runs(models: Path) -> list[str]:
     return sorted(p.name for p in models.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _fit_references(data: Path, configs: Path, out: Path) -> None:
-    """In a child process: fit every config in the folder `configs` on `data` in this one process (as
-    `python -m core train --distribute multiworker` without TF_CONFIG fits it: one worker), each model into
-    `out/<config name>/model.keras`."""
+def _in_one_process(data: Path, configs: Path, out: Path) -> None:
+    """In a child process, on two logical CPU devices: fit every config in the folder `configs` on `data` in
+    this one process (as `python -m core train --distribute multiworker` without TF_CONFIG fits it: one
+    worker), each model into `out/<config name>/model.keras`; then train a whole run of the tiny recipe with
+    `distribute: mirrored` into `out/mirrored/`, its path and log lines into `out/mirrored.json`."""
+    import gc
+
+    import tensorflow as tf
+
     from core.config import TrainConfig
     from core.data.scan import assign_subsets, scan_dataset
     from core.training.cache import decode_to_disk
     from core.training.fit import fit
+    from core.training.run import train_run
 
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     for path in sorted(Path(configs).glob("*.json")):
         config, staging = TrainConfig.from_file(path).replace(distribute="multiworker"), Path(out) / path.stem
         staging.mkdir(parents=True)
@@ -123,68 +150,54 @@ def _fit_references(data: Path, configs: Path, out: Path) -> None:
         state = {"epochs": config.warmup_epochs + config.epochs}
         assert fit(staging, scan.images, scan.labels, index, scan.class_names, config, state, print,
                    lambda: False, staging / "checkpoints") is not None
+        (staging / "fitted").touch()  # model.keras is complete: the tests may read it.
+    lines: list[str] = []
+    run = train_run(data, tiny_config(distribute="mirrored", epochs=1), models_dir=Path(out) / "mirrored",
+                    log=lines.append)
+    (Path(out) / "mirrored.json").write_text(json.dumps({"run": str(run), "log": lines}))
+    gc.freeze()  # The exit frees everything anyway; its last collection of TensorFlow's objects costs CPU.
 
 
 @pytest.fixture(scope="module")
-def cluster_case(tmp_path_factory):
-    """The films and recipe files of the two-worker comparisons, and the single-process references of
-    both recipes, fitted by one child process that runs beside the tests' clusters."""
-    root = tmp_path_factory.mktemp("multiworker")
+def case(tmp_path_factory):
+    """The films and recipe files of the module, and the child process that fits the single-process
+    references and the mirrored run beside the tests' clusters; `reference(recipe)` and `mirrored()` wait
+    for it."""
+    root = tmp_path_factory.mktemp("distributed")
     data = make_dataset(root / "films", per_class=12)  # 32 training films: 4 steps of 8.
     configs = root / "configs"
     configs.mkdir()
     for recipe in RECIPES:
         _config(recipe).save(configs / f"{recipe}.json")
-    log = root / "references.log"
+    log, out = root / "one-process.log", root / "one-process"
     child = (f"import sys; sys.path[:0] = {[str(PROJECT), str(PROJECT / 'tests')]!r}; "
-             "from system.test_multiworker import _fit_references; "
-             f"_fit_references({str(data)!r}, {str(configs)!r}, {str(root / 'references')!r})")
+             "from system.test_multiworker import _in_one_process; "
+             f"_in_one_process({str(data)!r}, {str(configs)!r}, {str(out)!r})")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("TF_CONFIG", None)
-    references = subprocess.Popen([sys.executable, "-c", child], cwd=PROJECT, env=env, stdout=log.open("w"),
-                                  stderr=subprocess.STDOUT)
+    one_process = subprocess.Popen([sys.executable, "-c", child], cwd=PROJECT, env=env, stdout=log.open("w"),
+                                   stderr=subprocess.STDOUT)
+
+    def finished() -> None:
+        if one_process.returncode is None:
+            one_process.wait(timeout=WORKER_SECONDS)
+        assert one_process.returncode == 0, log.read_text()[-3000:]
 
     def reference(recipe: str) -> Path:
-        if references.returncode is None:
-            references.wait(timeout=WORKER_SECONDS)
-        assert references.returncode == 0, log.read_text()[-3000:]
-        return root / "references" / recipe / "model.keras"
+        while not (out / recipe / "fitted").is_file() and one_process.poll() is None:
+            time.sleep(0.5)  # The references are fitted before the mirrored run starts.
+        if not (out / recipe / "fitted").is_file():
+            finished()
+        return out / recipe / "model.keras"
 
-    yield {"root": root, "data": data, "configs": configs, "reference": reference}
-    if references.poll() is None:
-        references.kill()
-        references.wait()
+    def mirrored() -> dict:
+        finished()
+        return json.loads((out / "mirrored.json").read_text())
 
-
-def _two_workers(case, recipe: str) -> tuple[Path, list[str]]:
-    """Train `recipe` on two workers; (the models folder, both workers' logs), after checking that both
-    finished, one run was registered by the chief, and no checkpoint or decoded-film cache was left."""
-    root = case["root"] / recipe
-    models, logs = root / "models", [root / f"worker-{task}.log" for task in range(2)]
-    models.mkdir(parents=True)
-    codes = _wait(_cluster(case["data"], case["configs"] / f"{recipe}.json", models, models / "run", logs))
-    texts = [log.read_text() for log in logs]
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
-    assert "the chief (worker 0) registers the run" in texts[1]
-    assert _runs(models) == ["run"]  # One run, the chief's; the other worker wrote none.
-    assert not (models / ".checkpoints").exists()
-    assert not list((models / "run").glob("*.u8"))  # The decoded-film cache is not kept.
-    return models, texts
-
-
-def test_two_workers_take_the_steps_of_one_process(cluster_case):
-    models, texts = _two_workers(cluster_case, "paper")
-    assert "worker 0 of 2 (chief)" in texts[0] and "worker 1 of 2" in texts[1]
-    assert len((models / "run" / "history.csv").read_text().splitlines()) == 2
-    largest = _largest_difference(cluster_case["reference"]("paper"), models / "run" / "model.keras")
-    print(f"largest weight difference after one epoch (4 steps): {largest:.2e}")
-    assert largest <= WEIGHT_TOLERANCE
-
-
-def test_the_recommended_preset_shares_the_feature_pass_between_workers(cluster_case):
-    models, _ = _two_workers(cluster_case, "recommended")
-    largest = _largest_difference(cluster_case["reference"]("recommended"), models / "run" / "model.keras")
-    assert largest <= WEIGHT_TOLERANCE
+    yield {"root": root, "data": data, "configs": configs, "reference": reference, "mirrored": mirrored}
+    if one_process.poll() is None:
+        one_process.kill()
+        one_process.wait()
 
 
 def _epochs_checkpointed(models: Path) -> int:
@@ -197,39 +210,100 @@ def _epochs_checkpointed(models: Path) -> int:
         return 0
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(tmp_path):
-    # 14 steps an epoch: the kill, right after the first epoch's checkpoint, lands well before the end.
-    data = make_dataset(tmp_path / "films", per_class=40)
-    epochs = 3
-    config = tmp_path / "config.json"
-    _config("paper", epochs=epochs, early_stopping_patience=0).save(config)
-    models, out = tmp_path / "models", tmp_path / "models" / "run"
-    logs = [tmp_path / f"worker-{task}.log" for task in range(2)]
-    workers = _cluster(data, config, models, out, logs)
-    deadline = time.monotonic() + WORKER_SECONDS
-    while _epochs_checkpointed(models) < 1:
-        assert time.monotonic() < deadline and all(w.poll() is None for w in workers), logs[0].read_text()[-3000:]
-        time.sleep(0.02)
-    workers[1].send_signal(signal.SIGKILL)  # Worker 1 dies mid-training, after the first epoch's checkpoint.
-    workers[1].wait()
-    try:
-        workers[0].wait(timeout=10)  # The chief notices the lost peer and fails...
-    except subprocess.TimeoutExpired:
-        workers[0].kill()  # ...or, as a scheduler restarting the whole job does, is killed.
-        workers[0].wait()
-    assert not (out.exists()), "the run finished before the worker was killed; the kill came too late"
-    done_before = _epochs_checkpointed(models)
-    assert 1 <= done_before < epochs
+@pytest.fixture(scope="module")
+def killed_and_resumed(case):
+    """The paper recipe for KILLED_EPOCHS epochs on two workers; worker 1 SIGKILLed right after the first
+    epoch's checkpoint, the chief failing or killed after it; the chief's best-epoch weights and position
+    copied aside; then the same cluster started again. What the tests read: whether the run existed before
+    the restart, the position then (its history: the epochs checkpointed), the copied weights, the models
+    folder, the run folder, and the restarted workers' exit codes and logs."""
+    from core.training.distributed import BEST_WEIGHTS_FILE_NAME, POSITION_FILE_NAME
 
-    relogs = [tmp_path / f"restart-{task}.log" for task in range(2)]
-    codes = _wait(_cluster(data, config, models, out, relogs))
-    texts = [log.read_text() for log in relogs]
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    root = case["root"] / "killed"
+    models, out, config = root / "models", root / "models" / "run", root / "config.json"
+    models.mkdir(parents=True)
+    _config("paper", epochs=KILLED_EPOCHS, early_stopping_patience=0).save(config)
+    with _reaping():
+        workers = _cluster(case["data"], config, models, out, [root / f"worker-{task}.log" for task in range(2)])
+        deadline = time.monotonic() + WORKER_SECONDS
+        while _epochs_checkpointed(models) < 1:
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
+                (root / "worker-0.log").read_text()[-3000:]
+            time.sleep(0.05)
+        workers[1].send_signal(signal.SIGKILL)  # Worker 1 dies mid-training, after the first epoch's checkpoint.
+        workers[1].wait()
+        try:
+            workers[0].wait(timeout=10)  # The chief notices the lost peer and fails...
+        except subprocess.TimeoutExpired:
+            workers[0].kill()  # ...or, as a scheduler restarting the whole job does, is killed.
+            workers[0].wait()
+        # Without its peer the chief took no step after the kill: these are the files the restart finds.
+        chief = next((models / ".checkpoints").glob("*/worker-0"))
+        position = json.loads((chief / POSITION_FILE_NAME).read_text())
+        shutil.copy(chief / BEST_WEIGHTS_FILE_NAME, root / "best-before-the-kill.weights.h5")
+        finished_before = out.exists()
+        logs = [root / f"restart-{task}.log" for task in range(2)]
+        codes = _wait(_cluster(case["data"], config, models, out, logs)) if not finished_before else None
+    return {"finished_before": finished_before, "position": position, "config": config,
+            "best_before": root / "best-before-the-kill.weights.h5", "models": models, "out": out,
+            "codes": codes, "texts": [log.read_text() for log in logs] if codes else []}
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(killed_and_resumed):
+    case = killed_and_resumed
+    assert not case["finished_before"], "the run finished before the worker was killed; the kill came too late"
+    done_before, out, texts = len(case["position"]["history"]), case["out"], case["texts"]
+    assert 1 <= done_before < KILLED_EPOCHS
+    assert case["codes"] == [0, 0], "\n\n".join(text[-3000:] for text in texts)
     for text in texts:  # Both resume where the chief's checkpoint is (the chief hands it to worker 1).
         assert f"Resuming from the checkpoint at epoch {done_before + 1}, batch 0" in text
+    assert "worker 0 of 2 (chief)" in texts[0] and "worker 1 of 2" in texts[1]
     assert "the chief (worker 0) registers the run" in texts[1]
     history = (out / "history.csv").read_text().splitlines()[1:]
-    assert [int(row.split(",")[0]) for row in history] == list(range(1, epochs + 1))
-    assert _runs(models) == ["run"] and not (models / ".checkpoints").exists()
-    assert not list(out.glob("*.u8"))
+    assert [int(row.split(",")[0]) for row in history] == list(range(1, KILLED_EPOCHS + 1))
+    assert _runs(case["models"]) == ["run"]  # One run, the chief's; the other worker wrote none.
+    assert not (case["models"] / ".checkpoints").exists()
+    assert not list(out.glob("*.u8"))  # The decoded-film cache is not kept.
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
+
+
+def test_two_workers_take_the_steps_of_one_process(case, killed_and_resumed):
+    """The two workers' weights after their first epoch (four steps; kept by the chief as the best epoch's)
+    against one process's after its one epoch of the same recipe."""
+    from core.config import TrainConfig
+    from core.model import build_model
+
+    position = killed_and_resumed["position"]
+    assert position["best"]["epoch"] == 1, f"the kill came after epoch {len(position['history'])}"
+    assert position["history"][0]["epoch"] == 1
+    model = build_model(TrainConfig.from_file(killed_and_resumed["config"]).replace(weights="none"), 4)
+    model.load_weights(killed_and_resumed["best_before"])
+    largest = _largest_difference(case["reference"]("paper"), [np.asarray(weight) for weight in model.weights])
+    print(f"largest weight difference after one epoch (4 steps): {largest:.2e}")
+    assert largest <= WEIGHT_TOLERANCE
+
+
+def test_the_recommended_preset_shares_the_feature_pass_between_workers(case):
+    root = case["root"] / "recommended"
+    models, logs = root / "models", [root / f"worker-{task}.log" for task in range(2)]
+    models.mkdir(parents=True)
+    codes = _wait(_cluster(case["data"], case["configs"] / "recommended.json", models, models / "run", logs))
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    assert "the chief (worker 0) registers the run" in texts[1]
+    assert _runs(models) == ["run"]  # One run, the chief's; the other worker wrote none.
+    assert not (models / ".checkpoints").exists()
+    assert not list((models / "run").glob("*.u8"))
+    largest = _largest_difference(case["reference"]("recommended"), models / "run" / "model.keras")
+    assert largest <= WEIGHT_TOLERANCE
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpu_devices(case):
+    """The `distribute: mirrored` path a multi-GPU host takes, run here on two logical CPU devices."""
+    from core.runs.registry import load_run
+
+    output = case["mirrored"]()
+    assert any("mirrored): 2 replicas" in line for line in output["log"])
+    run = load_run(output["run"])
+    assert run.config["distribute"] == "mirrored"
+    assert run.metrics["n"] > 0 and (Path(output["run"]) / "model.keras").is_file()
