@@ -9,7 +9,7 @@ import time
 import pytest
 
 from app.conftest import open_page, start_tiny_training, texts
-from conftest import WEIGHTS_035, dataset_of
+from conftest import WEIGHTS_035
 from core.cli import main
 from core.serving.export import parity_report, read_export_parity, run_films
 from core.ui import navigation
@@ -17,7 +17,7 @@ from core.ui import navigation
 pytestmark = pytest.mark.slow
 
 
-def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, tiny_run):
+def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_path, tiny_dataset):
     """The smallest real training the check needs: the tiny run's recipe for one epoch, and no heatmap check
     at its end (the form does not offer that setting; tests/pipeline/test_faithfulness.py covers the check a
     training ends with)."""
@@ -27,7 +27,7 @@ def test_training_runs_in_background_and_appears_in_selector(monkeypatch, tmp_pa
     write_job_config = jobs.write_job_config
     monkeypatch.setattr(jobs, "write_job_config", lambda models_dir, preset_name, overrides: write_job_config(
         models_dir, preset_name, {**overrides, "explain_check_films": 0}))
-    dataset = dataset_of(tiny_run)
+    dataset = tiny_dataset  # The tiny run's films; the run itself is not needed.
     models_dir = tmp_path / "train-models"
     monkeypatch.setenv("PARU_MODELS_DIR", str(models_dir))
     monkeypatch.setenv("PARU_DATA_ROOT", str(dataset.parent))

@@ -1,4 +1,6 @@
-"""Background training in real child processes: SIGKILL mid-run, and two quick starts."""
+"""Background training in real child processes on the tiny run's films: SIGKILL mid-run, and two quick starts.
+
+Neither needs the tiny run itself: the earlier run that must survive the SIGKILL is a copy of a shipped run."""
 
 from __future__ import annotations
 
@@ -11,22 +13,24 @@ import time
 
 import pytest
 
-from conftest import PROJECT_ROOT, dataset_of, tiny_config
+from conftest import PROJECT_ROOT, tiny_config
+
+EARLIER_RUN = PROJECT_ROOT / "models" / "demo-nih-cxr4"
 
 
-def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_next(tiny_run, tmp_path):
+def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_next(tiny_dataset, tmp_path):
     from core.runs.jobs import acquire_lock, job_status, release_lock
     from core.runs.registry import list_runs, load_run
 
     models_dir = tmp_path / "models"
     models_dir.mkdir()
-    previous = models_dir / tiny_run.name
-    shutil.copytree(tiny_run, previous)
+    previous = models_dir / EARLIER_RUN.name
+    shutil.copytree(EARLIER_RUN, previous)
     config_path = tmp_path / "config.json"
     tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "core", "train", "--data", str(dataset_of(tiny_run)), "--config", str(config_path), "--models-dir", str(models_dir)],
+        [sys.executable, "-m", "core", "train", "--data", str(tiny_dataset), "--config", str(config_path), "--models-dir", str(models_dir)],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -53,17 +57,17 @@ def test_sigkill_mid_training_leaves_earlier_runs_intact_and_does_not_block_the_
     release_lock(models_dir)
 
 
-def test_two_quick_starts_launch_one_training(tiny_run, tmp_path):
+def test_two_quick_starts_launch_one_training(tiny_dataset, tmp_path):
     from core.runs.jobs import TrainingBusyError, job_status, request_stop, start_training
 
     config_path = tmp_path / "config.json"
     tiny_config(epochs=200, early_stopping_patience=0).save(config_path)
     models_dir = tmp_path / "models"
-    first = start_training(dataset_of(tiny_run), config_path, models_dir)
+    first = start_training(tiny_dataset, config_path, models_dir)
     try:
         # No waiting: the lock is held for the child from the moment start_training returns.
         with pytest.raises(TrainingBusyError, match="already running"):
-            start_training(dataset_of(tiny_run), config_path, models_dir)
+            start_training(tiny_dataset, config_path, models_dir)
         assert job_status(models_dir).running
     finally:
         request_stop(models_dir)
