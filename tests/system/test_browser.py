@@ -2,8 +2,8 @@
 
 - Predict: upload a real film, wait for the label and the Grad-CAM overlay, then time a warm upload.
 - Every page: load it, let it settle, and check there is no exception box and no traceback.
-- Screenshots go to test-artifacts/ (gitignored). With PARU_UPDATE_SCREENSHOTS=1 the README screenshots in
-  docs/screenshots/ are rewritten too (full page, optimised PNGs).
+- Screenshots of the window go to test-artifacts/ (gitignored). With PARU_UPDATE_SCREENSHOTS=1 the README
+  screenshots in docs/screenshots/ are rewritten too (full page, optimised PNGs; also kept in test-artifacts/).
 
 Skips cleanly when Chromium, chromedriver, selenium or the shared data folder is missing.
 """
@@ -251,9 +251,16 @@ def _emoji_font_installed() -> bool:
 
 
 def _screenshot(browser, name: str, docs: bool = False) -> None:
-    """Full-page screenshot: the viewport is stretched to the content height (Streamlit scrolls inside stMain)."""
+    """The window as it is, into test-artifacts/; for the README (docs and PARU_UPDATE_SCREENSHOTS=1) the
+    full page: the viewport stretched to the content height (Streamlit scrolls inside stMain). Stretching
+    re-lays out every chart and a tall capture is an image many times the window's, so it is done only where
+    the full page is wanted."""
     ARTIFACTS.mkdir(exist_ok=True)
-    if docs and UPDATE_SCREENSHOTS and not _emoji_font_installed():
+    if not (docs and UPDATE_SCREENSHOTS):
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        (ARTIFACTS / f"browser_{name}.png").write_bytes(base64.b64decode(shot["data"]))
+        return
+    if not _emoji_font_installed():
         # Without a colour emoji font headless Chromium draws the titles' emoji as empty boxes.
         pytest.fail("no emoji font for the README screenshots: apt-get install fonts-noto-color-emoji (see .ci/run)")
     height = browser.execute_script("""
@@ -273,9 +280,8 @@ def _screenshot(browser, name: str, docs: bool = False) -> None:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     png = base64.b64decode(shot["data"])
     (ARTIFACTS / f"browser_{name}.png").write_bytes(png)
-    if docs and UPDATE_SCREENSHOTS:
-        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        (DOCS_SCREENSHOTS / f"{name}.png").write_bytes(_optimised_png(png))
+    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (DOCS_SCREENSHOTS / f"{name}.png").write_bytes(_optimised_png(png))
 
 
 # --- tests ----------------------------------------------------------------------------------------------------
