@@ -13,18 +13,22 @@ from square_fixture import train_square_model
 @pytest.fixture(scope="session")
 def square_model(tmp_path_factory):
     """A MobileNetV2 (alpha 0.35, 96 x 96) that learned "a bright square means class 1". Read-only: tests that
-    change weights work on a copy. Under pytest-xdist one process trains it and the others load its saved
-    file (the same weights)."""
+    change weights work on a copy. Under pytest-xdist one process trains it and keeps it, the others load its
+    saved file (the same weights)."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return train_square_model()
     from core.model import load_model
 
+    trained = []
+
     def train(folder):
         path = folder / "square.keras"
-        train_square_model().save(path)
+        trained.append(train_square_model())
+        trained[0].save(path)
         return path
 
-    return load_model(built_once(tmp_path_factory, "square-model", train))
+    path = built_once(tmp_path_factory, "square-model", train)
+    return trained[0] if trained else load_model(path)
 
 
 @pytest.fixture

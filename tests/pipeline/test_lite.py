@@ -51,14 +51,14 @@ def test_closed_form_grad_cam_is_the_gradient_tape_grad_cam(tiny_run, keras_pred
     """Given the same last-convolution maps, the engine's CAM is GradCam's to float precision, for every class."""
     import keras
 
-    from core.explain.gradcam import GradCam
+    from core.explain.gradcam import cached_grad_cam
     from core.model import LAST_CONV_LAYER_NAME
     from core.serving.lite import ClosedFormGradCam
 
     model = keras_predictor.model  # The tiny run's model, already loaded.
     closed_form = ClosedFormGradCam(model)
     maps_model = keras.Model(model.input, model.get_layer(LAST_CONV_LAYER_NAME).output)
-    explainer = GradCam(model)
+    explainer = cached_grad_cam(model)  # The GradCam the maps of the checks and of Review use, compiled once.
     _, films = _films(tiny_run, count=4)
     for class_index in range(4):
         _, cams = explainer(films, class_index=class_index)

@@ -26,7 +26,8 @@ def test_one_pass_gives_each_consumers_outputs_and_computes_each_film_once(model
     outputs.compute(np.arange(6))
     rows = np.array([5, 0, 3])
     np.testing.assert_allclose(outputs.pooled(rows), pooled_features(model, films[rows]), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(outputs.depth(rows), depth_features(depth_feature_model(model), films[rows])[1],
+    depth_model = depth_feature_model(model)  # One for both comparisons below: each new one traces again.
+    np.testing.assert_allclose(outputs.depth(rows), depth_features(depth_model, films[rows])[1],
                                rtol=1e-4, atol=1e-5)
     # Rows 6..9 are computed when first asked for, without features; none of 0..5 again.
     everything = outputs.probabilities(np.arange(10))
@@ -34,7 +35,7 @@ def test_one_pass_gives_each_consumers_outputs_and_computes_each_film_once(model
     assert outputs.films_computed == 10
     # Films that are not rows of the table (mis-prepared copies) go through the same engine, and are not kept.
     copies = films[:3, ::-1]
-    np.testing.assert_allclose(outputs.depth_of_films(copies), depth_features(depth_feature_model(model), copies)[1],
+    np.testing.assert_allclose(outputs.depth_of_films(copies), depth_features(depth_model, copies)[1],
                                rtol=1e-4, atol=1e-5)
     assert outputs.films_computed == 10
 
