@@ -121,7 +121,9 @@ def pytest_collection_modifyitems(config, items):
     Then, under pytest-xdist (whole files, in this order, to whichever process is free), one file whose first
     test needs the tiny run, so that one process starts training it at once; next the files that do not need
     it, then those whose first tests do not, so the other process has work instead of waiting for the
-    training; then the rest, the system tier last."""
+    training; then the rest, the system tier last. Within a phase, the files that start a `python -m core`
+    child come first: the child's seconds of TensorFlow start-up must not be the last thing a process does
+    while the other has finished."""
     for item in items:
         if tier_of(item.path) == "system":
             item.add_marker(pytest.mark.slow)
@@ -148,7 +150,8 @@ def pytest_collection_modifyitems(config, items):
             return 1
         return 4 if first_needs_run[item.path] else 3 if any_needs_run[item.path] else 2
 
-    items.sort(key=lambda item: (phase(item), tier_index[item]))
+    children = {path: '"-m", "core"' in Path(path).read_text() for path in files}
+    items.sort(key=lambda item: (phase(item), not children[item.path], tier_index[item]))
 
 
 # Temporary folders only ---------------------------------------------------------------------------------

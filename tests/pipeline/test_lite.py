@@ -85,7 +85,7 @@ def test_a_failed_conversion_leaves_prediction_on_keras(tiny_run, monkeypatch):
 
     monkeypatch.setenv("PARU_CACHE_DIR", str(tiny_run.parent / "empty-cache"))
     monkeypatch.setattr(core.serving.lite, "convert", broken)
-    predictor = Predictor(tiny_run, engine="lite")
+    predictor = Predictor(tiny_run, engine="lite", warm=False)  # The film below traces what it takes.
     assert predictor.engine == "Keras" and "converter crashed" in predictor.engine_note
     paths, _ = _films(tiny_run, count=1)
     result = predictor.predict(paths[0], with_cam=True)
