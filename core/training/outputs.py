@@ -36,6 +36,24 @@ LITE_TOLERANCE = 1e-4
 the converted model is used."""
 
 
+def forward_in_batches(model, batch_size: int = PREDICT_BATCH_SIZE):
+    """films -> [each output of `model`, numpy] in inference mode, `batch_size` films at a time, as Keras's
+    predict computes them, but from one graph traced once for any number of films: predict traces its step
+    again for a new batch shape (the last, partial batch of each call) and anew for every new model."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)
+    step = tf.function(lambda films: model(films, training=False), input_signature=[spec], autograph=False)
+
+    def run(films) -> list[np.ndarray]:
+        films = np.asarray(films, np.float32)
+        parts = [step(films[start:start + batch_size]) for start in range(0, len(films), batch_size)]
+        parts = [part if isinstance(part, (list, tuple)) else [part] for part in parts]
+        return [np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(parts[0]))]
+
+    return run
+
+
 def even_sample(rows: np.ndarray, most: int) -> np.ndarray:
     """At most `most` of `rows`, evenly spread over them in their order (all of them when fewer)."""
     rows = np.asarray(rows)
@@ -73,7 +91,7 @@ class ModelOutputs:
         self._pooled_columns = slice(int(starts[pooled_at]), int(starts[pooled_at + 1]))
         self._model = keras.Model(model.input, [model.output] + outputs)
         self._images = images
-        self._batch_size, self._chunk = batch_size, chunk
+        self._chunk = chunk
         count, classes = len(images), int(model.output.shape[-1])
         self._probabilities = np.full((count, classes), np.nan, np.float32)
         self._feature_row = np.full(count, -1, np.int64)  # Row of self._features, or -1.
@@ -81,7 +99,7 @@ class ModelOutputs:
         self._features = np.zeros((0, int(starts[-1])), np.float32)
         self.films_computed = 0
         self.engine = "Keras"
-        self._run = lambda films: self._model.predict(films, batch_size=self._batch_size, verbose=0)
+        self._run = forward_in_batches(self._model, batch_size)
         if engine == "lite" and len(images):
             self._use_lite(keras.Model(model.input, {"probabilities": model.output,
                                                      **{f"output_{i}": o for i, o in enumerate(outputs)}}))
