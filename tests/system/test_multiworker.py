@@ -164,6 +164,7 @@ def _in_one_process(data: Path, configs: Path, out: Path) -> None:
         state = {"epochs": config.warmup_epochs + config.epochs}
         assert fit(staging, scan.images, scan.labels, index, scan.class_names, config, state, print,
                    lambda: False, staging / "checkpoints") is not None
+        assert state.get("replicas", 1) == 1  # One process on one device, despite the two logical CPUs.
         (staging / "fitted").touch()  # model.keras is complete: the tests may read it.
     lines: list[str] = []
     run = train_run(data, tiny_config(distribute="mirrored", epochs=1), models_dir=Path(out) / "mirrored",
@@ -192,16 +193,19 @@ def case(tmp_path_factory):
     one_process = subprocess.Popen([sys.executable, "-c", child], cwd=PROJECT, env=env, stdout=log.open("w"),
                                    stderr=subprocess.STDOUT)
 
+    deadline = time.monotonic() + WORKER_SECONDS
+
     def finished() -> None:
         if one_process.returncode is None:
-            one_process.wait(timeout=WORKER_SECONDS)
+            one_process.wait(timeout=max(1.0, deadline - time.monotonic()))
         assert one_process.returncode == 0, log.read_text()[-3000:]
 
     def reference(recipe: str) -> Path:
-        while not (out / recipe / "fitted").is_file() and one_process.poll() is None:
+        fitted = out / recipe / "fitted"
+        while not fitted.is_file() and one_process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)  # The references are fitted before the mirrored run starts.
-        if not (out / recipe / "fitted").is_file():
-            finished()
+        if not fitted.is_file():
+            finished()  # It failed (its log says why) or ran out of time.
         return out / recipe / "model.keras"
 
     def mirrored() -> dict:
