@@ -27,8 +27,10 @@ def test_the_review_page_of_a_shipped_run_shows_its_films_without_the_dataset(ru
     monkeypatch.setenv("PARU_MODELS_DIR", str(run_dir.parent))
     monkeypatch.setenv("PARU_DEFAULT_RUN", run_dir.name)
     # Keras serves the page's first visit either way; without the background TensorFlow Lite conversion of a
-    # full-width model, which would outlive the page (tests/pipeline/test_lite.py tests that engine).
-    monkeypatch.setattr(cached, "Predictor", lambda run_path, engine: Predictor(run_path, engine="cached"))
+    # full-width model, which would outlive the page (tests/pipeline/test_lite.py tests that engine), and
+    # without tracing, ahead of the first film, paths this page may never take (nothing here is timed).
+    monkeypatch.setattr(cached, "Predictor",
+                        lambda run_path, engine: Predictor(run_path, engine="cached", warm=False))
     assert artifacts.find_dataset_root(run_dir) is None
     at = open_page(navigation.REVIEW.script)
     assert not at.exception, at.exception
