@@ -154,6 +154,24 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: (phase(item), not children[item.path], tier_index[item]))
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile`, the app tier is ONE unit of work, so one process runs every page test: the
+    pages' cached predictors of the tier's shared runs, the pages' compiled Grad-CAM passes and Streamlit's
+    first script runs are paid once a session instead of once in each process. Every other file stays a unit
+    of its own; the tier starts where its first file stands in the order above (the starter)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class AppTierTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "tests/app/" if scope.startswith("tests/app/") else scope
+
+    return AppTierTogether(config, log)
+
+
 # Temporary folders only ---------------------------------------------------------------------------------
 
 
