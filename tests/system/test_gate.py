@@ -40,4 +40,6 @@ def test_demo_run_passes_real_films_and_refuses_photos_documents_and_noise():
     for name, array in (("photo", photo), ("document", document), ("noise", noise)):
         result = predictor.predict(_png(array), name=name)
         assert result.error is None and result.gate.passed is False, (name, result.gate)
-        assert json.loads(json.dumps(result.to_json()))["gate"]["passed"] is False
+        assert result.gate.kind == "not_a_chest_film", (name, result.gate)  # Not "unlike the training films".
+        gate = json.loads(json.dumps(result.to_json()))["gate"]
+        assert gate["passed"] is False and gate["kind"] == "not_a_chest_film"
