@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from core.model import POOLED_FEATURES_LAYER_NAME
-from core.serving.batch import PREDICT_BATCH_SIZE
+from core.serving.batch import PREDICT_BATCH_SIZE, forward_in_batches
 from core.serving.lite import tflite_interpreter
 from core.serving.population import depth_feature_model
 from core.serving.tflite import convert_keras
@@ -34,24 +34,6 @@ CHUNK_FILMS = 256
 LITE_TOLERANCE = 1e-4
 """Largest difference (absolute, and relative to the value) from Keras's outputs on the first films for which
 the converted model is used."""
-
-
-def forward_in_batches(model, batch_size: int = PREDICT_BATCH_SIZE):
-    """films -> [each output of `model`, numpy] in inference mode, `batch_size` films at a time, as Keras's
-    predict computes them, but from one graph traced once for any number of films: predict traces its step
-    again for a new batch shape (the last, partial batch of each call) and anew for every new model."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec((None, *model.input.shape[1:]), tf.float32)
-    step = tf.function(lambda films: model(films, training=False), input_signature=[spec], autograph=False)
-
-    def run(films) -> list[np.ndarray]:
-        films = np.asarray(films, np.float32)
-        parts = [step(films[start:start + batch_size]) for start in range(0, len(films), batch_size)]
-        parts = [part if isinstance(part, (list, tuple)) else [part] for part in parts]
-        return [np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(parts[0]))]
-
-    return run
 
 
 def even_sample(rows: np.ndarray, most: int) -> np.ndarray:
