@@ -266,6 +266,30 @@ def _compile(model, learning_rate: float, config: TrainConfig) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=["accuracy"])
+    _build_training_state(model)
+
+
+def _build_training_state(model) -> None:
+    """Create the optimizer's slots and the loss's and metrics' state of a compiled `model` before its fit.
+
+    Without a distribution strategy Keras 3 defers them to the first trace of its train step, and
+    TensorFlow traces a function whose first trace created variables a second time, so every training
+    paid for tracing a MobileNetV2's training step twice. One zero film through the model eagerly, in
+    inference mode, builds the same state (the metrics are reset after it), and the fit traces its step
+    once; what it computes is unchanged. Under a strategy Keras builds the state itself, in the strategy's
+    scope."""
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy():
+        return
+    films = np.zeros((1, *model.inputs[0].shape[1:]), np.float32)
+    targets = np.zeros((1, model.outputs[0].shape[-1]), np.float32)
+    weights = np.ones(1, np.float32)
+    predicted = model(films, training=False)
+    model.optimizer.build(model.trainable_variables)
+    model.compute_loss(films, targets, predicted, sample_weight=weights, training=False)
+    model.compute_metrics(films, targets, predicted, sample_weight=weights)
+    model.reset_metrics()
 
 
 def _class_weight(labels: np.ndarray, num_classes: int, config: TrainConfig) -> dict[int, float] | None:
