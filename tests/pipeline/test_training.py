@@ -88,6 +88,27 @@ def test_training_ends_with_the_heatmap_check_in_the_run_and_its_card(head_on_fe
     assert progress_summary(seen[0])[1].startswith("Checking the heatmaps")
 
 
+def test_a_fit_traces_its_training_step_once():
+    """Without a strategy Keras 3 creates the optimizer's and the metrics' variables inside the first trace
+    of its train step, and TensorFlow then traces the step again: training creates them before the fit."""
+    import keras
+
+    from core.training.fit import _compile
+
+    class Counting(keras.Sequential):
+        traces = 0
+
+        def train_step(self, data):  # Runs once per trace of the compiled step.
+            Counting.traces += 1
+            return super().train_step(data)
+
+    model = Counting([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    _compile(model, 1e-3, tiny_config())
+    films, targets = np.zeros((8, 3), np.float32), np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    model.fit(films, targets, batch_size=4, epochs=2, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+    assert Counting.traces == 1
+
+
 @pytest.mark.parametrize("error_number, words", [(28, "No space left on device"), (30, "Read-only file system")])
 def test_full_disk_or_read_only_models_folder_gives_a_clear_message(tiny_dataset, tmp_path, monkeypatch,
                                                                      error_number, words):
