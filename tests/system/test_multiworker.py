@@ -267,21 +267,27 @@ def killed_and_resumed(case):
             "codes": codes, "texts": [log.read_text() for log in logs] if codes else []}
 
 
+def _assert_the_chief_alone_kept_a_run(codes, texts, models: Path, out: Path) -> None:
+    """A cluster's outcome: both workers exited 0, worker 1 left the run to the chief, the models folder holds
+    that one run, and neither the checkpoints nor the decoded-film cache are left."""
+    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    assert "the chief (worker 0) registers the run" in texts[1]
+    assert _runs(models) == [out.name]  # One run, the chief's; the other worker wrote none.
+    assert not (models / ".checkpoints").exists()
+    assert not list(out.glob("*.u8"))
+
+
 def test_a_killed_worker_resumes_from_the_last_checkpoint(killed_and_resumed):
     case = killed_and_resumed
     assert not case["finished_before"], "the run finished before the worker was killed; the kill came too late"
     done_before, out, texts = len(case["position"]["history"]), case["out"], case["texts"]
     assert 1 <= done_before < KILLED_EPOCHS
-    assert case["codes"] == [0, 0], "\n\n".join(text[-3000:] for text in texts)
+    _assert_the_chief_alone_kept_a_run(case["codes"], texts, case["models"], out)
     for text in texts:  # Both resume where the chief's checkpoint is (the chief hands it to worker 1).
         assert f"Resuming from the checkpoint at epoch {done_before + 1}, batch 0" in text
     assert "worker 0 of 2 (chief)" in texts[0] and "worker 1 of 2" in texts[1]
-    assert "the chief (worker 0) registers the run" in texts[1]
     history = (out / "history.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in history] == list(range(1, KILLED_EPOCHS + 1))
-    assert _runs(case["models"]) == ["run"]  # One run, the chief's; the other worker wrote none.
-    assert not (case["models"] / ".checkpoints").exists()
-    assert not list(out.glob("*.u8"))  # The decoded-film cache is not kept.
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
 
 
@@ -301,12 +307,7 @@ def test_the_recommended_preset_shares_the_feature_pass_between_workers(case):
     models, logs = root / "models", [root / f"worker-{task}.log" for task in range(2)]
     models.mkdir(parents=True)
     codes = _wait(_cluster(case["data"], case["configs"] / "recommended.json", models, models / "run", logs))
-    texts = [log.read_text() for log in logs]
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
-    assert "the chief (worker 0) registers the run" in texts[1]
-    assert _runs(models) == ["run"]  # One run, the chief's; the other worker wrote none.
-    assert not (models / ".checkpoints").exists()
-    assert not list((models / "run").glob("*.u8"))
+    _assert_the_chief_alone_kept_a_run(codes, [log.read_text() for log in logs], models, models / "run")
     largest = _largest_difference(case["reference"]("recommended"), models / "run" / "model.keras")
     assert largest <= WEIGHT_TOLERANCE
 
