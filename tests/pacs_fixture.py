@@ -2,7 +2,7 @@
 
 `running_orthanc(folder)` writes a JSON configuration (DICOMweb on, the DICOM listener off, remote access
 refused, storage and index in `folder`), picks a free port, starts `Orthanc`, waits until its REST API
-answers and stops it on exit. Orthanc 1.10 has no option for the address it listens on, so a tiny
+answers and kills it on exit. Orthanc 1.10 has no option for the address it listens on, so a tiny
 LD_PRELOAD library (compiled with the system C compiler into `folder`) rewrites its bind() to 127.0.0.1;
 the fixture then checks in /proc/net/tcp that the port listens on loopback only. Without Orthanc, its
 DICOMweb plugin or a C compiler the caller gets OrthancUnavailable with the reason, to skip on.
@@ -132,7 +132,7 @@ _LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000"}
 
 @contextlib.contextmanager
 def running_orthanc(folder: Path, timeout: float = 30.0):
-    """Start Orthanc on 127.0.0.1 with its storage in `folder`; yield an Orthanc; stop it afterwards."""
+    """Start Orthanc on 127.0.0.1 with its storage in `folder`; yield an Orthanc; kill it afterwards."""
     import requests
 
     binary, plugin, compiler = orthanc_requirements()
