@@ -1,8 +1,9 @@
 """Paru's shell: the shared setup of every page, and the Home page.
 
-Runs on every script run: keeps the Keras session between reruns, picks the page with st.navigation over
-the one page list (core.ui.navigation), sets the page config once, draws the sidebar, and runs the page
-inside one error boundary. Pages keep their URLs (/Predict, /Evaluation, /Review, /Training, /Audit).
+Runs on every script run: keeps TensorFlow's start-up lines out of the console and the Keras session
+between reruns, picks the page with st.navigation over the one page list (core.ui.navigation), sets the
+page config once, draws the sidebar, and runs the page inside one error boundary. Pages keep their URLs
+(/Predict, /Evaluation, /Review, /Training, /Audit).
 """
 
 import streamlit as st
@@ -42,6 +43,7 @@ def home() -> None:
     navigation.home_links()
 
 
+frame.keep_native_logs_out_of_the_console()
 frame.keep_keras_session_between_reruns()
 pages = navigation.streamlit_pages(home)
 page = st.navigation(pages, position="hidden")

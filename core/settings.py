@@ -15,7 +15,7 @@
 | `PARU_USER_DIR`     | the user's own writable data, such as review tags of the shipped runs, which stay unmodified in git | `$XDG_DATA_HOME/paru`, else `~/.local/share/paru` |
 | `PARU_DEFAULT_RUN`  | the run id the app opens with when neither the link (`?run=`) nor the session names one | `demo-nih-cxr4` (the shipped demo) |
 | `TF_CONFIG`         | TensorFlow's own: the cluster and this process's task, for `--distribute multiworker` (see `tf_config`) | unset: one worker |
-| `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`), and the command line drops the start-up lines it hides (`filter_native_stderr`) | "2" |
+| `TF_CPP_MIN_LOG_LEVEL` | TensorFlow's C++ log level; Paru sets "2" unless the user set it (see `quiet_tensorflow`), and the command line and the app's server drop the start-up lines it hides (`filter_native_stderr`) | "2" |
 
 Nothing here imports TensorFlow or Streamlit.
 """
@@ -176,13 +176,20 @@ def _is_quiet_native_line(line: bytes, level: int) -> bool:
     return {b"I": 0, b"W": 1, b"E": 2}.get(severity, 99) < level
 
 
+_FILTERING: list[bool] = []  # Set once this process's stderr goes through the filter.
+
+
 def filter_native_stderr() -> None:
     """Drop the TensorFlow C++ lines that TF_CPP_MIN_LOG_LEVEL asks to hide from this process's stderr (file
     descriptor 2, so the C++ writes are caught too); every other line passes unchanged and in order.
 
-    For the command line (core/__main__.py): its stderr is what users read, in a terminal or, for a
-    background training, in the log the Training page shows. A level of 0 keeps everything.
+    For the command line (core/__main__.py) and the app's server (streamlit_app.py): their stderr is what
+    users read, in a terminal or, for a background training, in the log the Training page shows. A level of
+    0 keeps everything. A second call in the same process does nothing (the app's script calls it on every
+    run).
     """
+    if _FILTERING:
+        return
     try:
         level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
     except ValueError:
@@ -193,6 +200,7 @@ def filter_native_stderr() -> None:
         original = os.dup(2)
     except OSError:  # No stderr to filter.
         return
+    _FILTERING.append(True)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)

@@ -15,7 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.runs.registry import SHIPPED_RUN_PREFIX, Run, list_runs, scan_runs
-from core.settings import default_models_dir, default_run_id
+from core.settings import default_models_dir, default_run_id, filter_native_stderr
 from core.ui import navigation
 
 DISCLAIMER = "Research and teaching tool — not for clinical diagnosis."
@@ -173,6 +173,16 @@ def show_page_error(error: Exception) -> None:
              "the details below say where.", icon=":material/error:")
     with st.expander("Details"):
         st.exception(error)
+
+
+def keep_native_logs_out_of_the_console() -> None:
+    """The server's console is what the person who started the app reads, and TensorFlow's C++ start-up lines
+    (oneDNN notices, a cuInit "error" on a machine without a GPU) read there as failures: they are dropped as
+    on the command line (core.settings.filter_native_stderr); every other line passes. Called by
+    streamlit_app.py on every script run, before a page can import TensorFlow; installed once a process. Not
+    under AppTest, whose script runs inside the test process: that stderr belongs to the test runner."""
+    if not st.get_option("global.appTest"):
+        filter_native_stderr()
 
 
 def keep_keras_session_between_reruns() -> None:

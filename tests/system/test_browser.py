@@ -14,6 +14,7 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,9 @@ PAGES = {"home": "/", "predict": "/Predict", "evaluation": "/Evaluation", "revie
          "training": "/Training"}
 UPDATE_SCREENSHOTS = os.environ.get("PARU_UPDATE_SCREENSHOTS") == "1"
 MAX_PNG_BYTES = 400 * 1024
+# TensorFlow's C++ log lines and the notices around them, as the server's console would show them.
+NATIVE_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] |^WARNING: All log messages before absl|"
+                         r"^INFO: Created TensorFlow Lite XNNPACK delegate|^To enable the following instructions")
 COLD_TIMEOUT = 90.0
 WARM_SANITY_SECONDS = 15.0
 
@@ -325,6 +329,11 @@ def test_predict_upload_shows_label_and_overlay(driver, app_url):
     (ARTIFACTS / "browser_timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     print(f"\n[browser] cold first upload {cold:.2f} s, warm upload {warm:.2f} s, labels {state['metrics']}")
     assert warm < WARM_SANITY_SECONDS, f"warm upload took {warm:.1f} s (sanity bound {WARM_SANITY_SECONDS} s)"
+    # TensorFlow is loaded in the server now; its start-up lines (a cuInit "error" among them) never reach
+    # the console of the person who started the app, and Streamlit's own lines still do.
+    console = (ARTIFACTS / "browser_streamlit.log").read_text().splitlines()
+    assert not [line for line in console if NATIVE_LINE.match(line)], "\n".join(console)
+    assert any("You can now view your Streamlit app" in line for line in console), "\n".join(console)
 
 
 @pytest.mark.parametrize("name", list(PAGES))
