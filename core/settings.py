@@ -177,6 +177,7 @@ def _is_quiet_native_line(line: bytes, level: int) -> bool:
 
 
 _FILTERING: list[bool] = []  # Set once this process's stderr goes through the filter.
+_FILTER_LOCK = threading.Lock()  # The app runs each session's script in a thread of its own.
 
 
 def filter_native_stderr() -> None:
@@ -188,8 +189,12 @@ def filter_native_stderr() -> None:
     0 keeps everything. A second call in the same process does nothing (the app's script calls it on every
     run).
     """
-    if _FILTERING:
-        return
+    with _FILTER_LOCK:
+        if not _FILTERING:
+            _install_native_filter()
+
+
+def _install_native_filter() -> None:
     try:
         level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
     except ValueError:
