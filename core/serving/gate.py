@@ -24,6 +24,7 @@ import numpy as np
 from core.model import POOLED_FEATURES_LAYER_NAME
 from core.runs.artifacts import GATE_FILE_NAME
 from core.runs.checks import read_npz
+from core.serving.batch import forward_in_batches
 
 MAX_COLORFULNESS = 25.0
 MIN_INTENSITY_STD = 8.0
@@ -136,14 +137,15 @@ def pooled_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarr
 
 def pooled_features_function(model, batch_size: int = 64):
     """images (n, S, S, 1) -> pooled backbone features (n, d), for a caller that asks chunk by chunk: one
-    feature model, whose compiled predict is traced on the first call and reused by the next (a new feature
-    model per chunk would trace it again, about a second of CPU each)."""
-    extractor = feature_model(model)
+    feature model, whose forward pass (core.serving.batch.forward_in_batches) is traced on the first call
+    and reused by the next, whatever the chunk's size (a new feature model per chunk would trace it again,
+    about a second of CPU each). A compiled pass, not eager calls: an eager forward pass of 64 films at
+    224 px keeps every intermediate activation alive, which multiplied the training process's memory at its
+    end."""
+    forward = forward_in_batches(feature_model(model), batch_size)
 
     def features_of(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:
             return np.zeros((0, 0))
-        # Keras's compiled predict, not eager calls: an eager forward pass of 64 films at 224 px keeps every
-        # intermediate activation alive, which multiplied the training process's memory at its end.
-        return np.asarray(extractor.predict(images, batch_size=batch_size, verbose=0)[1])
+        return forward(images)[1]
     return features_of
