@@ -41,12 +41,18 @@ def convert_keras_variants(graph, configures) -> list[bytes]:
     import tensorflow as tf
 
     input_name = graph.inputs[0].name.split(":")[0] or FILM_LAYER_NAME
-    frozen = None
+    frozen, freeze_error = None, None
     flatbuffers = []
     for configure in configures:
         try:
+            if freeze_error is not None:
+                raise freeze_error  # A graph that could not be frozen is not frozen again for the next one.
             if frozen is None:
-                frozen = frozen_function(graph, input_name)
+                try:
+                    frozen = frozen_function(graph, input_name)
+                except Exception as error:  # noqa: BLE001 - handled below, as any failure of the fast path.
+                    freeze_error = error
+                    raise
             flatbuffers.append(frozen_flatbuffer(frozen, graph, input_name, configure))
         except Exception as error:  # noqa: BLE001 - the slower path below converts every model the fast one does.
             warnings.warn(f"Converting through a frozen graph failed ({type(error).__name__}: {error}); "

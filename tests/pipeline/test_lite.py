@@ -92,6 +92,36 @@ def test_a_failed_conversion_leaves_prediction_on_keras(tiny_run, monkeypatch):
     assert result.error is None and result.engine == "Keras" and result.cam is not None
 
 
+def test_a_graph_that_cannot_be_frozen_is_converted_through_a_saved_model_and_frozen_once(monkeypatch):
+    """Each variant of a graph whose freezing fails comes from the slower SavedModel path, with a warning, and
+    the freezing is not tried again for the second variant."""
+    import keras
+
+    import core.serving.tflite
+    from core.serving.lite import tflite_interpreter
+
+    attempts = []
+
+    def unfreezable(graph, input_name):
+        attempts.append(input_name)
+        raise RuntimeError("cannot freeze")
+
+    monkeypatch.setattr(core.serving.tflite, "frozen_function", unfreezable)
+    film = keras.Input((4, 4, 1), name="film")
+    graph = keras.Model(film, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(film)))
+    with pytest.warns(RuntimeWarning, match="converting through a SavedModel instead"):
+        flatbuffers = core.serving.tflite.convert_keras_variants(graph, [None, None])
+    assert len(attempts) == 1 and len(flatbuffers) == 2
+    films = np.random.default_rng(0).random((1, 4, 4, 1)).astype(np.float32)
+    for flatbuffer in flatbuffers:
+        interpreter = tflite_interpreter(model_content=flatbuffer)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], films)
+        interpreter.invoke()
+        np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]),
+                                   np.asarray(graph(films)), rtol=1e-5, atol=1e-6)
+
+
 def test_a_model_of_another_shape_is_refused_with_a_reason():
     import keras
 
